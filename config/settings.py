@@ -1,0 +1,357 @@
+"""The node's settings: one frozen, typed schema, validated once.
+
+Sources, later wins: built-in defaults, ``HOME/config.toml``, environment
+variables (the seed's names, see ``ENV_VARS``), then command-line flags.
+Unknown sections and keys are errors that name the key. Each service is given
+only its own section. This module is the only place that reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+__all__ = [
+    "ApiConfig",
+    "StorageConfig",
+    "StreamingConfig",
+    "UhrpConfig",
+    "P2pConfig",
+    "UsageSyncConfig",
+    "QuotaConfig",
+    "DeliveryConfig",
+    "AgentConfig",
+    "Settings",
+    "ConfigError",
+    "ENV_VARS",
+    "HOME_ENV",
+    "DEFAULT_API_PORT",
+    "load_settings",
+    "resolve_home",
+    "render_default_toml",
+]
+
+HOME_ENV = "OVERLAY_NODE_HOME"
+DEFAULT_API_PORT = 8700
+GIB = 1024**3
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """HTTP API for local agents."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_API_PORT
+    max_upload_bytes: int = 256 * GIB
+    shutdown_grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Chunk store and metadata database."""
+
+    chunk_size_kb: int = 1024
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    database_url: str = ""  # for postgres, e.g. postgresql://user@127.0.0.1:5432/db
+    database_schema: str = "overlay_node"
+    write_threads: int = 4
+    min_free_disk_mb: int = 512
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Serving and fetching streams."""
+
+    buffer_size_mb: int = 64
+    timeout_seconds: float = 300.0
+    max_concurrent_streams_per_user: int = 5
+    read_size_kb: int = 1024
+
+
+@dataclass(frozen=True)
+class UhrpConfig:
+    """BRC-26 naming and advertising."""
+
+    enabled: bool = True
+    max_failover_hosts: int = 5
+
+
+@dataclass(frozen=True)
+class P2pConfig:
+    """libp2p peers: listening, bootstrap, timeouts, advert lifetimes."""
+
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    connect_timeout_s: float = 10.0
+    stream_timeout_s: float = 30.0
+    max_streams_per_peer: int = 8
+    max_connections: int = 256
+    target_peers: int = 8  # below this, a node asks new peers for others to dial
+    upload_limit_mib_s: float = 0.0  # cap on chunk bytes served to peers; 0 = none
+    gossip_heartbeat_s: int = 1
+    advert_ttl_s: int = 48 * 3600
+    advert_refresh_s: int = 22 * 3600
+    advertise_cached: bool = True
+    public_url: str = ""  # https://... when the node's HTTP API is reachable from outside
+
+
+@dataclass(frozen=True)
+class UsageSyncConfig:
+    """Usage-counter gossip between nodes (the seed's "BRC-22 usage sync")."""
+
+    topics: tuple[str, ...] = ("streaming", "quotas", "usage")
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Quota policies and their enforcement."""
+
+    enforcement: Literal["off", "optional", "required", "strict"] = "off"
+    strict: bool = False
+    burst_enabled: bool = True
+    window_cleanup_hours: int = 24
+    metrics_retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Caching and delivery."""
+
+    cdn_cache_ttl_seconds: int = 3600
+    compression_enabled: bool = False
+    geographic_routing_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Features for AI agents using the local node."""
+
+    streaming_enabled: bool = True
+    priority_boost: bool = True
+    prefetch_enabled: bool = False
+    cost_optimization: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    api: ApiConfig = field(default_factory=ApiConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    uhrp: UhrpConfig = field(default_factory=UhrpConfig)
+    p2p: P2pConfig = field(default_factory=P2pConfig)
+    usage_sync: UsageSyncConfig = field(default_factory=UsageSyncConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.storage.chunk_size_kb * 1024
+
+
+SECTIONS: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(Settings).items() if name != "home"
+}
+
+# The seed's environment variables and the setting each one sets.
+ENV_VARS: dict[str, str] = {
+    "STREAMING_CHUNK_SIZE_KB": "storage.chunk_size_kb",
+    "STREAMING_BUFFER_SIZE_MB": "streaming.buffer_size_mb",
+    "STREAMING_TIMEOUT_SECONDS": "streaming.timeout_seconds",
+    "MAX_CONCURRENT_STREAMS_PER_USER": "streaming.max_concurrent_streams_per_user",
+    "BRC26_UHRP_ENABLED": "uhrp.enabled",
+    "BRC26_MAX_FAILOVER_HOSTS": "uhrp.max_failover_hosts",
+    "BRC22_USAGE_SYNC_TOPICS": "usage_sync.topics",
+    "BRC31_QUOTA_ENFORCEMENT": "quota.enforcement",
+    "QUOTA_ENFORCEMENT_STRICT": "quota.strict",
+    "QUOTA_BURST_ENABLED": "quota.burst_enabled",
+    "QUOTA_WINDOW_CLEANUP_HOURS": "quota.window_cleanup_hours",
+    "QUOTA_METRICS_RETENTION_DAYS": "quota.metrics_retention_days",
+    "CDN_CACHE_TTL_SECONDS": "delivery.cdn_cache_ttl_seconds",
+    "COMPRESSION_ENABLED": "delivery.compression_enabled",
+    "GEOGRAPHIC_ROUTING_ENABLED": "delivery.geographic_routing_enabled",
+    "AGENT_STREAMING_ENABLED": "agent.streaming_enabled",
+    "AGENT_PRIORITY_BOOST": "agent.priority_boost",
+    "AGENT_PREFETCH_ENABLED": "agent.prefetch_enabled",
+    "AGENT_COST_OPTIMIZATION": "agent.cost_optimization",
+    "OVERLAY_NODE_API_PORT": "api.port",
+    "OVERLAY_NODE_DATABASE_URL": "storage.database_url",
+    "OVERLAY_NODE_BOOTSTRAP": "p2p.bootstrap",
+}
+
+# Ranges checked after loading: (minimum, maximum) inclusive.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "api.port": (0, 65535),
+    "api.max_upload_bytes": (0, 1 << 50),
+    "api.shutdown_grace_s": (0, 600),
+    "storage.chunk_size_kb": (4, 16384),
+    "storage.write_threads": (1, 64),
+    "storage.min_free_disk_mb": (0, 1 << 30),
+    "streaming.buffer_size_mb": (1, 65536),
+    "streaming.timeout_seconds": (0.1, 86400),
+    "streaming.max_concurrent_streams_per_user": (1, 100000),
+    "streaming.read_size_kb": (4, 16384),
+    "uhrp.max_failover_hosts": (1, 1000),
+    "p2p.connect_timeout_s": (0.1, 600),
+    "p2p.stream_timeout_s": (0.1, 3600),
+    "p2p.max_streams_per_peer": (1, 1024),
+    "p2p.max_connections": (1, 100000),
+    "p2p.target_peers": (0, 1000),
+    "p2p.upload_limit_mib_s": (0, 1e6),
+    "p2p.gossip_heartbeat_s": (1, 120),
+    "p2p.advert_ttl_s": (10, 7 * 24 * 3600),
+    "p2p.advert_refresh_s": (5, 7 * 24 * 3600),
+    "quota.window_cleanup_hours": (1, 100000),
+    "quota.metrics_retention_days": (1, 100000),
+    "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def resolve_home(flag: str | None = None) -> Path:
+    """The data dir: ``--home``, else ``$OVERLAY_NODE_HOME``, else ~/.overlay-node."""
+    raw = flag or os.environ.get(HOME_ENV) or "~/.overlay-node"
+    return Path(raw).expanduser().absolute()
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a TOML value or an environment string to the field's type."""
+    origin = get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if isinstance(value, str) and value.strip().lower() in get_args(hint):
+            return value.strip().lower()
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(get_args(hint))}")
+    elif origin is tuple:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    raise ConfigError(f"{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)}")
+
+
+def _apply(settings: Settings, dotted: Mapping[str, Any], source: str) -> Settings:
+    by_section: dict[str, dict[str, Any]] = {}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section {section!r} (in {key!r})")
+        hints = typing.get_type_hints(SECTIONS[section])
+        if name not in hints:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        try:
+            by_section.setdefault(section, {})[name] = _coerce(key, value, hints[name])
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    for section, changes in by_section.items():
+        settings = replace(settings, **{section: replace(getattr(settings, section), **changes)})
+    return settings
+
+
+def _flatten_toml(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [section] table")
+        for name, value in table.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def _validate(settings: Settings) -> None:
+    if settings.storage.backend == "postgres" and not settings.storage.database_url:
+        raise ConfigError("storage.backend = postgres needs storage.database_url (or OVERLAY_NODE_DATABASE_URL)")
+    if settings.p2p.advert_refresh_s >= settings.p2p.advert_ttl_s:
+        raise ConfigError("p2p.advert_refresh_s must be shorter than p2p.advert_ttl_s")
+    if settings.p2p.public_url and not settings.p2p.public_url.startswith("https://"):
+        raise ConfigError("p2p.public_url must be an https:// URL (BRC-26 adverts name HTTPS hosts)")
+    for key, (lo, hi) in _BOUNDS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(settings, section), name)
+        if not lo <= value <= hi:
+            raise ConfigError(f"{key} = {value} is outside {lo}..{hi}")
+
+
+def load_settings(
+    home: Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then ``home/config.toml``, then environment, then ``overrides``."""
+    settings = Settings(home=home)
+    path = home / "config.toml"
+    if path.exists():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        settings = _apply(settings, _flatten_toml(doc, path), str(path))
+    env = os.environ if environ is None else environ
+    for var in sorted(ENV_VARS.keys() & env.keys()):
+        settings = _apply(settings, {ENV_VARS[var]: env[var]}, f"environment variable {var}")
+    settings = _apply(settings, dict(overrides or {}), "command line")
+    _validate(settings)
+    return settings
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_default_toml() -> str:
+    """A config file listing every setting at its default, commented out."""
+    env_for = {v: k for k, v in ENV_VARS.items()}
+    lines = ["# overlay-node configuration. Uncomment a line to change it.", ""]
+    defaults = Settings(home=Path("."))
+    for section, cls in SECTIONS.items():
+        lines.append(f"# {(cls.__doc__ or '').strip()}")
+        lines.append(f"[{section}]")
+        for f in fields(cls):
+            value = getattr(getattr(defaults, section), f.name)
+            env = env_for.get(f"{section}.{f.name}")
+            note = f"  # env {env}" if env else ""
+            lines.append(f"# {f.name} = {_toml_value(value)}{note}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""Telling the overlay what this node holds, and remembering what others hold.
+
+- Publishing: every piece of local content is advertised on gossipsub topic
+  ``tm_uhrp`` when it is added (or fetched, if ``advertise_cached``), again
+  every ``advert_refresh_s`` before the ``advert_ttl_s`` expiry, and a signed
+  withdrawal goes out when it is deleted. Publishes are paced through a
+  bounded queue, because py-libp2p drops bursts silently.
+- Receiving: a validator checks size, signatures and expiry before gossipsub
+  delivers or forwards a message; what passes goes into the ``AdvertCache``.
+  Every drop is counted by reason.
+- Anti-entropy: gossip is lossy and a node may join late, so on every new
+  connection the node pulls the peer's live adverts over
+  ``/uhrp-overlay/adverts/1.0.0`` (a stream of length-prefixed messages).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import trio
+import trio.lowlevel
+
+from config import P2pConfig
+from node.identity import Identity
+from node.p2p import P2P, PeerUnreachable, Stream, StreamClosed
+from protocols.advert import MAX_MESSAGE_BYTES, Advert, InvalidAdvert, OverlayAdvert, Withdrawal, decode_message
+from protocols.advert_cache import MAX_FUTURE_EXPIRY_S, AdvertCache
+from protocols.manifest import Manifest
+from protocols.uhrp import url_for_hash
+from storage import ContentStore
+
+__all__ = ["AdvertService", "TOPIC", "SYNC_PROTOCOL"]
+
+log = logging.getLogger("overlay_node.adverts")
+TOPIC = "tm_uhrp"
+SYNC_PROTOCOL = "/uhrp-overlay/adverts/1.0.0"
+_HEADER = struct.Struct(">I")
+_PUBLISH_QUEUE = 4096
+_PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts; 100 messages/s is safe (measured)
+_SYNC_MAX_BYTES = 64 << 20
+_PRUNE_EVERY_S = 60.0
+_LIST_PAGE = 1000
+
+
+class AdvertService:
+    def __init__(
+        self,
+        identity: Identity,
+        p2p: P2P,
+        content: ContentStore,
+        cache: AdvertCache,
+        config: P2pConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.p2p = p2p
+        self.content = content
+        self.cache = cache
+        self.config = config
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._outbox, self._outbox_recv = trio.open_memory_channel[bytes](_PUBLISH_QUEUE)
+        self.last_refresh = 0.0
+
+    # -- what others see ---------------------------------------------------
+
+    def _url(self, content_hash: bytes) -> str:
+        if self.config.public_url:
+            return f"{self.config.public_url.rstrip('/')}/v1/streaming/data/{content_hash.hex()}"
+        return f"uhrp-overlay://{self.p2p.peer_id}/{url_for_hash(content_hash)}"
+
+    def _sequence(self) -> int:
+        return time.time_ns() // 1000  # grows across restarts, unlike a counter
+
+    def _queue(self, message: OverlayAdvert | Withdrawal) -> None:
+        self.cache.offer(message, self.clock())
+        try:
+            self._outbox.send_nowait(message.encode())
+        except trio.WouldBlock:
+            self.counters["publish_queue_full"] += 1  # the next refresh or a peer's sync repairs it
+
+    def announce(self, manifest: Manifest) -> None:
+        if manifest.size == 0:
+            return  # BRC-26 requires size >= 1; an empty file needs no host
+        key = self.identity.private_key.secret
+        expiry = int(self.clock()) + self.config.advert_ttl_s
+        advert = Advert.create(key, manifest.content_hash, self._url(manifest.content_hash), expiry, manifest.size)
+        self._queue(OverlayAdvert.create(key, advert, tuple(self.p2p.addrs), self._sequence()))
+
+    def withdraw(self, content_hash: bytes) -> None:
+        self._queue(Withdrawal.create(self.identity.private_key.secret, content_hash, self._sequence()))
+
+    # -- what we accept ----------------------------------------------------
+
+    def validate(self, data: bytes) -> bool:
+        """Runs before gossipsub delivers or forwards a message."""
+        try:
+            message = decode_message(data)
+        except InvalidAdvert as exc:
+            self.counters["invalid"] += 1
+            log.debug("dropped an invalid advert: %s", exc)
+            return False
+        if isinstance(message, OverlayAdvert):
+            now = self.clock()
+            if message.advert.expiry <= now:
+                self.counters["expired"] += 1
+                return False
+            if message.advert.expiry > now + MAX_FUTURE_EXPIRY_S:
+                self.counters["too_far_in_future"] += 1
+                return False
+        return True
+
+    def _take(self, data: bytes) -> None:
+        if self.validate(data):
+            self.cache.offer(decode_message(data), self.clock())
+
+    # -- services ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.p2p.set_validator(TOPIC, self.validate)
+        self.p2p.set_handler(SYNC_PROTOCOL, self._serve_sync)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish_loop)
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._sync_loop)
+            nursery.start_soon(self._refresh_loop)
+            task_status.started()
+
+    async def _publish_loop(self) -> None:
+        async for data in self._outbox_recv:
+            await self.p2p.publish(TOPIC, data)
+            self.counters["published"] += 1
+            await trio.sleep(_PUBLISH_GAP_S)
+
+    async def _receive_loop(self) -> None:
+        async for data in self.p2p.subscribe(TOPIC):
+            self._take(data)
+
+    async def _refresh_loop(self) -> None:
+        """Advertise everything held, then again before the adverts expire."""
+        while True:
+            offset = 0
+            while page := await self.content.meta.list_contents(limit=_LIST_PAGE, offset=offset):
+                for record in page:
+                    if record.pinned or self.config.advertise_cached:
+                        self.announce(record.manifest)
+                offset += len(page)
+                await trio.lowlevel.checkpoint()
+            self.last_refresh = self.clock()
+            self.cache.prune(self.clock())
+            await trio.sleep(self.config.advert_refresh_s)
+
+    async def _sync_loop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            async for peer in self.p2p.connections:
+                nursery.start_soon(self._pull_from, peer)
+
+    async def _pull_from(self, peer: str) -> None:
+        try:
+            stream = await self.p2p.open_stream(peer, SYNC_PROTOCOL)
+        except PeerUnreachable as exc:
+            log.debug("anti-entropy with %s: %s", peer, exc)
+            return
+        buf, total = bytearray(), 0
+        try:
+            while True:
+                with trio.fail_after(self.config.stream_timeout_s):
+                    data = await stream.receive_some()
+                if not data:
+                    break
+                total += len(data)
+                if total > _SYNC_MAX_BYTES:
+                    log.info("anti-entropy with %s: more than %d bytes; stopped", peer, _SYNC_MAX_BYTES)
+                    break
+                buf += data
+                while len(buf) >= _HEADER.size:
+                    (n,) = _HEADER.unpack_from(buf)
+                    if n > MAX_MESSAGE_BYTES:
+                        self.counters["invalid"] += 1
+                        return
+                    if len(buf) < _HEADER.size + n:
+                        break
+                    self._take(bytes(buf[_HEADER.size : _HEADER.size + n]))
+                    del buf[: _HEADER.size + n]
+            self.counters["synced_from_peers"] += 1
+        except trio.TooSlowError:
+            log.info("anti-entropy with %s timed out", peer)
+        finally:
+            await stream.aclose()
+
+    async def _serve_sync(self, stream: Stream) -> None:
+        try:
+            for message in self.cache.live(self.clock()):
+                data = message.encode()
+                with trio.fail_after(self.config.stream_timeout_s):
+                    await stream.send_all(_HEADER.pack(len(data)) + data)
+        except (StreamClosed, trio.TooSlowError):
+            pass

@@ -1,0 +1,214 @@
+"""The chunk protocol over a ``Stream``: the server side and a client.
+
+Server: one task per inbound stream answers requests in order, shaped by the
+node's upload cap (``p2p.upload_limit_mib_s``). A peer may
+hold at most ``max_streams_per_peer`` streams at once (more get ``busy``),
+and every read from the peer has a deadline, so a frozen peer costs one slot
+for at most ``stream_timeout_s``.
+
+Client: ``ChunkClient`` pipelines requests on one stream and returns bytes
+exactly as the server sent them; verifying them is the fetcher's job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import trio
+
+from node.p2p import Stream
+from protocols.chunk_wire import (
+    ChunkReply,
+    ErrorCode,
+    ErrorReply,
+    FrameDecoder,
+    GetChunks,
+    GetHave,
+    GetManifest,
+    HaveReply,
+    ManifestReply,
+    Message,
+    WireError,
+    encode,
+)
+from protocols.token_bucket import TokenBucket
+from storage import ChunkMissing, ContentStore
+
+__all__ = ["ChunkServer", "ChunkClient", "RemoteError"]
+
+log = logging.getLogger("overlay_node.chunks")
+_RECEIVE = 1 << 20
+
+
+class RemoteError(Exception):
+    """The peer answered a request with a typed error."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.code.name.lower()}: {reply.message}")
+        self.reply = reply
+
+
+class ChunkServer:
+    def __init__(
+        self, content: ContentStore, *, max_streams_per_peer: int, timeout_s: float, upload_limit_bps: float = 0.0
+    ) -> None:
+        self.content = content
+        # One bucket for the whole node: the cap is on everything it uploads.
+        self.upload = TokenBucket(rate_bps=upload_limit_bps, burst_bytes=max(upload_limit_bps / 10, 1 << 20))
+        self.timeout_s = timeout_s
+        self.max_streams_per_peer = max_streams_per_peer
+        self._streams: defaultdict[str, int] = defaultdict(int)
+        self.served_bytes = 0
+
+    async def handle(self, stream: Stream) -> None:
+        """Serve one inbound stream until the peer closes it, errs or goes quiet."""
+        peer = stream.remote_peer
+        try:
+            if self._streams[peer] >= self.max_streams_per_peer:
+                # Request id 0 answers the stream itself: no request is served on it.
+                with trio.move_on_after(self.timeout_s):
+                    await stream.send_all(encode(ErrorReply(0, ErrorCode.BUSY, "too many streams from this peer", 1.0)))
+                return
+            self._streams[peer] += 1
+            try:
+                await self._serve(stream)
+            except WireError as exc:
+                log.info("peer %s sent a bad frame: %s", peer, exc)
+            except trio.TooSlowError:
+                log.info("peer %s went quiet for %.0f s; closing its stream", peer, self.timeout_s)
+            finally:
+                self._streams[peer] -= 1
+                if not self._streams[peer]:
+                    del self._streams[peer]
+        finally:
+            await stream.aclose()
+
+    async def _serve(self, stream: Stream) -> None:
+        decoder = FrameDecoder()
+        while True:
+            with trio.fail_after(self.timeout_s):
+                data = await stream.receive_some(_RECEIVE)
+            if not data:
+                return
+            for msg in decoder.feed(data):
+                await self._answer(stream, msg)
+
+    async def _answer(self, stream: Stream, msg: Message) -> None:
+        async def send(reply: Message) -> None:
+            with trio.fail_after(self.timeout_s):
+                await stream.send_all(encode(reply))
+
+        if not isinstance(msg, GetManifest | GetChunks | GetHave):
+            await send(ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST, "servers answer requests only"))
+            return
+        record = await self.content.get(msg.content_hash)
+        if record is None:
+            await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, "content not held"))
+            return
+        m = record.manifest
+        if isinstance(msg, GetManifest):
+            await send(ManifestReply(msg.request_id, m.encode()))
+        elif isinstance(msg, GetHave):
+            await send(HaveReply.from_indices(msg.request_id, len(m.chunk_hashes), set(range(len(m.chunk_hashes)))))
+        else:
+            if any(i >= len(m.chunk_hashes) for i in msg.indices):
+                await send(ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST, "chunk index out of range"))
+                return
+            for i in msg.indices:
+                try:
+                    data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
+                except ChunkMissing:
+                    await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, f"chunk {i} missing"))
+                    return
+                if pause := self.upload.delay(len(data), trio.current_time()):
+                    await trio.sleep(pause)
+                await send(ChunkReply(msg.request_id, i, data))
+                self.served_bytes += len(data)
+
+
+class ChunkClient:
+    """Requests on one stream; replies arrive in request order."""
+
+    def __init__(self, stream: Stream, *, timeout_s: float) -> None:
+        self.stream = stream
+        self.timeout_s = timeout_s
+        self._decoder = FrameDecoder()
+        self._pending: list[Message] = []
+        self._next_id = 1
+        self.first_byte_at = 0.0  # when the first byte of the last reply arrived
+
+    async def _send(self, msg: Message) -> None:
+        with trio.fail_after(self.timeout_s):
+            await self.stream.send_all(encode(msg))
+
+    async def _receive(self) -> Message:
+        if not self._pending and not self._decoder.pending:
+            self.first_byte_at = 0.0
+        while not self._pending:
+            with trio.fail_after(self.timeout_s):
+                data = await self.stream.receive_some(_RECEIVE)
+            if not data:
+                raise WireError("stream ended before the reply" + (" (truncated frame)" if self._decoder.pending else ""))
+            if not self.first_byte_at:
+                self.first_byte_at = trio.current_time()
+            self._pending.extend(self._decoder.feed(data))
+        reply = self._pending.pop(0)
+        if self._pending or self._decoder.pending:
+            self.first_byte_at = trio.current_time()  # the next reply has started already
+        return reply
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    async def _reply(self, request_id: int) -> Message:
+        reply = await self._receive()
+        if isinstance(reply, ErrorReply) and reply.request_id == 0:
+            raise RemoteError(reply)  # the server refused the whole stream (busy)
+        if reply.request_id != request_id:
+            raise WireError(f"reply for request {reply.request_id}, expected {request_id}")
+        if isinstance(reply, ErrorReply):
+            raise RemoteError(reply)
+        return reply
+
+    async def manifest(self, content_hash: bytes) -> bytes:
+        rid = self._id()
+        await self._send(GetManifest(rid, content_hash))
+        reply = await self._reply(rid)
+        if not isinstance(reply, ManifestReply):
+            raise WireError(f"expected a manifest, got {type(reply).__name__}")
+        return reply.manifest
+
+    async def have(self, content_hash: bytes) -> HaveReply:
+        rid = self._id()
+        await self._send(GetHave(rid, content_hash))
+        reply = await self._reply(rid)
+        if not isinstance(reply, HaveReply):
+            raise WireError(f"expected a bitfield, got {type(reply).__name__}")
+        return reply
+
+    async def request_chunk(self, content_hash: bytes, index: int) -> int:
+        """Send one chunk request without waiting; returns its request id."""
+        rid = self._id()
+        await self._send(GetChunks(rid, content_hash, (index,)))
+        return rid
+
+    async def chunk_reply(self, request_id: int, index: int) -> bytes:
+        """The reply to ``request_chunk``; replies come in request order."""
+        reply = await self._reply(request_id)
+        if not isinstance(reply, ChunkReply) or reply.index != index:
+            raise WireError(f"expected chunk {index}")
+        return reply.data
+
+    async def chunks(self, content_hash: bytes, indices: list[int], window: int = 8) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield ``(index, data)`` in order, keeping ``window`` requests in flight."""
+        sent: list[tuple[int, int]] = []  # (request id, index)
+        todo = list(indices)
+        while todo or sent:
+            while todo and len(sent) < window:
+                index = todo.pop(0)
+                sent.append((await self.request_chunk(content_hash, index), index))
+            rid, index = sent.pop(0)
+            yield index, await self.chunk_reply(rid, index)

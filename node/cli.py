@@ -1,0 +1,305 @@
+"""``overlay-node``: run a node and use it from the shell.
+
+Bad input gets one clear line on stderr and a non-zero exit code: 1 for a
+failed operation, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from config import ConfigError, load_settings, resolve_home
+from node import __version__
+from node.client import ApiFailure, ConnectionLost, NodeClient, NodeUnavailable, find_api
+from node.home import HomeBusy, hold_home, init_home
+from node.identity import IdentityError
+from protocols.errors import InvalidUhrpUrl
+from protocols.manifest import valid_content_type
+from protocols.uhrp import parse_content_id, url_for_hash
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """One line for the user; exit code 1."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+@contextmanager
+def _progress(total: int | None, label: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr when it is a terminal (tqdm), else nothing."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+        yield bar.update
+
+
+def _client(args: argparse.Namespace) -> NodeClient:
+    url = find_api(args.home, args.api)
+    if url is None:
+        raise CliError(f"no node is running for {args.home}; start one with 'overlay-node run'")
+    return NodeClient(url)
+
+
+def _content_id(text: str) -> bytes:
+    try:
+        return parse_content_id(text)
+    except InvalidUhrpUrl as exc:
+        raise CliError(f"{text!r} is neither a 64-hex-digit hash nor a UHRP URL: {exc}") from None
+
+
+def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    print(json.dumps(obj, indent=2) if args.json else text)
+
+
+# -- commands ------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    identity, created = init_home(args.home)
+    verb = "initialised" if created else "already initialised"
+    print(f"{verb} {args.home}\nidentity key {identity.public_key_hex}")
+
+
+def _parse_bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"--api wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from node.node import Node
+
+    overrides: dict[str, Any] = {}
+    if args.bind:
+        overrides["api.host"], overrides["api.port"] = _parse_bind(args.bind)
+    if args.listen:
+        overrides["p2p.listen"] = args.listen
+    if args.bootstrap:
+        overrides["p2p.bootstrap"] = args.bootstrap
+    settings = load_settings(args.home, overrides)
+    node = Node(settings)
+
+    async def main() -> None:
+        # The receiver stays open until the node has stopped, so a second
+        # signal during shutdown is absorbed instead of killing the process.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                print(f"overlay-node {__version__}: API {node.api_url} (home {args.home})", flush=True)
+                async for _ in signals:
+                    logging.getLogger("overlay_node").info("stopping")
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+
+
+def _added_text(info: dict[str, Any]) -> str:
+    return f"{info['uhrpUrl']}\n{_human(info['size'])}, {info['chunks']} chunks, sha256 {info['contentHash']}"
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    path: Path = args.file
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    if args.content_type and not valid_content_type(args.content_type):
+        raise CliError(f"{args.content_type!r} is not a media type (like text/plain)")
+    size = path.stat().st_size
+    url = find_api(args.home, args.api)
+    with _progress(size, path.name, not args.json) as progress:
+        if url is not None:
+            try:
+                with NodeClient(url) as client:
+                    info = client.add(path, content_type=args.content_type, pin=not args.no_pin, progress=progress)
+                _print(args, info, _added_text(info))
+                return
+            except NodeUnavailable:
+                if args.api:  # the user named a node: don't quietly write locally
+                    raise
+        info = _add_direct(args, path, progress)
+    _print(args, info, _added_text(info))
+
+
+def _add_direct(args: argparse.Namespace, path: Path, progress: Callable[[int], None] | None) -> dict[str, Any]:
+    """No node is running: write into the store directly."""
+    from storage import open_content_store
+
+    if not (args.home / "identity.key").exists():
+        raise CliError(f"{args.home} is not initialised; run 'overlay-node init'")
+    settings = load_settings(args.home)
+    last = [0]
+
+    def report(done: int) -> None:
+        if progress:
+            progress(done - last[0])
+            last[0] = done
+
+    async def add() -> dict[str, Any]:
+        content = await open_content_store(settings)
+        try:
+            result = await content.ingest_file(
+                path, content_type=args.content_type or "application/octet-stream", pinned=not args.no_pin, on_progress=report
+            )
+        finally:
+            await content.meta.aclose()
+        m = result.manifest
+        return {
+            "uhrpUrl": url_for_hash(m.content_hash),
+            "contentHash": m.content_hash.hex(),
+            "size": m.size,
+            "chunks": len(m.chunk_hashes),
+            "merkleRoot": m.merkle_root.hex(),
+            "contentType": m.content_type,
+            "new": result.new,
+        }
+
+    with hold_home(args.home):
+        return trio.run(add)
+
+
+def cmd_get(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        if args.output == "-":
+            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest)
+            return
+        out = Path(args.output)
+        fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f, _progress(None, out.name, not args.json) as progress:
+                n = client.download(digest.hex(), f, expected=digest, progress=progress)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    info = {"contentHash": digest.hex(), "uhrpUrl": url_for_hash(digest), "size": n, "path": str(out)}
+    _print(args, info, f"{out}: {_human(n)}, sha256 verified")
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        listing = client.list(limit=args.limit)
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return
+    for c in listing["contents"]:
+        print(f"{c['uhrpUrl']}  {_human(c['size']):>10}  {c['contentType']}{'' if c['pinned'] else '  (cached)'}")
+    shown = len(listing["contents"])
+    if listing["total"] > shown:
+        print(f"... {listing['total'] - shown} more (use --limit)")
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        info = client.delete(digest.hex())
+    _print(args, info, f"deleted {url_for_hash(digest)} ({info['chunksRemoved']} chunks freed)")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        info = client.node()
+    s = info["storage"]
+    _print(
+        args,
+        info,
+        f"node      {info['identityKey']}\nversion   {info['version']}\napi       {info['api']}\n"
+        f"uptime    {info['uptimeSeconds']:.0f} s\ncontent   {s['contents']} items, {_human(s['contentBytes'])}\n"
+        f"on disk   {s['chunks']} chunks, {_human(s['chunkBytes'])}; {_human(s['diskFreeBytes'])} free",
+    )
+
+
+# -- argument parsing ----------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="overlay-node", description="A content node for a BSV overlay network (UHRP).")
+    p.add_argument("--home", help="data dir (env OVERLAY_NODE_HOME, default ~/.overlay-node)")
+    p.add_argument("--api", help="URL of a running node's API (default: from HOME/node.json)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"overlay-node {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("init", help="create the data dir: identity key and default config").set_defaults(fn=cmd_init)
+
+    run = sub.add_parser("run", help="run the node daemon")
+    run.add_argument("--api", dest="bind", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:8700; port 0 picks one)")
+    run.add_argument("--listen", action="append", metavar="MULTIADDR", help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)")
+    run.add_argument("--bootstrap", action="append", metavar="MULTIADDR", help="peer to join through, ending in /p2p/<id> (repeatable)")
+    run.set_defaults(fn=cmd_run)
+
+    add = sub.add_parser("add", help="add a file; prints its UHRP URL")
+    add.add_argument("file", type=Path)
+    add.add_argument("--content-type", help="media type (default application/octet-stream)")
+    add.add_argument("--no-pin", action="store_true", help="store as cache (may be evicted) instead of pinned")
+    add.set_defaults(fn=cmd_add)
+
+    get = sub.add_parser("get", help="download content by hash or UHRP URL")
+    get.add_argument("content", metavar="HASH|URL")
+    get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
+    get.set_defaults(fn=cmd_get)
+
+    ls = sub.add_parser("ls", help="list stored content")
+    ls.add_argument("--limit", type=int, default=1000)
+    ls.set_defaults(fn=cmd_ls)
+
+    rm = sub.add_parser("rm", help="delete content")
+    rm.add_argument("content", metavar="HASH|URL")
+    rm.set_defaults(fn=cmd_rm)
+
+    sub.add_parser("status", help="show the running node's identity and storage").set_defaults(fn=cmd_status)
+
+    for name in ("add", "get", "ls", "rm", "status"):
+        sub.choices[name].add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.home = resolve_home(args.home)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("libp2p").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        args.fn(args)
+    except (CliError, ConfigError, IdentityError, HomeBusy, NodeUnavailable, ConnectionLost, ApiFailure, InvalidUhrpUrl) as exc:
+        print(f"overlay-node: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

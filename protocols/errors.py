@@ -1,0 +1,42 @@
+"""The exception tree shared by every wire format and state machine.
+
+``ProtocolError`` is the root. ``LocalProtocolError`` means *we* asked for
+something impossible (a bug or bad local input); ``RemoteProtocolError`` means
+bytes from outside were malformed or lied. Callers that face the network catch
+``RemoteProtocolError`` and end only that peer's conversation.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "InvalidUhrpUrl",
+    "InvalidManifest",
+    "InvalidRange",
+]
+
+
+class ProtocolError(Exception):
+    """Root of every error raised by ``protocols``."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We asked for something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """Input from outside (a peer, a client, a file) is malformed."""
+
+
+class InvalidUhrpUrl(RemoteProtocolError):
+    """A UHRP URL failed to parse: bad alphabet, checksum, prefix or length."""
+
+
+class InvalidManifest(RemoteProtocolError):
+    """Manifest bytes are malformed, oversized or internally inconsistent."""
+
+
+class InvalidRange(RemoteProtocolError):
+    """An HTTP Range header is malformed (not merely unsatisfiable)."""

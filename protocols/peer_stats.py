@@ -1,0 +1,75 @@
+"""What a node has measured about each peer it downloads from.
+
+Participants: the download scheduler (reads and updates it) and resolve
+(ranks hosts by it).
+Goals: an estimate of how long a peer will take to deliver one more chunk,
+from exponentially weighted moving averages of its latency and throughput,
+its success rate and what a download already has in flight with it; cheap
+enough to consult for every scheduling decision. Measurements are shared by
+all downloads; what is in flight belongs to each download (the scheduler).
+Non-goals: persistence (the node stores snapshots); clocks (time is passed
+in, in seconds).
+Limits: estimates are clamped so one wild sample cannot dominate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PeerStats", "ALPHA", "DEFAULT_LATENCY_S", "DEFAULT_THROUGHPUT_BPS"]
+
+ALPHA = 0.3  # weight of the newest sample
+DEFAULT_LATENCY_S = 0.05  # before the first sample: optimistic, so new peers get tried
+DEFAULT_THROUGHPUT_BPS = 20.0 * 2**20
+_MIN_THROUGHPUT_BPS = 1024.0
+_MAX_LATENCY_S = 60.0
+
+
+@dataclass
+class PeerStats:
+    latency_s: float = DEFAULT_LATENCY_S  # request sent -> reply starts (TTFB)
+    throughput_bps: float = DEFAULT_THROUGHPUT_BPS
+    successes: int = 0
+    failures: int = 0
+    bytes_received: int = 0
+    last_seen: float = 0.0
+    samples: int = 0
+
+    def _ewma(self, old: float, new: float) -> float:
+        return new if self.samples == 0 else ALPHA * new + (1 - ALPHA) * old
+
+    def record(self, *, latency_s: float, transfer_s: float, nbytes: int, now: float) -> None:
+        """A chunk arrived: ``latency_s`` to its first byte, ``transfer_s`` for its bytes."""
+        latency = min(max(latency_s, 0.0), _MAX_LATENCY_S)
+        rate = max(nbytes / max(transfer_s, 1e-6), _MIN_THROUGHPUT_BPS)
+        self.latency_s = self._ewma(self.latency_s, latency)
+        self.throughput_bps = self._ewma(self.throughput_bps, rate)
+        self.samples += 1
+        self.successes += 1
+        self.bytes_received += nbytes
+        self.last_seen = now
+
+    def record_failure(self, now: float) -> None:
+        self.failures += 1
+        self.last_seen = now
+
+    @property
+    def success_rate(self) -> float:
+        """Laplace-smoothed, so one early failure does not condemn a peer."""
+        return (self.successes + 1) / (self.successes + self.failures + 2)
+
+    def expected_time(self, nbytes: int, queued: int = 0) -> float:
+        """Seconds until a new request for ``nbytes`` completes, behind ``queued`` others."""
+        per_chunk = nbytes / self.throughput_bps
+        return (self.latency_s + per_chunk * (queued + 1)) / self.success_rate
+
+    def window(self, chunk_bytes: int, target_s: float, maximum: int) -> int:
+        """Requests to keep in flight: enough to cover ``target_s`` at the measured rate.
+
+        An unmeasured peer gets 2: enough to learn its speed, too few for a
+        slow one to hoard chunks before anyone knows it is slow.
+        """
+        if self.samples == 0:
+            return min(2, maximum)
+        fits = int(self.throughput_bps * (self.latency_s + target_s) / max(chunk_bytes, 1))
+        return max(1, min(maximum, fits))

@@ -1,0 +1,46 @@
+"""Chunk files on disk and the metadata database behind one async interface.
+
+No SQL outside this package. ``open_metadata`` picks the backend from config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config import Settings
+from storage.chunks import ChunkMissing, ChunkStore
+from storage.content import ContentStore, IngestResult, Mismatch, TooLarge
+from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
+from storage.sqlite import SqliteMetadataStore
+
+__all__ = [
+    "ChunkMissing",
+    "ChunkStore",
+    "ContentRecord",
+    "ContentStore",
+    "HostPerformance",
+    "IngestResult",
+    "Mismatch",
+    "MetadataStore",
+    "StoreStats",
+    "TooLarge",
+    "open_content_store",
+]
+
+
+async def open_content_store(settings: Settings) -> ContentStore:
+    """The content store of ``settings.home`` (the caller holds the home lock)."""
+    home: Path = settings.home
+    meta: MetadataStore
+    if settings.storage.backend == "postgres":
+        from storage.postgres import PostgresMetadataStore
+
+        meta = await PostgresMetadataStore.open(settings.storage.database_url, settings.storage.database_schema)
+    else:
+        meta = await SqliteMetadataStore.open(home / "metadata.sqlite3")
+    return ContentStore(
+        ChunkStore(home / "chunks"),
+        meta,
+        chunk_size=settings.chunk_size,
+        write_threads=settings.storage.write_threads,
+    )

@@ -1,0 +1,194 @@
+"""Chunks on disk, named by their SHA-256: ``ROOT/ab/cd/<hex>``.
+
+A chunk is written to ``ROOT/tmp``, fsynced, then renamed into place, so a
+crash leaves either the whole chunk or nothing under its name. The caller
+fsyncs the touched directories (``sync_dirs``) before it records the chunk in
+the metadata store, so a committed chunk survives power loss too.
+
+Everything here is blocking; callers run it on worker threads. Reads use
+``os.preadv`` with ``RWF_NOWAIT`` first, which answers from the page cache
+without blocking, and fall back to a thread only when the disk must be read.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = ["ChunkStore", "ChunkMissing", "read_nowait"]
+
+_RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+
+
+class ChunkMissing(FileNotFoundError):
+    """A chunk the metadata refers to is not on disk."""
+
+
+def read_nowait(fd: int, length: int, offset: int) -> bytearray | None:
+    """Read from the page cache without blocking; None if it would block.
+
+    The buffer is returned as it is (no copy into ``bytes``): a fresh one per
+    call, so callers may hand it on.
+    """
+    if not _RWF_NOWAIT:
+        return None
+    buf = bytearray(length)
+    try:
+        n = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+            return None
+        raise
+    if n != length:
+        return None  # partly cached: let the blocking path read it whole
+    return buf
+
+
+class ChunkStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
+        # Chunks an unfinished ingest relies on; garbage collection keeps them.
+        self._pins: Counter[bytes] = Counter()
+        self._pins_lock = threading.Lock()
+
+    def path(self, digest: bytes) -> Path:
+        h = digest.hex()
+        return self.root / h[:2] / h[2:4] / h
+
+    def has(self, digest: bytes) -> bool:
+        return self.path(digest).exists()
+
+    def size(self, digest: bytes) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise ChunkMissing(digest.hex()) from None
+
+    # -- writing ---------------------------------------------------------
+
+    def put(self, data: bytes | memoryview, digest: bytes | None = None, *, trusted: bool = False) -> tuple[bytes, list[Path]]:
+        """Store ``data`` and pin it; return its digest and the directories to fsync.
+
+        With ``digest`` given, the data is verified against it first (a
+        fetched chunk); a mismatch raises ``ValueError`` and stores nothing.
+        ``trusted`` skips that hash: only for bytes the caller has just
+        verified against ``digest`` itself.
+        No directory needs syncing when the chunk was already present.
+        """
+        actual = digest if trusted and digest is not None else hashlib.sha256(data).digest()
+        if digest is not None and actual != digest:
+            raise ValueError(f"chunk hash mismatch: want {digest.hex()}, got {actual.hex()}")
+        final = self.path(actual)
+        with self._pins_lock:
+            self._pins[actual] += 1
+            if final.exists():
+                return actual, []
+        tmp = self.tmp / f"{actual.hex()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            self.unpin([actual])
+            raise
+        os.close(fd)
+        dirs = [final.parent]
+        if not final.parent.exists():
+            # New shard directories must themselves be made durable.
+            dirs += [final.parent.parent, self.root]
+            final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        return actual, dirs
+
+    def unpin(self, digests: Iterable[bytes]) -> None:
+        with self._pins_lock:
+            self._pins.subtract(digests)
+            self._pins += Counter()  # drop zero and negative counts
+
+    def sync_dirs(self, dirs: Iterable[Path]) -> None:
+        """Make renames durable: fsync each directory once."""
+        for d in set(dirs):
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- removing ---------------------------------------------------------
+
+    def remove_unpinned(self, digests: Iterable[bytes]) -> int:
+        """Delete chunks no ingest is using; the caller has checked references."""
+        removed = 0
+        for digest in digests:
+            with self._pins_lock:
+                if self._pins[digest] > 0:
+                    continue
+                try:
+                    self.path(digest).unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def clear_tmp(self) -> int:
+        """Remove leftovers of interrupted writes (only safe with the home lock)."""
+        n = 0
+        for p in self.tmp.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            n += 1
+        return n
+
+    # -- reading and checking ---------------------------------------------
+
+    def open(self, digest: bytes) -> int:
+        try:
+            return os.open(self.path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise ChunkMissing(digest.hex()) from None
+
+    def read(self, digest: bytes, offset: int = 0, length: int = -1) -> bytes:
+        fd = self.open(digest)
+        try:
+            if length < 0:
+                length = os.fstat(fd).st_size - offset
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def iter_digests(self) -> Iterator[bytes]:
+        """Every chunk on disk (names that are not 64 hex digits are skipped)."""
+        for top in self.root.iterdir():
+            if top == self.tmp or not top.is_dir() or len(top.name) != 2:
+                continue
+            for mid in top.iterdir():
+                for f in mid.iterdir():
+                    try:
+                        if len(f.name) == 64:
+                            yield bytes.fromhex(f.name)
+                    except ValueError:
+                        continue
+
+    def verify(self, digest: bytes) -> bool:
+        """Re-hash a chunk on disk (scrubbing); False if it is corrupt."""
+        h = hashlib.sha256()
+        with open(self.path(digest), "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.digest() == digest

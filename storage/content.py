@@ -1,0 +1,285 @@
+"""Content: files as chunks plus a manifest, with the rules that keep them whole.
+
+``ContentStore`` joins the chunk files and the metadata store:
+
+- ``ingest`` splits a byte stream into chunks and writes them on worker
+  threads while one more thread hashes the whole stream in order; memory is
+  bounded by ``inflight`` chunks. The content is recorded only after every
+  chunk and directory is fsynced, so an interrupted add leaves no record and
+  no half-written chunk, only whole orphan chunks that ``recover`` removes.
+- ``delete`` and ingest commits are serialised by one lock, and chunks an
+  unfinished ingest relies on are pinned in memory, so deleting one file never
+  removes a chunk that a concurrent add of another file deduplicated against.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
+from protocols.merkle import merkle_root
+from storage.chunks import ChunkStore, read_nowait
+from storage.metadata import ContentRecord, MetadataStore
+
+__all__ = ["ContentStore", "IngestResult", "TooLarge", "Mismatch", "rechunk"]
+
+_SWEEP_BATCH = 4096
+PARTIAL_TTL_S = 7 * 24 * 3600  # an unfinished download's chunks are kept this long
+
+
+class TooLarge(Exception):
+    """The stream exceeded the size the caller allowed."""
+
+
+class Mismatch(Exception):
+    """The bytes do not match the manifest they were fetched for."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifest: Manifest
+    new: bool  # False when the content was already stored
+
+
+async def rechunk(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Regroup arbitrary pieces into ``size``-byte chunks (the last may be short)."""
+    buf = bytearray()
+    async for piece in pieces:
+        if not buf and len(piece) == size:
+            yield bytes(piece)  # already aligned: no copy
+            continue
+        buf += piece
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)
+
+
+class ContentStore:
+    def __init__(
+        self,
+        chunks: ChunkStore,
+        meta: MetadataStore,
+        *,
+        chunk_size: int,
+        write_threads: int = 4,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.chunks = chunks
+        self.meta = meta
+        self.chunk_size = chunk_size
+        self._write_limiter = trio.CapacityLimiter(write_threads)
+        self._inflight = write_threads + 2
+        self._commit_lock = trio.Lock()
+        self._clock = clock
+
+    # -- adding -----------------------------------------------------------
+
+    async def ingest(
+        self,
+        pieces: AsyncIterable[bytes],
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        pinned: bool = True,
+        max_size: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+        expect: Manifest | None = None,
+        verified: bool = False,
+        keep_on_failure: bool = False,
+    ) -> IngestResult:
+        """Store a stream as content.
+
+        With ``expect`` (a manifest fetched from a peer) every chunk must match
+        its listed hash and the whole stream the content hash; otherwise
+        ``Mismatch`` is raised and nothing is recorded (``verified``: the
+        caller has already checked each chunk against ``expect``, so it is not
+        hashed twice; the whole-file check still runs). ``on_chunk(index)``
+        is called once a chunk is on disk (readers may stream it before the
+        whole content is recorded). ``keep_on_failure`` leaves the chunks
+        written so far on disk (a download that can resume; see ``partials``).
+        """
+        chunk_size = expect.chunk_size if expect else self.chunk_size
+        if expect is not None:
+            content_type, max_size = expect.content_type, expect.size
+        whole = hashlib.sha256()
+        digests: list[bytes] = []
+        dirs: set[Path] = set()
+        written: list[bytes] = []  # pinned by this ingest
+        size = 0
+        room = trio.Semaphore(self._inflight)
+        to_hash, hash_queue = trio.open_memory_channel[bytes](self._inflight)
+
+        async def hash_in_order() -> None:
+            async with hash_queue:
+                async for chunk in hash_queue:
+                    await trio.to_thread.run_sync(whole.update, chunk)
+
+        async def write(index: int, chunk: bytes) -> None:
+            want = expect.chunk_hashes[index] if expect else None
+            try:
+                digest, new_dirs = await trio.to_thread.run_sync(
+                    functools.partial(self.chunks.put, chunk, want, trusted=verified), limiter=self._write_limiter
+                )
+            except ValueError as exc:
+                failures.append(Mismatch(f"chunk {index}: {exc}"))
+                scope.cancel()
+                return
+            finally:
+                room.release()
+            written.append(digest)
+            digests[index] = digest
+            dirs.update(new_dirs)
+            if on_chunk is not None:
+                on_chunk(index)
+
+        # Errors of the source (too large, client gone) and of the chunks
+        # (mismatch) are raised as themselves, not in an ExceptionGroup.
+        failures: list[Exception] = []
+        scope = trio.CancelScope()
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(hash_in_order)
+                    async with to_hash:
+                        try:
+                            async for chunk in rechunk(pieces, chunk_size):
+                                size += len(chunk)
+                                if max_size is not None and size > max_size:
+                                    raise (Mismatch if expect else TooLarge)(f"content exceeds {max_size} bytes")
+                                if expect is not None and len(digests) >= len(expect.chunk_hashes):
+                                    raise Mismatch("more chunks than the manifest lists")
+                                await room.acquire()
+                                digests.append(b"")
+                                await to_hash.send(chunk)
+                                nursery.start_soon(write, len(digests) - 1, chunk)
+                                if on_progress is not None:
+                                    on_progress(size)
+                        except Exception as exc:
+                            failures.append(exc)
+                            scope.cancel()
+            if failures:
+                raise failures[0]
+            await trio.to_thread.run_sync(self.chunks.sync_dirs, dirs)
+            manifest = await trio.to_thread.run_sync(
+                lambda: Manifest(whole.digest(), size, chunk_size, tuple(digests), merkle_root(digests), content_type)
+            )
+            manifest.validate()
+            if expect is not None and manifest != expect:
+                raise Mismatch("the content does not hash to what its manifest says")
+            async with self._commit_lock:
+                new = await self.meta.put_content(manifest, pinned=pinned, now=self._clock())
+                self.chunks.unpin(written)
+            return IngestResult(manifest, new)
+        except BaseException:
+            if keep_on_failure:
+                self.chunks.unpin(written)
+            else:
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    await self._discard(written)
+            raise
+
+    async def _discard(self, written: list[bytes]) -> None:
+        """Undo an unfinished ingest: drop the chunks no content references."""
+        async with self._commit_lock:
+            self.chunks.unpin(written)
+            orphans = await self.meta.unreferenced(set(written))
+            await trio.to_thread.run_sync(self.chunks.remove_unpinned, orphans)
+
+    async def ingest_file(self, path: Path, **kwargs: Any) -> IngestResult:
+        """Add a local file, read in chunk-sized blocks on a worker thread."""
+
+        async def blocks() -> AsyncIterator[bytes]:
+            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+            try:
+                while block := await trio.to_thread.run_sync(os.read, fd, self.chunk_size):
+                    yield block
+            finally:
+                os.close(fd)
+
+        return await self.ingest(blocks(), **kwargs)
+
+    # -- removing ---------------------------------------------------------
+
+    async def delete(self, content_hash: bytes) -> int | None:
+        """Forget content and delete the chunks nothing else uses.
+
+        Returns the number of chunk files removed, or None if unknown content.
+        """
+        async with self._commit_lock:
+            freed = await self.meta.delete_content(content_hash)
+            if freed is None:
+                return None
+            return await trio.to_thread.run_sync(self.chunks.remove_unpinned, freed)
+
+    async def recover(self, partial_ttl_s: float = PARTIAL_TTL_S) -> int:
+        """After a crash: drop temp files and chunks no content references.
+
+        Chunks of downloads in progress are kept for resuming, unless the
+        download started more than ``partial_ttl_s`` ago (then it is dropped).
+        Call only while holding the home lock and before serving.
+        """
+        await trio.to_thread.run_sync(self.chunks.clear_tmp)
+        keep: set[bytes] = set()
+        for manifest, started in await self.meta.partials():
+            if started < self._clock() - partial_ttl_s:
+                await self.meta.delete_partial(manifest.content_hash)
+            else:
+                keep.update(manifest.chunk_hashes)
+        on_disk = await trio.to_thread.run_sync(lambda: [d for d in self.chunks.iter_digests() if d not in keep])
+        removed = 0
+        for i in range(0, len(on_disk), _SWEEP_BATCH):
+            orphans = await self.meta.unreferenced(on_disk[i : i + _SWEEP_BATCH])
+            removed += await trio.to_thread.run_sync(self.chunks.remove_unpinned, orphans)
+        return removed
+
+    async def held(self, manifest: Manifest) -> set[int]:
+        """Indices of ``manifest``'s chunks already on disk (a download resumes from them)."""
+        return await trio.to_thread.run_sync(
+            lambda: {i for i, h in enumerate(manifest.chunk_hashes) if self.chunks.has(h)}
+        )
+
+    # -- reading ----------------------------------------------------------
+
+    async def get(self, content_hash: bytes) -> ContentRecord | None:
+        return await self.meta.get_content(content_hash)
+
+    async def read(
+        self,
+        manifest: Manifest,
+        start: int,
+        stop: int,
+        max_piece: int,
+        wait: Callable[[int], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[bytes | bytearray]:
+        """Bytes ``[start, stop)`` of the content, in pieces of at most ``max_piece``.
+
+        Page-cache hits are read inline; only real disk reads go to a thread.
+        ``wait(index)``, for content still arriving, returns once chunk
+        ``index`` is on disk.
+        """
+        pos = start
+        for digest, offset, length in manifest.segments(start, stop, max_piece):
+            if wait is not None:
+                await wait(pos // manifest.chunk_size)
+            pos += length
+            fd = self.chunks.open(digest)
+            try:
+                data: bytes | bytearray | None = read_nowait(fd, length, offset)
+                if data is None:
+                    data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
+            finally:
+                os.close(fd)
+            if len(data) != length:
+                raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+            yield data

@@ -1,0 +1,225 @@
+"""The metadata queries, written once for both SQL backends.
+
+Queries use ``?`` placeholders and ``IN_LIST`` for "is in this list of hex
+strings"; each backend translates them (``_sql``) and supplies the
+connection, the transaction and the worker thread (``_run``/``_transaction``).
+Everything a query function does runs on that worker thread, so these
+functions are plain blocking code.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from protocols.manifest import Manifest
+from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
+
+__all__ = ["SqlMetadataStore", "Db"]
+
+T = TypeVar("T")
+
+
+class Db(Protocol):
+    """What query functions get: a connection, inside the backend's thread."""
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+def _distinct_chunks(manifest: Manifest) -> dict[str, int]:
+    return {h.hex(): manifest.chunk_length(i) for i, h in enumerate(manifest.chunk_hashes)}
+
+
+def _record(row: tuple[Any, ...]) -> ContentRecord:
+    return ContentRecord(Manifest.decode(bytes(row[0])), bool(row[1]), float(row[2]))
+
+
+class SqlMetadataStore(MetadataStore):
+    @abstractmethod
+    def list_param(self, items: list[str]) -> Any:
+        """The value bound to an ``IN_LIST`` placeholder."""
+
+    @abstractmethod
+    async def _run(self, fn: Callable[[Db], T]) -> T:
+        """Run ``fn`` on the backend's worker thread (autocommit)."""
+
+    @abstractmethod
+    async def _transaction(self, fn: Callable[[Db], T]) -> T:
+        """Run ``fn`` on the worker thread inside one transaction."""
+
+    async def put_content(self, manifest: Manifest, *, pinned: bool, now: float) -> bool:
+        key = manifest.content_hash.hex()
+
+        def txn(db: Db) -> bool:
+            rows = db.fetch("SELECT pinned FROM contents WHERE content_hash = ?", (key,))
+            if rows:
+                if pinned and not rows[0][0]:
+                    db.execute("UPDATE contents SET pinned = ? WHERE content_hash = ?", (True, key))
+                return False
+            db.execute(
+                "INSERT INTO contents (content_hash, size, chunk_size, chunk_count, merkle_root, "
+                "content_type, manifest, manifest_hash, pinned, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    manifest.size,
+                    manifest.chunk_size,
+                    len(manifest.chunk_hashes),
+                    manifest.merkle_root.hex(),
+                    manifest.content_type,
+                    manifest.encode(),
+                    manifest.manifest_hash.hex(),
+                    pinned,
+                    now,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO chunk_refs (chunk_hash, refcount, size) VALUES (?, 1, ?) "
+                "ON CONFLICT (chunk_hash) DO UPDATE SET refcount = chunk_refs.refcount + 1",
+                _distinct_chunks(manifest).items(),
+            )
+            return True
+
+        return await self._transaction(txn)
+
+    async def get_content(self, content_hash: bytes) -> ContentRecord | None:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT manifest, pinned, created_at FROM contents WHERE content_hash = ?", (content_hash.hex(),)
+            )
+        )
+        return _record(rows[0]) if rows else None
+
+    async def list_contents(self, *, limit: int, offset: int) -> list[ContentRecord]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT manifest, pinned, created_at FROM contents "
+                "ORDER BY created_at DESC, content_hash LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        )
+        return [_record(r) for r in rows]
+
+    async def delete_content(self, content_hash: bytes) -> list[bytes] | None:
+        key = content_hash.hex()
+
+        def txn(db: Db) -> list[bytes] | None:
+            rows = db.fetch("SELECT manifest FROM contents WHERE content_hash = ?", (key,))
+            if not rows:
+                return None
+            chunks = list(_distinct_chunks(Manifest.decode(bytes(rows[0][0]))))
+            db.execute("DELETE FROM contents WHERE content_hash = ?", (key,))
+            # Chunks only this content used go; the rest lose one reference.
+            freed = [
+                h
+                for (h,) in db.fetch(
+                    "SELECT chunk_hash FROM chunk_refs WHERE refcount = 1 AND chunk_hash IN_LIST",
+                    (self.list_param(chunks),),
+                )
+            ]
+            db.executemany("DELETE FROM chunk_refs WHERE chunk_hash = ?", ((h,) for h in freed))
+            db.executemany(
+                "UPDATE chunk_refs SET refcount = refcount - 1 WHERE chunk_hash = ?", ((h,) for h in chunks)
+            )
+            return [bytes.fromhex(h) for h in freed]
+
+        return await self._transaction(txn)
+
+    async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:
+        keys = [h.hex() for h in chunk_hashes]
+        if not keys:
+            return []
+        referenced = await self._run(
+            lambda db: {
+                h for (h,) in db.fetch("SELECT chunk_hash FROM chunk_refs WHERE chunk_hash IN_LIST", (self.list_param(keys),))
+            }
+        )
+        return [bytes.fromhex(k) for k in keys if k not in referenced]
+
+    async def put_partial(self, manifest: Manifest, *, now: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO partial_downloads (content_hash, manifest, started_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (content_hash) DO NOTHING",
+                (manifest.content_hash.hex(), manifest.encode(), now),
+            )
+        )
+
+    async def partials(self) -> list[tuple[Manifest, float]]:
+        rows = await self._run(lambda db: db.fetch("SELECT manifest, started_at FROM partial_downloads"))
+        return [(Manifest.decode(bytes(m)), float(t)) for m, t in rows]
+
+    async def delete_partial(self, content_hash: bytes) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM partial_downloads WHERE content_hash = ?", (content_hash.hex(),)))
+
+    async def record_hosts(self, rows: list[HostPerformance]) -> None:
+        if not rows:
+            return
+        await self._transaction(
+            lambda db: db.executemany(
+                "INSERT INTO uhrp_host_performance (content_hash, host_url, host_public_key, availability_score, "
+                "average_latency_ms, bandwidth_mbps, total_requests, successful_requests, failed_requests, "
+                "bytes_served, last_check) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (content_hash, host_public_key) DO UPDATE SET "
+                "host_url = excluded.host_url, availability_score = excluded.availability_score, "
+                "average_latency_ms = excluded.average_latency_ms, bandwidth_mbps = excluded.bandwidth_mbps, "
+                "total_requests = uhrp_host_performance.total_requests + excluded.total_requests, "
+                "successful_requests = uhrp_host_performance.successful_requests + excluded.successful_requests, "
+                "failed_requests = uhrp_host_performance.failed_requests + excluded.failed_requests, "
+                "bytes_served = uhrp_host_performance.bytes_served + excluded.bytes_served, "
+                "last_check = excluded.last_check",
+                [
+                    (
+                        r.content_hash.hex(),
+                        r.host_url,
+                        r.host_public_key.hex(),
+                        r.availability_score,
+                        r.average_latency_ms,
+                        r.bandwidth_mbps,
+                        r.successful_requests + r.failed_requests,
+                        r.successful_requests,
+                        r.failed_requests,
+                        r.bytes_served,
+                        r.last_check,
+                    )
+                    for r in rows
+                ],
+            )
+        )
+
+    async def latest_host_performance(self) -> list[HostPerformance]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                "SELECT content_hash, host_url, host_public_key, availability_score, average_latency_ms, "
+                "bandwidth_mbps, successful_requests, failed_requests, bytes_served, last_check "
+                "FROM uhrp_host_performance p WHERE last_check = "
+                "(SELECT MAX(last_check) FROM uhrp_host_performance q WHERE q.host_public_key = p.host_public_key)"
+            )
+        )
+        return [
+            HostPerformance(
+                content_hash=bytes.fromhex(r[0]),
+                host_url=r[1],
+                host_public_key=bytes.fromhex(r[2]),
+                availability_score=float(r[3]),
+                average_latency_ms=float(r[4]),
+                bandwidth_mbps=float(r[5]),
+                successful_requests=int(r[6]),
+                failed_requests=int(r[7]),
+                bytes_served=int(r[8]),
+                last_check=float(r[9]),
+            )
+            for r in rows
+        ]
+
+    async def stats(self) -> StoreStats:
+        def query(db: Db) -> StoreStats:
+            ((n, total),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents")
+            ((c, cb),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM chunk_refs")
+            return StoreStats(int(n), int(total), int(c), int(cb))
+
+        return await self._run(query)

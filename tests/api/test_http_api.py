@@ -1,0 +1,186 @@
+"""The HTTP API in-process (ASGI), with the real store on a temp home."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from config import Settings
+from node.api import NodeContext, create_app
+from node.data_plane import DataPlane
+from node.home import init_home
+from protocols.uhrp import url_for_hash
+from storage import ContentStore
+
+DATA = os.urandom(200_000)  # 4 chunks of 64 KiB, the last one short
+HASH = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+async def client(settings: Settings, content: ContentStore) -> AsyncIterator[httpx.AsyncClient]:
+    identity, _ = init_home(settings.home)
+    ctx = NodeContext(settings, identity, content, DataPlane(content, read_size=50_000, cache_ttl_s=60))
+    transport = httpx.ASGITransport(app=create_app(ctx))
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        yield c
+
+
+async def add(client: httpx.AsyncClient, data: bytes = DATA, **params: str) -> httpx.Response:
+    return await client.post("/v1/content", content=data, params=params, headers={"content-type": "text/plain"})
+
+
+async def test_add_returns_the_uhrp_url(client: httpx.AsyncClient) -> None:
+    r = await add(client)
+    assert r.status_code == 201
+    body = r.json()
+    assert body["uhrpUrl"] == url_for_hash(bytes.fromhex(HASH))
+    assert body["contentHash"] == HASH
+    assert (body["size"], body["chunks"], body["contentType"], body["new"]) == (len(DATA), 4, "text/plain", True)
+    again = await add(client)
+    assert again.status_code == 200 and again.json()["new"] is False
+
+
+async def test_full_read_by_hash_and_by_url(client: httpx.AsyncClient) -> None:
+    await add(client)
+    for content_id in (HASH, url_for_hash(bytes.fromhex(HASH)), "uhrp://" + url_for_hash(bytes.fromhex(HASH))):
+        r = await client.get(f"/v1/streaming/data/{content_id}")
+        assert r.status_code == 200
+        assert r.content == DATA
+        assert r.headers["content-type"] == "text/plain"
+        assert r.headers["etag"] == f'"{HASH}"'
+        assert r.headers["accept-ranges"] == "bytes"
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "stop"),
+    [
+        ("bytes=0-0", 0, 1),
+        ("bytes=65530-65545", 65530, 65546),  # across a chunk boundary
+        ("bytes=199990-", 199990, 200000),
+        ("bytes=-10", 199990, 200000),
+        ("bytes=-999999", 0, 200000),
+        ("bytes=100-999999", 100, 200000),
+    ],
+)
+async def test_ranges(client: httpx.AsyncClient, header: str, start: int, stop: int) -> None:
+    await add(client)
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": header})
+    assert r.status_code == 206
+    assert r.content == DATA[start:stop]
+    assert r.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(DATA)}"
+    assert int(r.headers["content-length"]) == stop - start
+
+
+async def test_unsatisfiable_range_is_416(client: httpx.AsyncClient) -> None:
+    await add(client)
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": "bytes=200000-"})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{len(DATA)}"
+    assert r.json()["error"] == "range_not_satisfiable"
+
+
+async def test_malformed_range_serves_everything(client: httpx.AsyncClient) -> None:
+    await add(client)
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": "bytes=z-"})
+    assert r.status_code == 200 and r.content == DATA
+
+
+async def test_head_and_conditional_requests(client: httpx.AsyncClient) -> None:
+    await add(client)
+    head = await client.head(f"/v1/streaming/data/{HASH}")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(DATA))
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"if-none-match": f'"{HASH}"'})
+    assert r.status_code == 304
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": "bytes=0-9", "if-range": '"other"'})
+    assert r.status_code == 200 and r.content == DATA
+
+
+async def test_list_and_delete(client: httpx.AsyncClient) -> None:
+    await add(client)
+    other = await add(client, b"x" * 10)
+    listing = (await client.get("/v1/content")).json()
+    assert listing["total"] == 2
+    assert listing["contents"][0]["contentHash"] == other.json()["contentHash"]
+    info = await client.get(f"/v1/content/{HASH}")
+    assert info.json()["size"] == len(DATA)
+    r = await client.delete(f"/v1/content/{HASH}")
+    assert r.status_code == 200 and r.json()["chunksRemoved"] == 4
+    assert (await client.get(f"/v1/streaming/data/{HASH}")).status_code == 404
+    assert (await client.delete(f"/v1/content/{HASH}")).status_code == 404
+
+
+async def test_node_info(client: httpx.AsyncClient, settings: Settings) -> None:
+    await add(client)
+    info = (await client.get("/v1/node")).json()
+    assert len(bytes.fromhex(info["identityKey"])) == 33
+    assert info["storage"]["contents"] == 1 and info["storage"]["contentBytes"] == len(DATA)
+    assert info["storage"]["chunkSize"] == settings.chunk_size
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("GET", "/v1/streaming/data/nothex", {}, 400, "invalid_content_id"),
+        ("GET", "/v1/streaming/data/XUU7cTfy6fA6q2neLDmzPqJnGB6o18PXKoGaWLPrH1SeWLKgdCKq", {}, 400, "invalid_content_id"),
+        ("GET", "/v1/streaming/data/" + "ab" * 32, {}, 404, "not_found"),
+        ("GET", "/v1/content/" + "ab" * 32, {}, 404, "not_found"),
+        ("DELETE", "/v1/content/zz", {}, 400, "invalid_content_id"),
+        ("GET", "/v1/content?limit=0", {}, 422, "invalid_request"),
+        ("GET", "/v1/content?offset=-1", {}, 422, "invalid_request"),
+        ("GET", "/v1/nowhere", {}, 404, "not_found"),
+        ("PUT", "/v1/node", {}, 405, "method_not_allowed"),
+        ("POST", "/v1/content", {"headers": {"content-type": "not a type"}}, 400, "invalid_content_type"),
+        ("POST", "/v1/content?contentType=%00", {}, 400, "invalid_content_type"),
+        ("POST", "/v1/content", {"headers": {"content-length": "abc"}}, 400, "invalid_content_length"),
+    ],
+)
+async def test_bad_input_gets_a_json_4xx(
+    client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, object], status: int, code: str
+) -> None:
+    r = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+    assert r.status_code == status
+    body = r.json()
+    assert body["error"] == code and body["message"]
+
+
+async def test_upload_limit_is_413(settings: Settings, content: ContentStore) -> None:
+    small = replace(settings, api=replace(settings.api, max_upload_bytes=1000))
+    identity, _ = init_home(settings.home)
+    ctx = NodeContext(small, identity, content, DataPlane(content, read_size=50_000, cache_ttl_s=60))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://n") as c:
+        r = await c.post("/v1/content", content=b"x" * 2000)
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+        async def unsized() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"y" * 500
+
+        r = await c.post("/v1/content", content=unsized())
+        assert r.status_code == 413
+    assert (await content.meta.stats()).chunks == 0
+
+
+async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    paths = doc["paths"]
+    assert set(paths["/v1/content"]) == {"get", "post"}
+    assert set(paths["/v1/content/{contentId}"]) == {"get", "delete"}
+    assert set(paths["/v1/streaming/data/{contentId}"]) == {"get", "head"}
+    assert "206" in paths["/v1/streaming/data/{contentId}"]["get"]["responses"]
+    assert "get" in paths["/v1/node"]
+
+
+async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, content: ContentStore) -> None:
+    identity, _ = init_home(settings.home)
+    ctx = NodeContext(settings, identity, content, DataPlane(content, read_size=50_000, cache_ttl_s=60))
+    inner = create_app(ctx).fastapi  # FastAPI's own routing, without the fast path
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=inner), base_url="http://n") as c:
+        await add(c)
+        r = await c.get(f"/v1/streaming/data/{HASH}", headers={"range": "bytes=5-9"})
+        assert r.status_code == 206 and r.content == DATA[5:10]

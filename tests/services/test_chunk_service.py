@@ -1,0 +1,145 @@
+"""The chunk protocol's server and client over trio memory streams."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from node.chunk_service import ChunkClient, ChunkServer, RemoteError
+from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
+from protocols.manifest import Manifest
+from storage import ContentStore
+
+DATA = os.urandom(200_000)
+
+
+class Peer:
+    """One end of a memory stream pair, named like a libp2p stream."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream, remote: str) -> None:
+        self._s, self.remote_peer = stream, remote
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        return await self._s.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        await self._s.send_all(data)
+
+    async def aclose(self) -> None:
+        await self._s.aclose()
+
+
+async def pieces() -> AsyncIterator[bytes]:
+    yield DATA
+
+
+@pytest.fixture
+async def server(content: ContentStore) -> ChunkServer:
+    await content.ingest(pieces())
+    return ChunkServer(content, max_streams_per_peer=2, timeout_s=5)
+
+
+def pair(nursery: trio.Nursery, server: ChunkServer, peer: str = "peer-a") -> ChunkClient:
+    left, right = trio.testing.memory_stream_pair()
+    nursery.start_soon(server.handle, Peer(right, peer))
+    return ChunkClient(Peer(left, "server"), timeout_s=5)
+
+
+async def test_manifest_and_pipelined_chunks(server: ChunkServer) -> None:
+    digest = hashlib.sha256(DATA).digest()
+    async with trio.open_nursery() as nursery:
+        client = pair(nursery, server)
+        m = Manifest.decode(await client.manifest(digest))
+        assert m.content_hash == digest
+        got = [(i, d) async for i, d in client.chunks(digest, list(range(len(m.chunk_hashes))), window=3)]
+        assert [i for i, _ in got] == list(range(len(m.chunk_hashes)))
+        assert b"".join(d for _, d in got) == DATA
+        have = await client.have(digest)
+        assert all(have.has(i) for i in range(len(m.chunk_hashes))) and not have.has(len(m.chunk_hashes))
+        await client.stream.aclose()
+
+
+async def test_typed_errors_end_only_the_request(server: ChunkServer) -> None:
+    digest = hashlib.sha256(DATA).digest()
+    async with trio.open_nursery() as nursery:
+        client = pair(nursery, server)
+        with pytest.raises(RemoteError) as err:
+            await client.manifest(b"\x01" * 32)
+        assert err.value.reply.code == ErrorCode.NOT_FOUND
+        with pytest.raises(RemoteError) as err:
+            async for _ in client.chunks(digest, [999]):
+                pass
+        assert err.value.reply.code == ErrorCode.BAD_REQUEST
+        assert Manifest.decode(await client.manifest(digest)).size == len(DATA)  # the stream still works
+        await client.stream.aclose()
+
+
+async def test_a_peer_gets_busy_beyond_its_stream_limit(server: ChunkServer) -> None:
+    digest = hashlib.sha256(DATA).digest()
+    async with trio.open_nursery() as nursery:
+        held = [pair(nursery, server) for _ in range(2)]
+        for c in held:
+            await c.manifest(digest)  # both streams are being served
+        extra = pair(nursery, server)
+        with pytest.raises(RemoteError) as err:
+            await extra.manifest(digest)
+        assert err.value.reply.code == ErrorCode.BUSY and err.value.reply.retry_after_s > 0
+        other_peer = pair(nursery, server, "peer-b")
+        await other_peer.manifest(digest)  # the limit is per peer
+        for c in (*held, extra, other_peer):
+            await c.stream.aclose()
+
+
+async def test_client_detects_a_truncated_reply() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    client = ChunkClient(Peer(left, "liar"), timeout_s=5)
+
+    async def liar() -> None:
+        await right.receive_some(1024)
+        frame = encode(GetManifest(1, b"\0" * 32))
+        await right.send_all(frame[:-3])  # the peer dies mid-frame
+        await right.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(liar)
+        with pytest.raises(WireError, match="truncated"):
+            await client.manifest(b"\0" * 32)
+
+
+async def test_a_bad_frame_closes_the_stream(server: ChunkServer) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle, Peer(right, "fuzzer"))
+        await left.send_all(b"\xff\xff\xff\xff" + b"x" * 10)  # 4 GiB length: refused at the header
+        assert await left.receive_some(10) == b""
+
+
+async def test_a_frozen_peer_is_dropped_after_the_timeout(content: ContentStore, autojump_clock: trio.testing.MockClock) -> None:
+    server = ChunkServer(content, max_streams_per_peer=1, timeout_s=30)
+    left, right = trio.testing.memory_stream_pair()
+    with trio.fail_after(60):  # virtual time: the server gives up at 30 s
+        await server.handle(Peer(right, "frozen"))
+    assert trio.current_time() >= 30
+    assert await left.receive_some(10) == b""  # and closed the stream
+
+
+async def test_a_client_vanishing_mid_reply_ends_only_its_stream(server: ChunkServer) -> None:
+    """Through the libp2p handler wrapper: StreamClosed must not escape into libp2p."""
+    from node.p2p import StreamClosed
+
+    digest = hashlib.sha256(DATA).digest()
+
+    class Vanishing(Peer):
+        async def send_all(self, data: bytes) -> None:
+            raise StreamClosed("reset by peer")
+
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(encode(GetManifest(1, digest)))
+    with pytest.raises(StreamClosed):  # the server itself lets it propagate...
+        await server.handle(Vanishing(right, "gone"))
+    assert server._streams == {}  # ...after releasing the peer's stream slot

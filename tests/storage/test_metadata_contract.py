@@ -1,0 +1,149 @@
+"""One contract for every metadata backend (parametrised by ``meta``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from protocols.manifest import Manifest
+from storage import MetadataStore
+from storage.postgres import PostgresMetadataStore
+from storage.sqlite import SqliteMetadataStore
+from tests.conftest import POSTGRES_URL
+
+CHUNK = 4096
+
+
+def manifest(*chunks: bytes, content_type: str = "text/plain") -> Manifest:
+    data = b"".join(chunks)
+    return Manifest.build(
+        hashlib.sha256(data).digest(), len(data), CHUNK, tuple(hashlib.sha256(c).digest() for c in chunks), content_type
+    )
+
+
+A, B, C = b"a" * CHUNK, b"b" * CHUNK, b"c" * 100
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    store: MetadataStore
+    if request.param == "postgres":
+        schema = request.getfixturevalue("postgres_schema")
+        store = await PostgresMetadataStore.open(POSTGRES_URL, schema)
+    else:
+        store = await SqliteMetadataStore.open(tmp_path / "meta.sqlite3")
+    yield store
+    await store.aclose()
+
+
+async def test_put_get_round_trip(meta: MetadataStore) -> None:
+    m = manifest(A, C)
+    assert await meta.put_content(m, pinned=True, now=10.0)
+    record = await meta.get_content(m.content_hash)
+    assert record is not None
+    assert record.manifest == m and record.pinned and record.created_at == 10.0
+    assert await meta.get_content(b"\0" * 32) is None
+
+
+async def test_put_is_idempotent_and_can_pin(meta: MetadataStore) -> None:
+    m = manifest(A)
+    assert await meta.put_content(m, pinned=False, now=1.0)
+    assert not await meta.put_content(m, pinned=False, now=2.0)
+    assert (await meta.stats()).chunks == 1
+    assert not await meta.put_content(m, pinned=True, now=3.0)
+    record = await meta.get_content(m.content_hash)
+    assert record is not None and record.pinned and record.created_at == 1.0
+
+
+async def test_shared_chunks_are_freed_only_by_the_last_user(meta: MetadataStore) -> None:
+    first, second = manifest(A, B), manifest(B, C)
+    await meta.put_content(first, pinned=True, now=1.0)
+    await meta.put_content(second, pinned=True, now=2.0)
+    assert (await meta.stats()).chunks == 3
+    freed = await meta.delete_content(first.content_hash)
+    assert freed == [hashlib.sha256(A).digest()]
+    freed = await meta.delete_content(second.content_hash)
+    assert freed is not None and set(freed) == {hashlib.sha256(B).digest(), hashlib.sha256(C).digest()}
+    assert await meta.stats() == type(await meta.stats())(0, 0, 0, 0)
+    assert await meta.delete_content(first.content_hash) is None
+
+
+async def test_a_chunk_repeated_within_one_file_counts_once(meta: MetadataStore) -> None:
+    m = manifest(A, A, A)
+    await meta.put_content(m, pinned=True, now=1.0)
+    stats = await meta.stats()
+    assert (stats.chunks, stats.chunk_bytes, stats.content_bytes) == (1, CHUNK, 3 * CHUNK)
+    assert await meta.delete_content(m.content_hash) == [hashlib.sha256(A).digest()]
+
+
+async def test_unreferenced(meta: MetadataStore) -> None:
+    await meta.put_content(manifest(A), pinned=True, now=1.0)
+    a, b = hashlib.sha256(A).digest(), hashlib.sha256(B).digest()
+    assert await meta.unreferenced([a, b]) == [b]
+    assert await meta.unreferenced([]) == []
+
+
+async def test_list_is_newest_first_and_paged(meta: MetadataStore) -> None:
+    ms = [manifest(bytes([i]) * 10) for i in range(5)]
+    for i, m in enumerate(ms):
+        await meta.put_content(m, pinned=True, now=float(i))
+    page = await meta.list_contents(limit=2, offset=1)
+    assert [r.manifest for r in page] == [ms[3], ms[2]]
+    assert len(await meta.list_contents(limit=100, offset=0)) == 5
+    assert (await meta.stats()).contents == 5
+
+
+async def test_empty_content(meta: MetadataStore) -> None:
+    m = manifest()
+    assert await meta.put_content(m, pinned=True, now=1.0)
+    assert await meta.delete_content(m.content_hash) == []
+
+
+async def test_sqlite_migrations_apply_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite3"
+    first = await SqliteMetadataStore.open(path)
+    await first.put_content(manifest(A), pinned=True, now=1.0)
+    await first.aclose()
+    again = await SqliteMetadataStore.open(path)  # must not re-run 0001
+    assert (await again.stats()).contents == 1
+    await again.aclose()
+
+
+async def test_postgres_migrations_apply_once_and_schemas_are_separate(postgres_schema: str) -> None:
+    first = await PostgresMetadataStore.open(POSTGRES_URL, postgres_schema)
+    await first.put_content(manifest(A), pinned=True, now=1.0)
+    await first.aclose()
+    again = await PostgresMetadataStore.open(POSTGRES_URL, postgres_schema)
+    assert (await again.stats()).contents == 1
+    await again.aclose()
+    with pytest.raises(ValueError, match="schema name"):
+        await PostgresMetadataStore.open(POSTGRES_URL, "Robert'); DROP TABLE x;--")
+
+
+async def test_partial_downloads(meta: MetadataStore) -> None:
+    m = manifest(A, B)
+    await meta.put_partial(m, now=5.0)
+    await meta.put_partial(m, now=6.0)  # idempotent: keeps the first start time
+    assert await meta.partials() == [(m, 5.0)]
+    await meta.delete_partial(m.content_hash)
+    assert await meta.partials() == []
+
+
+async def test_host_performance_accumulates_and_reports_the_latest(meta: MetadataStore) -> None:
+    from storage import HostPerformance
+
+    key, other = b"\x02" + b"\x11" * 32, b"\x03" + b"\x22" * 32
+
+    def row(content: bytes, host: bytes, ok: int, bad: int, t: float, latency: float) -> HostPerformance:
+        return HostPerformance(content, "https://h.example/x", host, 0.9, latency, 80.0, ok, bad, ok * 100, t)
+
+    await meta.record_hosts([row(b"\1" * 32, key, 5, 1, 10.0, 20.0), row(b"\1" * 32, other, 1, 0, 11.0, 5.0)])
+    await meta.record_hosts([row(b"\1" * 32, key, 3, 0, 12.0, 30.0), row(b"\2" * 32, key, 1, 1, 9.0, 99.0)])
+    latest = {r.host_public_key: r for r in await meta.latest_host_performance()}
+    assert set(latest) == {key, other}
+    mine = latest[key]
+    assert (mine.content_hash, mine.average_latency_ms, mine.last_check) == (b"\1" * 32, 30.0, 12.0)
+    assert (mine.successful_requests, mine.failed_requests, mine.bytes_served) == (8, 1, 800)
