@@ -110,6 +110,10 @@ class UsageSyncConfig:
     """Usage-counter gossip between nodes (the seed's "BRC-22 usage sync")."""
 
     topics: tuple[str, ...] = ("streaming", "quotas", "usage")
+    interval_s: float = 1.0
+    snapshot_s: float = 10.0
+    threshold: float = 0.02
+    stale_after_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class QuotaConfig:
     burst_enabled: bool = True
     window_cleanup_hours: int = 24
     metrics_retention_days: int = 90
+    on_partition: Literal["allow", "deny"] = "allow"
+    policy_issuers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,10 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "p2p.gossip_heartbeat_s": (1, 120),
     "p2p.advert_ttl_s": (10, 7 * 24 * 3600),
     "p2p.advert_refresh_s": (5, 7 * 24 * 3600),
+    "usage_sync.interval_s": (0.05, 3600),
+    "usage_sync.snapshot_s": (0.5, 86400),
+    "usage_sync.threshold": (0.0, 1.0),
+    "usage_sync.stale_after_s": (1, 86400),
     "quota.window_cleanup_hours": (1, 100000),
     "quota.metrics_retention_days": (1, 100000),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),

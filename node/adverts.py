@@ -66,6 +66,7 @@ class AdvertService:
         self.counters: Counter[str] = Counter()
         self._outbox, self._outbox_recv = trio.open_memory_channel[bytes](_PUBLISH_QUEUE)
         self.last_refresh = 0.0
+        self._connections = p2p.watch_connections()
 
     # -- what others see ---------------------------------------------------
 
@@ -157,7 +158,7 @@ class AdvertService:
 
     async def _sync_loop(self) -> None:
         async with trio.open_nursery() as nursery:
-            async for peer in self.p2p.connections:
+            async for peer in self._connections:
                 nursery.start_soon(self._pull_from, peer)
 
     async def _pull_from(self, peer: str) -> None:

@@ -24,6 +24,8 @@ from config import Settings
 from node import __version__
 from node.data_plane import DATA_PREFIX, DataPlane, Scope, Send
 from node.identity import Identity
+from node.quota_api import quota_router
+from node.quotas import QuotaService
 from node.schemas import (
     AddedContent,
     ContentInfo,
@@ -89,6 +91,7 @@ class NodeContext:
     identity: Identity
     content: ContentStore
     data: DataPlane
+    quotas: QuotaService
     started_at: float = field(default_factory=time.monotonic)
     api_url: str = ""
     overlay: Overlay | None = None
@@ -150,7 +153,7 @@ class _DataResponse(Response):
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Send) -> None:
-        await self._data.serve(scope, self._content_id, send)
+        await self._data.serve(scope, self._content_id, send, receive)
 
 
 def _fastapi(ctx: NodeContext) -> FastAPI:
@@ -166,6 +169,8 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
         if ctx.overlay is None:
             raise ApiError(404, "overlay_disabled", "this node is not on an overlay (uhrp.enabled = false)")
         return ctx.overlay
+
+    app.include_router(quota_router(ctx.quotas, settings.streaming.max_concurrent_streams_per_user, ApiError))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -391,7 +396,7 @@ def create_app(ctx: NodeContext) -> Any:
             and scope["method"] in ("GET", "HEAD")
             and scope["path"].startswith(DATA_PREFIX)
         ):
-            await ctx.data.serve(scope, scope["path"][len(DATA_PREFIX) :], send)
+            await ctx.data.serve(scope, scope["path"][len(DATA_PREFIX) :], send, receive)
             return
         await app(scope, receive, send)
 

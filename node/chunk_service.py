@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
 from node.p2p import Stream
+from node.quotas import QuotaDenied, QuotaService, Served, UnknownReceipt
 from protocols.chunk_wire import (
     ChunkReply,
     ErrorCode,
@@ -33,6 +34,7 @@ from protocols.chunk_wire import (
     WireError,
     encode,
 )
+from protocols.manifest import Manifest
 from protocols.token_bucket import TokenBucket
 from storage import ChunkMissing, ContentStore
 
@@ -52,9 +54,16 @@ class RemoteError(Exception):
 
 class ChunkServer:
     def __init__(
-        self, content: ContentStore, *, max_streams_per_peer: int, timeout_s: float, upload_limit_bps: float = 0.0
+        self,
+        content: ContentStore,
+        *,
+        max_streams_per_peer: int,
+        timeout_s: float,
+        upload_limit_bps: float = 0.0,
+        quotas: QuotaService | None = None,
     ) -> None:
         self.content = content
+        self.quotas = quotas
         # One bucket for the whole node: the cap is on everything it uploads.
         self.upload = TokenBucket(rate_bps=upload_limit_bps, burst_bytes=max(upload_limit_bps / 10, 1 << 20))
         self.timeout_s = timeout_s
@@ -116,6 +125,9 @@ class ChunkServer:
             if any(i >= len(m.chunk_hashes) for i in msg.indices):
                 await send(ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST, "chunk index out of range"))
                 return
+            if msg.receipt_id:
+                await self._metered(stream, send, msg, m)
+                return
             for i in msg.indices:
                 try:
                     data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
@@ -126,6 +138,36 @@ class ChunkServer:
                     await trio.sleep(pause)
                 await send(ChunkReply(msg.request_id, i, data))
                 self.served_bytes += len(data)
+
+
+    async def _metered(self, stream: Stream, send: Callable[[Message], Awaitable[None]], msg: GetChunks, m: Manifest) -> None:
+        """Chunks charged to a receipt: admitted first, charged as each leaves."""
+        if self.quotas is None:
+            await send(ErrorReply(msg.request_id, ErrorCode.UNAUTHORISED, "this node does not meter receipts"))
+            return
+        nbytes = sum(m.chunk_length(i) for i in msg.indices)
+        try:
+            ticket = await self.quotas.admit(msg.receipt_id, nbytes=nbytes, content_size=m.size, content_type=m.content_type)
+        except QuotaDenied as exc:
+            await send(ErrorReply(msg.request_id, ErrorCode.QUOTA_EXCEEDED, exc.reason, exc.retry_after_s))
+            return
+        except UnknownReceipt as exc:
+            await send(ErrorReply(msg.request_id, ErrorCode.UNAUTHORISED, str(exc)))
+            return
+        began, first, complete = trio.current_time(), None, False
+        try:
+            for i in msg.indices:
+                data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
+                await self.quotas.pace(ticket, len(data))
+                await send(ChunkReply(msg.request_id, i, data))
+                first = first if first is not None else trio.current_time() - began
+                self.quotas.sent(ticket, len(data))
+                self.served_bytes += len(data)
+            complete = True
+        except ChunkMissing:
+            await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, "chunk missing"))
+        finally:
+            self.quotas.finish(ticket, Served(m.content_hash, "libp2p", stream.remote_peer, first, not complete))
 
 
 class ChunkClient:
@@ -189,10 +231,10 @@ class ChunkClient:
             raise WireError(f"expected a bitfield, got {type(reply).__name__}")
         return reply
 
-    async def request_chunk(self, content_hash: bytes, index: int) -> int:
+    async def request_chunk(self, content_hash: bytes, index: int, receipt_id: str = "") -> int:
         """Send one chunk request without waiting; returns its request id."""
         rid = self._id()
-        await self._send(GetChunks(rid, content_hash, (index,)))
+        await self._send(GetChunks(rid, content_hash, (index,), receipt_id))
         return rid
 
     async def chunk_reply(self, request_id: int, index: int) -> bytes:

@@ -185,13 +185,13 @@ def cmd_get(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
         if args.output == "-":
-            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest)
+            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest, receipt_id=args.receipt)
             return
         out = Path(args.output)
         fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
         try:
             with os.fdopen(fd, "wb") as f, _progress(None, out.name, not args.json) as progress:
-                n = client.download(digest.hex(), f, expected=digest, progress=progress)
+                n = client.download(digest.hex(), f, expected=digest, receipt_id=args.receipt, progress=progress)
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -231,6 +231,84 @@ def cmd_status(args: argparse.Namespace) -> None:
         f"uptime    {info['uptimeSeconds']:.0f} s\ncontent   {s['contents']} items, {_human(s['contentBytes'])}\n"
         f"on disk   {s['chunks']} chunks, {_human(s['chunkBytes'])}; {_human(s['diskFreeBytes'])} free",
     )
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _size(text: str) -> int:
+    """A byte count: digits with an optional K, M, G or T (powers of 1024), e.g. 10G."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1] if t and t[-1] in _UNITS else ""
+    number = t[: len(t) - len(unit)]
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500M, 10G)")
+    return int(number) * _UNITS[unit]
+
+
+_POLICY_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    # option: (body field, type)
+    "bytes_per_hour": ("bytesPerHour", _size),
+    "bytes_per_day": ("bytesPerDay", _size),
+    "bytes_per_month": ("bytesPerMonth", _size),
+    "requests_per_hour": ("requestsPerHour", int),
+    "requests_per_day": ("requestsPerDay", int),
+    "requests_per_month": ("requestsPerMonth", int),
+    "max_streams": ("maxConcurrentStreams", int),
+    "max_bandwidth_mbps": ("maxBandwidthMbps", float),
+    "burst_bytes": ("burstBytesAllowance", _size),
+    "burst_minutes": ("burstDurationMinutes", int),
+    "max_file_size": ("maxFileSizeBytes", _size),
+    "agent_multiplier": ("agentMultiplier", float),
+}
+
+
+def _limit(n: int | None) -> str:
+    return "-" if n is None else _human(n)
+
+
+def cmd_policy_set(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"policyName": args.name, "description": args.description, "isActive": not args.inactive}
+    body |= {field: getattr(args, opt) for opt, (field, _) in _POLICY_OPTIONS.items() if getattr(args, opt) is not None}
+    if args.content_type:
+        body["allowedContentTypes"] = args.content_type
+    with _client(args) as client:
+        policy = client.put_policy(body)
+    _print(args, policy, f"policy {policy['policyName']}: {_limit(policy['bytesPerHour'])}/hour, "
+           f"{_limit(policy['bytesPerDay'])}/day, {_limit(policy['bytesPerMonth'])}/month")
+
+
+def cmd_policy_ls(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        policies = client.policies()["policies"]
+    if args.json:
+        print(json.dumps(policies, indent=2))
+        return
+    for p in policies:
+        print(f"{p['policyName']:<20} {_limit(p['bytesPerHour']):>10}/h {_limit(p['bytesPerDay']):>10}/d "
+              f"{_limit(p['bytesPerMonth']):>10}/mo  streams {p['maxConcurrentStreams']}{'' if p['isActive'] else '  (inactive)'}")
+
+
+def cmd_receipt_new(args: argparse.Namespace) -> None:
+    body: dict[str, Any] = {"policyName": args.policy, "quotaTier": args.tier}
+    for key, value in (("receiptId", args.id), ("identityKey", args.identity_key), ("concurrentStreamsAllowed", args.streams)):
+        if value is not None:
+            body[key] = value
+    with _client(args) as client:
+        receipt = client.put_receipt(body)
+    _print(args, receipt, receipt["receiptId"])
+
+
+def cmd_receipt_show(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        status = client.quota(args.id)
+    lines = [f"receipt   {status['receiptId']} (policy {status['quotaPolicy']['policyName']})"]
+    for kind, w in status["windows"].items():
+        lines.append(f"{kind:<9} {_human(w['bytesUsed'])} of {_limit(w['bytesAllowed'])}, "
+                     f"{w['requestsUsed']} requests of {w['requestsAllowed'] if w['requestsAllowed'] is not None else '-'}")
+    c = status["concurrent"]
+    lines.append(f"streams   {c['activeStreams']} of {c['maxAllowed']}")
+    _print(args, status, "\n".join(lines))
 
 
 # -- argument parsing ----------------------------------------------------
@@ -273,8 +351,34 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="show the running node's identity and storage").set_defaults(fn=cmd_status)
 
-    for name in ("add", "get", "ls", "rm", "status"):
-        sub.choices[name].add_argument("--json", action="store_true", help="print JSON")
+    policy = sub.add_parser("policy", help="quota policies (replicated to the overlay)")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    pset = policy_sub.add_parser("set", help="create or update a policy (sizes like 500M, 10G)")
+    pset.add_argument("name")
+    for opt, (_, kind) in _POLICY_OPTIONS.items():
+        pset.add_argument("--" + opt.replace("_", "-"), type=kind)
+    pset.add_argument("--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)")
+    pset.add_argument("--description", default="")
+    pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")
+    pset.set_defaults(fn=cmd_policy_set)
+    policy_sub.add_parser("ls", help="list policies").set_defaults(fn=cmd_policy_ls)
+
+    receipt = sub.add_parser("receipt", help="receipts: who may read, under which policy")
+    receipt_sub = receipt.add_subparsers(dest="receipt_command", required=True, metavar="ACTION")
+    rnew = receipt_sub.add_parser("new", help="issue a receipt; prints its id")
+    rnew.add_argument("policy")
+    rnew.add_argument("--id", help="receipt id (default: a new UUID)")
+    rnew.add_argument("--identity-key", help="hex identity key of the holder")
+    rnew.add_argument("--tier", default="standard")
+    rnew.add_argument("--streams", type=int, help="concurrent streams allowed")
+    rnew.set_defaults(fn=cmd_receipt_new)
+    rshow = receipt_sub.add_parser("show", help="quota status of a receipt across the overlay")
+    rshow.add_argument("id")
+    rshow.set_defaults(fn=cmd_receipt_show)
+
+    get.add_argument("--receipt", help="charge the read to this receipt")
+    for parser in (*(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")), pset, policy_sub.choices["ls"], rnew, rshow):
+        parser.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 

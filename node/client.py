@@ -96,6 +96,18 @@ class NodeClient:
     def list(self, *, limit: int = 1000, offset: int = 0) -> dict[str, Any]:
         return dict(self._request("GET", "/v1/content", params={"limit": limit, "offset": offset}).json())
 
+    def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/streaming/quotas/policies", json=body).json())
+
+    def policies(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/streaming/quotas/policies").json())
+
+    def put_receipt(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/streaming/receipts", json=body).json())
+
+    def quota(self, receipt_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/streaming/quotas/{receipt_id}").json())
+
     def delete(self, content_id: str) -> dict[str, Any]:
         return dict(self._request("DELETE", f"/v1/content/{content_id}").json())
 
@@ -105,6 +117,7 @@ class NodeClient:
         out: BinaryIO,
         *,
         expected: bytes,
+        receipt_id: str | None = None,
         on_size: Callable[[int], None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
@@ -112,7 +125,8 @@ class NodeClient:
         h = hashlib.sha256()
         n = 0
         try:
-            with self._http.stream("GET", f"/v1/streaming/data/{content_id}") as r:
+            params = {"receiptId": receipt_id} if receipt_id else None
+            with self._http.stream("GET", f"/v1/streaming/data/{content_id}", params=params) as r:
                 if r.status_code >= 400:
                     r.read()
                     self._check(r)

@@ -11,19 +11,27 @@ may keep it, and ``If-None-Match`` / ``If-Range`` are exact comparisons.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import trio
 
 from protocols.errors import InvalidRange, InvalidUhrpUrl
 from protocols.manifest import Manifest
 from protocols.ranges import Unsatisfiable, parse_range
 from protocols.uhrp import parse_content_id
+from protocols.usage_sync import valid_receipt_id as _valid_receipt
 from storage import ContentStore, Mismatch
 
 if TYPE_CHECKING:
     from node.fetch import Download
+    from node.quotas import QuotaService
 
 __all__ = ["DataPlane", "DATA_PREFIX", "json_response"]
 
@@ -32,6 +40,20 @@ _MANIFEST_CACHE = 4096
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Emit = Callable[[bytes | bytearray, bool], Awaitable[None]]
+
+
+def _receipt_param(scope: Scope) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("receiptId")
+    return values[-1] if values else None
+
+
+async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client goes away (ASGI ``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 async def json_response(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -59,6 +81,8 @@ class DataPlane:
         # Set when the node is on an overlay: starts (or joins) the download
         # of content it lacks.
         self.download: Callable[[bytes], Download] | None = None
+        # Reads with ?receiptId= are admitted and charged here.
+        self.quotas: QuotaService | None = None
 
     def forget(self, digest: bytes) -> None:
         """Drop a cached manifest (the content was deleted)."""
@@ -91,11 +115,15 @@ class DataPlane:
             await json_response(send, 502, {"error": "fetch_failed", "message": f"fetching {digest.hex()} failed: {exc}"})
         return None
 
-    async def serve(self, scope: Scope, content_id: str, send: Send) -> None:
+    async def serve(self, scope: Scope, content_id: str, send: Send, receive: Receive | None = None) -> None:
         try:
             digest = parse_content_id(content_id)
         except InvalidUhrpUrl as exc:
             await json_response(send, 400, {"error": "invalid_content_id", "message": f"{content_id!r}: {exc}"})
+            return
+        receipt_id = _receipt_param(scope)
+        if receipt_id is not None and not _valid_receipt(receipt_id):
+            await json_response(send, 400, {"error": "invalid_receipt_id", "message": f"{receipt_id!r} is not a receipt id"})
             return
         manifest = await self._manifest(digest)
         download = None
@@ -137,6 +165,21 @@ class DataPlane:
             return
 
         start, stop = (rng.start, rng.end + 1) if rng else (0, size)
+        ticket = None
+        if receipt_id is not None and self.quotas is not None and scope["method"] == "GET":
+            from node.quotas import QuotaDenied, UnknownReceipt
+
+            try:
+                ticket = await self.quotas.admit(
+                    receipt_id, nbytes=stop - start, content_size=size, content_type=manifest.content_type
+                )
+            except QuotaDenied as exc:
+                retry = [(b"retry-after", str(math.ceil(exc.retry_after_s)).encode())] if exc.retry_after_s else []
+                await json_response(send, 429, exc.body(), retry)
+                return
+            except UnknownReceipt as exc:
+                await json_response(send, 403, {"error": "unknown_receipt", "message": str(exc)})
+                return
         headers = [
             (b"content-type", manifest.content_type.encode()),
             (b"content-length", str(stop - start).encode()),
@@ -147,11 +190,79 @@ class DataPlane:
         await send({"type": "http.response.start", "status": 206 if rng else 200, "headers": headers})
         if scope["method"] == "HEAD" or start == stop:
             await send({"type": "http.response.body", "body": b""})
+            if ticket is not None:
+                self._finish(ticket, scope, digest, None, False, download is None)
             return
+        if ticket is None:
+
+            async def emit(piece: bytes | bytearray, more: bool) -> None:
+                await send({"type": "http.response.body", "body": piece, "more_body": more})
+
+            await self._body(manifest, start, stop, download, emit)
+            return
+        await self._metered(ticket, scope, send, receive, manifest, start, stop, download)
+
+    async def _metered(
+        self,
+        ticket: Any,
+        scope: Scope,
+        send: Send,
+        receive: Receive | None,
+        manifest: Manifest,
+        start: int,
+        stop: int,
+        download: Download | None,
+    ) -> None:
+        """Send the body paced by the receipt's bandwidth cap, charging each
+        piece as it leaves; a client that goes away is charged for what it got."""
+        assert self.quotas is not None
+        quotas, began = self.quotas, time.monotonic()
+        first_byte: list[float] = []
+        finished: list[bool] = []
+
+        def finish(error: bool) -> None:
+            if not finished:
+                finished.append(True)
+                self._finish(ticket, scope, manifest.content_hash, first_byte[0] if first_byte else None, error, download is None)
+
+        async def emit(piece: bytes | bytearray, more: bool) -> None:
+            await quotas.pace(ticket, len(piece))
+            if not more:
+                # The stream's slot is free before the client can see the
+                # response end, so its next request is not refused as a
+                # stream too many. The last piece is charged as it goes out.
+                quotas.sent(ticket, len(piece))
+                finish(error=False)
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+            if not first_byte:
+                first_byte.append(time.monotonic() - began)
+            if more:
+                quotas.sent(ticket, len(piece))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                if receive is not None:
+                    nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                await self._body(manifest, start, stop, download, emit)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the body's own error, as the unmetered path raises it
+            raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
+        finally:
+            finish(error=True)  # cut short (a no-op once the last piece went out)
+
+    def _finish(self, ticket: Any, scope: Scope, digest: bytes, first_byte: float | None, error: bool, local: bool) -> None:
+        from node.quotas import Served
+
+        assert self.quotas is not None
+        client = scope.get("client") or ("", 0)
+        who = hashlib.sha256(str(client[0]).encode()).hexdigest()[:16]
+        self.quotas.finish(ticket, Served(digest, "http", who, first_byte, error, local))
+
+    async def _body(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
         if download is None or download.finished.is_set():
             async for piece in self.content.read(manifest, start, stop, self.read_size):
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+                await emit(piece, True)
+            await emit(b"", False)
             return
         # Content still arriving streams as its chunks land, in order, each
         # checked against the manifest. Only the whole file proves the
@@ -160,8 +271,8 @@ class DataPlane:
         held: bytes | bytearray | None = None
         async for piece in self.content.read(manifest, start, stop, self.read_size, download.waiter(manifest)):
             if held is not None:
-                await send({"type": "http.response.body", "body": held, "more_body": True})
+                await emit(held, True)
             held = piece
         await download.finished.wait()
         download.check(manifest)  # raising aborts the connection: the client sees a cut-off body
-        await send({"type": "http.response.body", "body": held or b"", "more_body": False})
+        await emit(held or b"", False)

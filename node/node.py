@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 
 import hypercorn.trio.tcp_server
 import trio
@@ -25,6 +27,7 @@ from node.fetch import Fetcher
 from node.home import clear_node_info, hold_home, write_node_info
 from node.identity import load_identity
 from node.p2p import P2P
+from node.quotas import QuotaService
 from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import PROTOCOL_ID as CHUNK_PROTOCOL
 from storage import ContentStore, open_content_store
@@ -56,12 +59,14 @@ async def _start_overlay(nursery: trio.Nursery, ctx: NodeContext, content: Conte
     """libp2p host, chunk server, advert gossip and the fetcher."""
     settings = ctx.settings
     p2p = P2P(ctx.identity, settings.p2p)
+    ctx.quotas.attach(p2p)
     await nursery.start(p2p.run)
     server = ChunkServer(
         content,
         max_streams_per_peer=settings.p2p.max_streams_per_peer,
         timeout_s=settings.p2p.stream_timeout_s,
         upload_limit_bps=settings.p2p.upload_limit_mib_s * 2**20,
+        quotas=ctx.quotas,
     )
     p2p.set_handler(CHUNK_PROTOCOL, server.handle)
     cache = AdvertCache()
@@ -74,10 +79,12 @@ async def _start_overlay(nursery: trio.Nursery, ctx: NodeContext, content: Conte
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # wall clock for quota windows (tests move it)
         self.api_url = ""
         self.overlay: Overlay | None = None
+        self.quotas: QuotaService | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
@@ -94,11 +101,15 @@ class Node:
                     read_size=settings.streaming.read_size_kb * 1024,
                     cache_ttl_s=settings.delivery.cdn_cache_ttl_seconds,
                 )
-                ctx = NodeContext(settings, identity, content, data)
+                quotas = QuotaService(identity, settings, content.meta, clock=self.clock)
+                await quotas.load()
+                data.quotas = self.quotas = quotas
+                ctx = NodeContext(settings, identity, content, data, quotas)
                 async with trio.open_nursery() as nursery:
                     if settings.uhrp.enabled:
                         self.overlay = ctx.overlay = await _start_overlay(nursery, ctx, content)
                         data.download = self.overlay.fetcher.start
+                    await nursery.start(quotas.run)
                     binds = await nursery.start(serve, create_app(ctx), _hypercorn_config(settings))
                     self.api_url = ctx.api_url = binds[0]
                     info = {
@@ -115,4 +126,7 @@ class Node:
             finally:
                 clear_node_info(home)
                 with trio.CancelScope(shield=True):
+                    if self.quotas is not None:
+                        with trio.move_on_after(settings.api.shutdown_grace_s):
+                            await self.quotas.flush()  # counts since the last flush
                     await content.meta.aclose()

@@ -3,7 +3,7 @@
 Everything else sees a small seam: ``Stream`` (``receive_some``,
 ``send_all``, ``aclose``, ``remote_peer``), ``P2P.open_stream``,
 ``P2P.set_handler``, ``P2P.publish``/``subscribe``/``set_validator``, and
-``P2P.connections`` (a bounded channel of newly connected peers). A
+``P2P.watch_connections`` (a bounded channel of newly connected peers). A
 py-libp2p API change is fixed here, and services can be tested over trio
 memory streams.
 
@@ -161,7 +161,7 @@ class P2P:
         self.peer_id = str(self._host.get_id())
         # Connection events reach our own peer exchange first, then services.
         self._events_send, self._events = trio.open_memory_channel[str](_CONNECTION_QUEUE)
-        self._connections_send, self.connections = trio.open_memory_channel[str](_CONNECTION_QUEUE)
+        self._watchers: list[trio.MemorySendChannel[str]] = []
         self._host.get_network().register_notifee(_ConnectionEvents(self._events_send))
         self.set_handler(PEERS_PROTOCOL, self._serve_peers)
 
@@ -209,10 +209,11 @@ class P2P:
 
     async def _on_connections(self, nursery: trio.Nursery) -> None:
         async for peer in self._events:
-            try:
-                self._connections_send.send_nowait(peer)
-            except trio.WouldBlock:
-                log.warning("connection event queue full; a peer's anti-entropy sync is skipped")
+            for watcher in self._watchers:
+                try:
+                    watcher.send_nowait(peer)
+                except trio.WouldBlock:
+                    log.warning("connection event queue full; a peer's anti-entropy sync is skipped")
             if len(self.connected_peers()) < self.config.target_peers:
                 nursery.start_soon(self._exchange_with, peer)
 
@@ -271,6 +272,12 @@ class P2P:
         except Exception as exc:  # trio.TooSlowError or any of libp2p's dial errors
             raise PeerUnreachable(f"connect to {addr}: {exc!r}") from None
         return str(info.peer_id)
+
+    def watch_connections(self) -> trio.MemoryReceiveChannel[str]:
+        """A bounded channel of peers as they connect (one per service that syncs with them)."""
+        send, receive = trio.open_memory_channel[str](_CONNECTION_QUEUE)
+        self._watchers.append(send)
+        return receive
 
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self._host.get_connected_peers()]

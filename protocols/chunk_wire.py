@@ -76,6 +76,7 @@ class GetChunks:
     request_id: int
     content_hash: bytes
     indices: tuple[int, ...]
+    receipt_id: str = ""  # charge these bytes to this quota receipt ("" = none)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def encode(msg: Message) -> bytes:
     fields: list[Any] = [_TAGS[type(msg)]]
     if isinstance(msg, GetChunks):
         fields += [msg.request_id, msg.content_hash, list(msg.indices)]
+        if msg.receipt_id:
+            fields.append(msg.receipt_id)
     elif isinstance(msg, ErrorReply):
         fields += [msg.request_id, int(msg.code), msg.message, float(msg.retry_after_s)]
     else:
@@ -174,6 +177,12 @@ def _decode_body(body: bytes) -> Message:
         raise WireError("a frame must hold a non-empty array")
     tag, args = obj[0], obj[1:]
     shape = {1: 2, 2: 3, 3: 2, 11: 2, 12: 3, 13: 3, 19: 4}
+    if tag == 2 and len(args) == 4:  # a chunk request may name a receipt
+        args, receipt = args[:3], args[3]
+        if type(receipt) is not str or not 0 < len(receipt) <= 64:
+            raise WireError("a receipt id is 1..64 characters")
+    else:
+        receipt = ""
     if tag not in shape or len(args) != shape[tag]:
         raise WireError(f"unknown message type {tag!r} or wrong field count")
     rid = _u(args[0])
@@ -182,7 +191,7 @@ def _decode_body(body: bytes) -> Message:
     if tag == 2:
         if not isinstance(args[2], list) or not 0 < len(args[2]) <= MAX_INDICES:
             raise WireError(f"a chunk request lists 1..{MAX_INDICES} indices")
-        return GetChunks(rid, _h(args[1]), tuple(_u(i, MAX_CHUNKS) for i in args[2]))
+        return GetChunks(rid, _h(args[1]), tuple(_u(i, MAX_CHUNKS) for i in args[2]), receipt)
     if tag == 3:
         return GetHave(rid, _h(args[1]))
     if tag == 11:

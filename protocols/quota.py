@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import calendar
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 __all__ = [
     "Window",
+    "WINDOWS",
     "window_bounds",
     "GCounter",
     "Usage",
@@ -43,27 +46,37 @@ class Window(enum.StrEnum):
     MONTH = "month"
 
 
+WINDOWS = (Window.HOUR, Window.DAY, Window.MONTH)  # iterating an Enum is slow on the hot path
+
+
 def window_bounds(kind: Window, now: float) -> tuple[int, int]:
-    """[start, end) in Unix seconds of the UTC calendar window holding ``now``."""
-    t = datetime.fromtimestamp(now, UTC)
+    """[start, end) in Unix seconds of the UTC calendar window holding ``now``.
+
+    Unix time has no leap seconds, so UTC hours and days are plain multiples."""
     if kind is Window.HOUR:
-        start = t.replace(minute=0, second=0, microsecond=0)
-        return int(start.timestamp()), int(start.timestamp()) + 3600
+        start = int(now // 3600) * 3600
+        return start, start + 3600
+    day = int(now // 86400) * 86400
     if kind is Window.DAY:
-        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        return int(start.timestamp()), int(start.timestamp()) + 86400
-    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    days = calendar.monthrange(t.year, t.month)[1]
-    return int(start.timestamp()), int(start.timestamp()) + days * 86400
+        return day, day + 86400
+    return _month(day)
 
 
-@dataclass(frozen=True)
-class Usage:
+@functools.lru_cache(maxsize=64)
+def _month(day_start: int) -> tuple[int, int]:
+    t = datetime.fromtimestamp(day_start, UTC)
+    start = int(t.replace(day=1).timestamp())
+    return start, start + calendar.monthrange(t.year, t.month)[1] * 86400
+
+
+class Usage(NamedTuple):
+    """Bytes and requests (a tuple: cheap to make on the hot path)."""
+
     bytes: int = 0
     requests: int = 0
 
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.bytes + other.bytes, self.requests + other.requests)
+    def __add__(self, other: tuple[Any, ...]) -> Usage:
+        return Usage(self.bytes + other[0], self.requests + other[1])
 
 
 @dataclass
@@ -75,24 +88,31 @@ class GCounter:
     """
 
     entries: dict[str, Usage] = field(default_factory=dict)
+    _total: Usage | None = field(default=None, init=False, repr=False, compare=False)  # cached sum
 
     def add(self, node: str, nbytes: int, requests: int = 0) -> None:
         if nbytes < 0 or requests < 0:
             raise ValueError("a G-counter only grows")
-        self.entries[node] = self.entries.get(node, Usage()) + Usage(nbytes, requests)
+        old = self.entries.get(node)
+        self.entries[node] = Usage(nbytes, requests) if old is None else Usage(old[0] + nbytes, old[1] + requests)
+        if (t := self._total) is not None:
+            self._total = Usage(t[0] + nbytes, t[1] + requests)
 
     def merge(self, other: GCounter | Mapping[str, Usage]) -> None:
         theirs = other.entries if isinstance(other, GCounter) else other
         for node, u in theirs.items():
             mine = self.entries.get(node, Usage())
             self.entries[node] = Usage(max(mine.bytes, u.bytes), max(mine.requests, u.requests))
+        self._total = None
 
     @property
     def total(self) -> Usage:
-        out = Usage()
-        for u in self.entries.values():
-            out = out + u
-        return out
+        if self._total is None:
+            b = r = 0
+            for u in self.entries.values():
+                b, r = b + u.bytes, r + u.requests
+            self._total = Usage(b, r)
+        return self._total
 
     def copy(self) -> GCounter:
         return GCounter(dict(self.entries))
@@ -121,11 +141,7 @@ class Policy:
 
     def limits(self, kind: Window, agent: bool) -> Usage:
         """(bytes, requests) allowed in a window of ``kind`` (unlimited as 2**63 - 1)."""
-        b = {Window.HOUR: self.bytes_per_hour, Window.DAY: self.bytes_per_day, Window.MONTH: self.bytes_per_month}[kind]
-        r = {Window.HOUR: self.requests_per_hour, Window.DAY: self.requests_per_day, Window.MONTH: self.requests_per_month}[kind]
-        scale = self.agent_multiplier if agent else 1.0
-        big = 2**63 - 1
-        return Usage(big if b is None else int(b * scale), big if r is None else int(r * scale))
+        return _limits(self, kind, agent)
 
     def allows_type(self, content_type: str) -> bool:
         if not self.allowed_content_types:
@@ -133,6 +149,16 @@ class Policy:
         media = content_type.split(";", 1)[0].strip().lower()
         family = media.split("/", 1)[0] + "/*"
         return any(t.lower() in (media, family) for t in self.allowed_content_types)
+
+
+@functools.lru_cache(maxsize=4096)
+def _limits(policy: Policy, kind: Window, agent: bool) -> Usage:
+    p = policy
+    b = {Window.HOUR: p.bytes_per_hour, Window.DAY: p.bytes_per_day, Window.MONTH: p.bytes_per_month}[kind]
+    r = {Window.HOUR: p.requests_per_hour, Window.DAY: p.requests_per_day, Window.MONTH: p.requests_per_month}[kind]
+    scale = p.agent_multiplier if agent else 1.0
+    big = 2**63 - 1
+    return Usage(big if b is None else int(b * scale), big if r is None else int(r * scale))
 
 
 @dataclass(frozen=True)
@@ -157,16 +183,15 @@ def decide(
     burst_started_at: float | None = None,
     burst_used: int = 0,
     burst_enabled: bool = True,
-    share: float = 1.0,
 ) -> Decision:
     """Admit a request for ``nbytes`` (of content ``content_size``) charged to a receipt.
 
-    ``usage`` is the merged total per window kind for the current windows.
-    ``share`` (0 < share <= 1) is the fraction of what remains that this node
-    may admit before it hears from its peers (strict mode); 1 otherwise.
+    ``usage`` is the merged total per window kind for the current windows
+    (what this node has counted, heard from peers, and reserved for requests
+    in flight).
     """
     remaining = {}
-    for kind in Window:
+    for kind in WINDOWS:
         lim, used = policy.limits(kind, agent), usage.get(kind, Usage())
         remaining[kind] = Usage(max(0, lim.bytes - used.bytes), max(0, lim.requests - used.requests))
 
@@ -181,14 +206,13 @@ def decide(
         return deny("content_type_not_allowed")
     if active_streams >= policy.max_concurrent_streams:
         return deny("too_many_streams", 1.0)
-    for kind in Window:
+    for kind in WINDOWS:
         left = remaining[kind]
-        if left.requests * share < 1:
+        if left.requests < 1:
             return deny(f"requests_per_{kind.value}", window_bounds(kind, now)[1] - now)
     burst = False
     for kind in (Window.MONTH, Window.DAY, Window.HOUR):
-        room = remaining[kind].bytes * share
-        if nbytes <= room:
+        if nbytes <= remaining[kind].bytes:
             continue
         if kind is Window.HOUR and burst_enabled and policy.burst_bytes_allowance > 0:
             window_left = policy.burst_duration_minutes * 60 - (now - burst_started_at) if burst_started_at is not None else None
@@ -201,7 +225,13 @@ def decide(
 
 def current_windows(now: float) -> dict[Window, int]:
     """The start of each current window (the key usage is counted under)."""
-    return {kind: window_bounds(kind, now)[0] for kind in Window}
+    return dict(_windows(int(now // 3600) * 3600))
+
+
+@functools.lru_cache(maxsize=16)
+def _windows(hour_start: int) -> tuple[tuple[Window, int], ...]:
+    # Every day and month boundary is an hour boundary: the hour decides all three.
+    return tuple((kind, window_bounds(kind, hour_start)[0]) for kind in WINDOWS)
 
 
 def totals(counters: Mapping[tuple[Window, int], GCounter], now: float) -> dict[Window, Usage]:

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 from protocols.manifest import Manifest
 
-__all__ = ["ContentRecord", "HostPerformance", "StoreStats", "MetadataStore"]
+__all__ = [
+    "ContentRecord",
+    "HostPerformance",
+    "StoreStats",
+    "PolicyRow",
+    "ReceiptRow",
+    "UsageWindowRow",
+    "StreamRow",
+    "MetadataStore",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,85 @@ class HostPerformance:
     failed_requests: int
     bytes_served: int
     last_check: float
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """A ``quota_policies`` row; ``record`` is the signed message it came in."""
+
+    policy_name: str
+    description: str
+    bytes_per_hour: int | None
+    bytes_per_day: int | None
+    bytes_per_month: int | None
+    requests_per_hour: int | None
+    requests_per_day: int | None
+    requests_per_month: int | None
+    max_concurrent_streams: int
+    max_bandwidth_mbps: float | None
+    burst_bytes_allowance: int
+    burst_duration_minutes: int
+    max_file_size_bytes: int | None
+    allowed_content_types: str  # JSON array
+    agent_multiplier: float
+    agent_priority_boost: bool
+    is_active: bool
+    issuer: str
+    version: int
+    record: bytes
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """An ``overlay_receipts`` row."""
+
+    receipt_id: str
+    identity_key: str
+    policy_name: str
+    quota_tier: str
+    concurrent_streams_allowed: int
+    streaming_config: str  # JSON object
+    issuer: str
+    version: int
+    record: bytes
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UsageWindowRow:
+    """One G-counter entry (``quota_usage_windows``): a node's count in a window."""
+
+    receipt_id: str
+    window_type: str
+    window_start: int
+    window_end: int
+    node_key: str
+    bytes_used: int
+    requests_used: int
+    granted_bytes: int = 0
+    granted_requests: int = 0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    """One finished request (``streaming_usage``)."""
+
+    id: str
+    receipt_id: str | None
+    content_hash: str
+    session_id: str
+    stream_start_time: float
+    stream_end_time: float
+    bytes_streamed: int
+    bytes_requested: int
+    delivery_method: str
+    source_host: str
+    client: str
+    latency_ms: float | None
+    error_count: int
+    completion_percentage: float
 
 
 @dataclass(frozen=True)
@@ -102,6 +190,37 @@ class MetadataStore(ABC):
     @abstractmethod
     async def latest_host_performance(self) -> list[HostPerformance]:
         """Each host's most recent row (start-up reloads the peer model from it)."""
+
+    @abstractmethod
+    async def put_policy(self, row: PolicyRow) -> None:
+        """Insert or replace by name."""
+
+    @abstractmethod
+    async def put_receipt(self, row: ReceiptRow) -> None:
+        """Insert or replace by receipt id."""
+
+    @abstractmethod
+    async def quota_records(self) -> list[bytes]:
+        """The signed records of every policy, then every receipt."""
+
+    @abstractmethod
+    async def save_usage(self, rows: list[UsageWindowRow]) -> None:
+        """Upsert by (receipt, window, node); counts only ever grow (max)."""
+
+    @abstractmethod
+    async def load_usage(self, ended_after: float) -> list[UsageWindowRow]:
+        """Entries of windows ending after ``ended_after``."""
+
+    @abstractmethod
+    async def add_streams(self, rows: list[StreamRow]) -> None: ...
+
+    @abstractmethod
+    async def streams(self, receipt_id: str, *, limit: int) -> list[StreamRow]:
+        """A receipt's most recent requests, newest first."""
+
+    @abstractmethod
+    async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
+        """Cleanup: (usage windows removed, stream rows removed)."""
 
     @abstractmethod
     async def stats(self) -> StoreStats: ...

@@ -9,12 +9,22 @@ functions are plain blocking code.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from protocols.manifest import Manifest
-from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
+from storage.metadata import (
+    ContentRecord,
+    HostPerformance,
+    MetadataStore,
+    PolicyRow,
+    ReceiptRow,
+    StoreStats,
+    StreamRow,
+    UsageWindowRow,
+)
 
 __all__ = ["SqlMetadataStore", "Db"]
 
@@ -33,6 +43,37 @@ class Db(Protocol):
 
 def _distinct_chunks(manifest: Manifest) -> dict[str, int]:
     return {h.hex(): manifest.chunk_length(i) for i, h in enumerate(manifest.chunk_hashes)}
+
+
+def _upsert(table: str, row_type: type, key: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for a dataclass's columns."""
+    cols = [f.name for f in dataclasses.fields(row_type)]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+    return sql, cols
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    # Booleans as integers: both backends store them in integer columns.
+    return tuple(int(v) if isinstance(v, bool) else v for v in dataclasses.astuple(row))
+
+
+_POLICY_UPSERT, _ = _upsert("quota_policies", PolicyRow, ("policy_name",))
+_RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
+_USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
+_STREAM_COLUMNS = [f.name for f in dataclasses.fields(StreamRow)]
+_USAGE_UPSERT = (
+    f"INSERT INTO quota_usage_windows ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
+    "ON CONFLICT (receipt_id, window_type, window_start, node_key) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = CASE WHEN excluded.{c} > quota_usage_windows.{c} THEN excluded.{c} ELSE quota_usage_windows.{c} END"
+        for c in ("bytes_used", "requests_used", "granted_bytes", "granted_requests")
+    )
+    + ", updated_at = excluded.updated_at"
+)
 
 
 def _record(row: tuple[Any, ...]) -> ContentRecord:
@@ -215,6 +256,55 @@ class SqlMetadataStore(MetadataStore):
             )
             for r in rows
         ]
+
+    async def put_policy(self, row: PolicyRow) -> None:
+        await self._run(lambda db: db.execute(_POLICY_UPSERT, _values(row)))
+
+    async def put_receipt(self, row: ReceiptRow) -> None:
+        await self._run(lambda db: db.execute(_RECEIPT_UPSERT, _values(row)))
+
+    async def quota_records(self) -> list[bytes]:
+        def query(db: Db) -> list[bytes]:
+            policies = db.fetch("SELECT record FROM quota_policies ORDER BY policy_name")
+            receipts = db.fetch("SELECT record FROM overlay_receipts ORDER BY receipt_id")
+            return [bytes(r[0]) for r in policies + receipts]
+
+        return await self._run(query)
+
+    async def save_usage(self, rows: list[UsageWindowRow]) -> None:
+        if rows:
+            await self._transaction(lambda db: db.executemany(_USAGE_UPSERT, [_values(r) for r in rows]))
+
+    async def load_usage(self, ended_after: float) -> list[UsageWindowRow]:
+        rows = await self._run(
+            lambda db: db.fetch(f"SELECT {', '.join(_USAGE_COLUMNS)} FROM quota_usage_windows WHERE window_end > ?", (ended_after,))
+        )
+        return [UsageWindowRow(*r) for r in rows]
+
+    async def add_streams(self, rows: list[StreamRow]) -> None:
+        if rows:
+            sql = f"INSERT INTO streaming_usage ({', '.join(_STREAM_COLUMNS)}) VALUES ({', '.join('?' * len(_STREAM_COLUMNS))})"
+            await self._transaction(lambda db: db.executemany(sql, [_values(r) for r in rows]))
+
+    async def streams(self, receipt_id: str, *, limit: int) -> list[StreamRow]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_STREAM_COLUMNS)} FROM streaming_usage WHERE receipt_id = ? "
+                "ORDER BY stream_end_time DESC LIMIT ?",
+                (receipt_id, limit),
+            )
+        )
+        return [StreamRow(*r) for r in rows]
+
+    async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
+        def txn(db: Db) -> tuple[int, int]:
+            ((w,),) = db.fetch("SELECT COUNT(*) FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
+            db.execute("DELETE FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
+            ((s,),) = db.fetch("SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
+            db.execute("DELETE FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
+            return int(w), int(s)
+
+        return await self._transaction(txn)
 
     async def stats(self) -> StoreStats:
         def query(db: Db) -> StoreStats:

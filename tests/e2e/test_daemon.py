@@ -147,3 +147,27 @@ def test_sigkill_during_add_leaves_no_corrupt_chunk(home: Path, tmp_path: Path) 
             assert hashlib.sha256(http.get(f"/v1/streaming/data/{digest.hex()}").content).digest() == digest
     finally:
         d.stop()
+
+
+def test_policy_and_receipt_commands_meter_reads(daemon: Daemon, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    src = tmp_path / "file.bin"
+    src.write_bytes(data)
+    added = json.loads(cli(daemon.home, "add", str(src), "--json").stdout)
+
+    r = cli(daemon.home, "policy", "set", "trial", "--bytes-per-hour", "500K", "--requests-per-day", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bytesPerHour"] == 500 * 1024
+    assert "trial" in cli(daemon.home, "policy", "ls").stdout
+    receipt = cli(daemon.home, "receipt", "new", "trial", "--id", "agent-7").stdout.strip()
+    assert receipt == "agent-7"
+
+    out = tmp_path / "out.bin"
+    assert cli(daemon.home, "get", added["uhrpUrl"], "-o", str(out), "--receipt", "agent-7").returncode == 0
+    r = cli(daemon.home, "get", added["uhrpUrl"], "-o", str(out), "--receipt", "agent-7")
+    assert r.returncode == 1 and "quota" in r.stderr  # 600 000 bytes would pass 512 000
+    status = json.loads(cli(daemon.home, "receipt", "show", "agent-7", "--json").stdout)
+    assert status["windows"]["hour"]["bytesUsed"] == len(data) and status["windows"]["day"]["requestsUsed"] == 1
+    assert "hour      293.0 KiB of 500.0 KiB" in cli(daemon.home, "receipt", "show", "agent-7").stdout
+    r = cli(daemon.home, "policy", "set", "bad", "--bytes-per-hour", "lots")
+    assert r.returncode == 2 and "not a size" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,7 +15,13 @@ from node.node import Node
 POLL_S = 0.02
 
 
-async def start_node(nursery: trio.Nursery, home: Path, bootstrap: tuple[str, ...] = (), **overrides: object) -> Node:
+async def start_node(
+    nursery: trio.Nursery,
+    home: Path,
+    bootstrap: tuple[str, ...] = (),
+    clock: Callable[[], float] = time.time,
+    **overrides: object,
+) -> Node:
     init_home(home)
     settings = load_settings(
         home,
@@ -29,17 +36,19 @@ async def start_node(nursery: trio.Nursery, home: Path, bootstrap: tuple[str, ..
         },
         environ={},
     )
-    node = Node(settings)
+    node = Node(settings, clock=clock)
     await nursery.start(node.run)
     return node
 
 
-async def start_overlay(nursery: trio.Nursery, root: Path, n: int) -> list[Node]:
+async def start_overlay(
+    nursery: trio.Nursery, root: Path, n: int, clock: Callable[[], float] = time.time, **overrides: object
+) -> list[Node]:
     """n nodes, all bootstrapped through the first, connected when this returns."""
-    first = await start_node(nursery, root / "n0")
+    first = await start_node(nursery, root / "n0", (), clock, **overrides)
     assert first.overlay is not None
     boot = (first.overlay.p2p.addrs[0],)
-    nodes = [first] + [await start_node(nursery, root / f"n{i}", boot) for i in range(1, n)]
+    nodes = [first] + [await start_node(nursery, root / f"n{i}", boot, clock, **overrides) for i in range(1, n)]
     await wait_for(lambda: len(first.overlay.p2p.connected_peers()) >= n - 1)  # type: ignore[union-attr]
     return nodes
 

@@ -10,9 +10,11 @@ import pytest
 import trio
 import trio.testing
 
+from config import Settings
 from node.chunk_service import ChunkClient, ChunkServer, RemoteError
 from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
 from protocols.manifest import Manifest
+from protocols.quota import Window
 from storage import ContentStore
 
 DATA = os.urandom(200_000)
@@ -143,3 +145,36 @@ async def test_a_client_vanishing_mid_reply_ends_only_its_stream(server: ChunkSe
     with pytest.raises(StreamClosed):  # the server itself lets it propagate...
         await server.handle(Vanishing(right, "gone"))
     assert server._streams == {}  # ...after releasing the peer's stream slot
+
+
+async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(content: ContentStore, settings: Settings) -> None:
+    from node.home import init_home
+    from node.quotas import QuotaService
+    from protocols.quota import Policy
+    from protocols.usage_sync import Receipt
+
+    m = (await content.ingest(pieces())).manifest
+    identity, _ = init_home(settings.home)
+    quotas = QuotaService(identity, settings, content.meta)
+    await quotas.put_policy(Policy("p", bytes_per_hour=m.chunk_length(0) + m.chunk_length(1), max_concurrent_streams=4))
+    await quotas.put_receipt(Receipt("agent-1", "p"))
+    server = ChunkServer(content, max_streams_per_peer=2, timeout_s=5, quotas=quotas)
+    digest = m.content_hash
+    async with trio.open_nursery() as nursery:
+        client = pair(nursery, server)
+        for i in (0, 1):
+            rid = await client.request_chunk(digest, i, receipt_id="agent-1")
+            assert await client.chunk_reply(rid, i) == DATA[i * m.chunk_size : i * m.chunk_size + m.chunk_length(i)]
+        rid = await client.request_chunk(digest, 2, receipt_id="agent-1")
+        with pytest.raises(RemoteError) as err:
+            await client.chunk_reply(rid, 2)
+        assert err.value.reply.code == ErrorCode.QUOTA_EXCEEDED and err.value.reply.retry_after_s > 0
+        rid = await client.request_chunk(digest, 2, receipt_id="nobody")
+        with pytest.raises(RemoteError) as err:
+            await client.chunk_reply(rid, 2)
+        assert err.value.reply.code == ErrorCode.UNAUTHORISED
+        rid = await client.request_chunk(digest, 2)  # unmetered: no receipt named
+        assert len(await client.chunk_reply(rid, 2)) == m.chunk_length(2)
+        await client.stream.aclose()
+    used = quotas.book.usage("agent-1", quotas.clock())
+    assert used[Window.HOUR] == (m.chunk_length(0) + m.chunk_length(1), 2)

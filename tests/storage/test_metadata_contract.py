@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from protocols.manifest import Manifest
 from storage import MetadataStore
+from storage.metadata import PolicyRow, ReceiptRow, StreamRow, UsageWindowRow
 from storage.postgres import PostgresMetadataStore
 from storage.sqlite import SqliteMetadataStore
 from tests.conftest import POSTGRES_URL
@@ -147,3 +149,31 @@ async def test_host_performance_accumulates_and_reports_the_latest(meta: Metadat
     mine = latest[key]
     assert (mine.content_hash, mine.average_latency_ms, mine.last_check) == (b"\1" * 32, 30.0, 12.0)
     assert (mine.successful_requests, mine.failed_requests, mine.bytes_served) == (8, 1, 800)
+
+
+def _policy(name: str, version: int, record: bytes) -> PolicyRow:
+    return PolicyRow(
+        name, "d", 1000, None, None, 10, None, None, 2, 1.5, 0, 5, None, '["video/*"]', 1.0, False, True, "ab", version, record, 1.0
+    )
+
+
+async def test_policies_and_receipts_are_replaced_by_key(meta: MetadataStore) -> None:
+    await meta.put_policy(_policy("gold", 1, b"p1"))
+    await meta.put_policy(_policy("gold", 2, b"p2"))
+    await meta.put_receipt(ReceiptRow("r-1", "", "gold", "standard", 1, "{}", "ab", 1, b"r1", 5.0))
+    assert await meta.quota_records() == [b"p2", b"r1"]
+
+
+async def test_usage_windows_only_grow_and_are_cleaned_up(meta: MetadataStore) -> None:
+    row = UsageWindowRow("r-1", "hour", 3600, 7200, "ab", 100, 2, 0, 0, 1.0)
+    await meta.save_usage([row, UsageWindowRow("r-1", "hour", 3600, 7200, "cd", 5, 1)])
+    await meta.save_usage([UsageWindowRow("r-1", "hour", 3600, 7200, "ab", 50, 9, 500, 3, 2.0)])
+    got = {r.node_key: r for r in await meta.load_usage(ended_after=7000)}
+    assert (got["ab"].bytes_used, got["ab"].requests_used, got["ab"].granted_bytes) == (100, 9, 500)
+    assert got["cd"].bytes_used == 5
+    assert await meta.load_usage(ended_after=7200) == []
+    stream = StreamRow("s1", "r-1", "00" * 32, "sess", 10.0, 11.0, 100, 200, "http", "ab", "c", 3.5, 0, 50.0)
+    await meta.add_streams([stream, dataclasses.replace(stream, id="s2", stream_end_time=99.0)])
+    assert [s.id for s in await meta.streams("r-1", limit=10)] == ["s2", "s1"]
+    assert await meta.delete_quota_history(windows_ended_before=8000, streams_ended_before=50.0) == (2, 1)
+    assert await meta.load_usage(ended_after=0) == [] and len(await meta.streams("r-1", limit=10)) == 1

@@ -138,12 +138,6 @@ def test_agent_multiplier_scales_limits() -> None:
     assert ask(Policy("agents", bytes_per_hour=1000, agent_multiplier=2.0), used(hour=950), agent=True).allow
 
 
-def test_strict_share_admits_only_this_nodes_part_of_the_remainder() -> None:
-    usage = used(hour=700, day=700, month=700)
-    assert ask(usage=usage, nbytes=200, burst_enabled=False).allow
-    assert not ask(usage=usage, nbytes=200, burst_enabled=False, share=1 / 3).allow  # 300 left, a third each
-
-
 def test_charge_totals_and_cleanup_follow_the_calendar() -> None:
     counters: dict = {}
     charge(counters, "a", NOW, 100, 1)

@@ -1,0 +1,611 @@
+"""Quotas on a running node: policies and receipts, admission for every
+serving path, usage-counter gossip between nodes, strict-mode leases, and
+persistence. The state and every decision live in ``protocols.quota_book``;
+this module does the I/O around it.
+
+Gossip (what the seed calls "BRC-22 usage sync"; it is not BRC-22): signed
+messages on the first of ``usage_sync.topics`` (all of them are listened
+to). Every ``interval_s`` the node publishes its entries that changed, at
+once when it has counted ``threshold`` of a receipt's limit, and every
+``snapshot_s`` all of its live entries, so a lost message is repaired by the
+next snapshot. Policies and receipts go out when created and again on
+every new connection: each new peer pulls everything this node knows over
+``/uhrp-overlay/usage/1.0.0`` (records and the signed usage messages of
+every origin), which is also how a restarted node gets its own entries back.
+
+Strict mode: a node admits bytes only out of a lease from the receipt's
+owner (its issuer), asked for over ``/uhrp-overlay/quota-lease/1.0.0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import struct
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from config import Settings
+from node.identity import Identity
+from node.p2p import P2P, PeerUnreachable, Stream, StreamClosed, identity_of, peer_id_of
+from protocols.quota import Policy, Usage, Window, window_bounds
+from protocols.quota_book import LEASE_NEEDED, QuotaBook, Ticket, UnknownReceipt
+from protocols.usage_sync import (
+    MAX_ENTRIES,
+    MAX_MESSAGE_BYTES,
+    Entry,
+    InvalidUsageMessage,
+    Ledger,
+    Message,
+    PolicyRecord,
+    Receipt,
+    ReceiptRecord,
+    UsageUpdate,
+    decode_lease_reply,
+    decode_lease_request,
+    decode_message,
+    encode_lease_reply,
+    encode_lease_request,
+)
+from storage import MetadataStore
+from storage.metadata import PolicyRow, ReceiptRow, StreamRow, UsageWindowRow
+
+__all__ = ["QuotaService", "QuotaDenied", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
+
+log = logging.getLogger("overlay_node.quotas")
+SYNC_PROTOCOL = "/uhrp-overlay/usage/1.0.0"
+LEASE_PROTOCOL = "/uhrp-overlay/quota-lease/1.0.0"
+_HEADER = struct.Struct(">I")
+_OUTBOX = 1024
+_PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts (see node.adverts)
+_SYNC_MAX_BYTES = 64 << 20
+_STREAM_ROWS = 10_000
+_CLEANUP_EVERY_S = 3600.0
+_SYNC_PEERS = 3
+_SYNC_DELAY_S = 0.5
+_OWNER_RETRY_S = 5.0
+
+
+class QuotaDenied(Exception):
+    """A request does not fit its receipt's quota (HTTP 429, libp2p QUOTA_EXCEEDED)."""
+
+    def __init__(self, reason: str, retry_after_s: float, remaining: Mapping[Window, Usage] | None = None) -> None:
+        super().__init__(f"quota exceeded: {reason}")
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.remaining = dict(remaining or {})
+
+    def body(self) -> dict[str, object]:
+        return {
+            "error": "quota_exceeded",
+            "reason": self.reason,
+            "message": f"the receipt's quota does not allow this request ({self.reason})",
+            "retryAfterSeconds": round(self.retry_after_s, 3),
+            "remaining": {k.value: {"bytes": u.bytes, "requests": u.requests} for k, u in self.remaining.items()},
+        }
+
+
+@dataclass
+class Served:
+    """What the serving path reports when a request ends (a ``streaming_usage`` row)."""
+
+    content_hash: bytes
+    method: str  # "http" or "libp2p"
+    client: str
+    first_byte_s: float | None
+    error: bool = False
+    local_hit: bool = True
+
+
+def _policy_row(record: PolicyRecord, encoded: bytes, now: float) -> PolicyRow:
+    p = record.policy
+    return PolicyRow(
+        p.name,
+        record.description,
+        p.bytes_per_hour,
+        p.bytes_per_day,
+        p.bytes_per_month,
+        p.requests_per_hour,
+        p.requests_per_day,
+        p.requests_per_month,
+        p.max_concurrent_streams,
+        p.max_bandwidth_mbps,
+        p.burst_bytes_allowance,
+        p.burst_duration_minutes,
+        p.max_file_size_bytes,
+        json.dumps(list(p.allowed_content_types)),
+        p.agent_multiplier,
+        p.agent_priority_boost,
+        p.is_active,
+        record.issuer.hex(),
+        record.version,
+        encoded,
+        now,
+    )
+
+
+def _receipt_row(record: ReceiptRecord, encoded: bytes) -> ReceiptRow:
+    r = record.receipt
+    return ReceiptRow(
+        r.receipt_id,
+        r.identity_key,
+        r.policy_name,
+        r.quota_tier,
+        r.concurrent_streams_allowed,
+        r.streaming_config,
+        record.issuer.hex(),
+        record.version,
+        encoded,
+        float(r.created_at),
+    )
+
+
+class QuotaService:
+    def __init__(
+        self,
+        identity: Identity,
+        settings: Settings,
+        meta: MetadataStore,
+        p2p: P2P | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.sync = settings.usage_sync
+        self.meta = meta
+        self.p2p = p2p
+        self.clock = clock
+        self.book = QuotaBook(identity.public_key, strict=settings.quota.strict, burst_enabled=settings.quota.burst_enabled)
+        self.ledger = Ledger()
+        self.records: dict[tuple[int, str], bytes] = {}  # (kind, name) -> signed record, for peers
+        self.counters: Counter[str] = Counter()
+        self.epoch = time.time_ns() // 1000
+        self._seq = 0
+        self._heard: dict[bytes, tuple[int, int]] = {}  # origin -> (epoch, last seq)
+        self.last_heard = self.clock()
+        self.max_lag_s = 0.0  # longest gossip lag seen (publish to merge), for the overshoot bound
+        self._heard_any = False
+        self._outbox, self._outbox_recv = trio.open_memory_channel[bytes](_OUTBOX)
+        self._urgent = trio.Event()
+        self._stream_rows: list[StreamRow] = []
+        self._pending_records: list[tuple[Message, bytes]] = []
+        self._lease_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._connections: trio.MemoryReceiveChannel[str] | None = None
+        if p2p is not None:
+            self.attach(p2p)
+
+    def attach(self, p2p: P2P) -> None:
+        """Gossip over ``p2p`` (call before it connects, to sync with every peer)."""
+        self.p2p = p2p
+        self._connections = p2p.watch_connections()
+
+    # -- start-up -------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Policies, receipts and the usage of live windows, from the database."""
+        for encoded in await self.meta.quota_records():
+            try:
+                self._apply(decode_message(encoded), encoded, store=False)
+            except InvalidUsageMessage as exc:
+                log.warning("a stored quota record no longer decodes: %s", exc)
+        keep = self.settings.quota.window_cleanup_hours * 3600
+        for row in await self.meta.load_usage(ended_after=self.clock() - keep):
+            kind = Window(row.window_type)
+            node = bytes.fromhex(row.node_key)
+            self.book.merge(Entry(row.receipt_id, kind, row.window_start, row.bytes_used, row.requests_used), origin=node)
+            if row.granted_bytes or row.granted_requests:
+                grants = self.book.grants.setdefault((row.receipt_id, kind, row.window_start), {})
+                grants[row.node_key] = Usage(row.granted_bytes, row.granted_requests)
+        self.book.to_store.clear()
+
+    # -- policies and receipts --------------------------------------------------
+
+    def _version(self, old: PolicyRecord | ReceiptRecord | None) -> int:
+        now_us = int(self.clock() * 1e6)
+        return max(now_us, old.version + 1) if old is not None else now_us
+
+    async def put_policy(self, policy: Policy, description: str = "") -> PolicyRecord:
+        old = self.book.policies.get(policy.name)
+        record = PolicyRecord.create(self.identity.private_key.secret, self._version(old), policy, description)
+        await self._accept(record)
+        return record
+
+    async def put_receipt(self, receipt: Receipt) -> ReceiptRecord:
+        old = self.book.receipts.get(receipt.receipt_id)
+        record = ReceiptRecord.create(self.identity.private_key.secret, self._version(old), receipt)
+        await self._accept(record)
+        return record
+
+    async def _accept(self, record: PolicyRecord | ReceiptRecord) -> None:
+        encoded = record.encode()
+        self._apply(record, encoded, store=False)
+        await self._store_record(record, encoded)
+        self._publish(encoded)
+
+    async def _store_record(self, record: Message, encoded: bytes) -> None:
+        if isinstance(record, PolicyRecord):
+            await self.meta.put_policy(_policy_row(record, encoded, self.clock()))
+        elif isinstance(record, ReceiptRecord):
+            await self.meta.put_receipt(_receipt_row(record, encoded))
+
+    def new_receipt_id(self) -> str:
+        return str(uuid.uuid4())
+
+    @property
+    def origins_heard(self) -> int:
+        """How many other nodes' usage messages this node has received."""
+        return len(self._heard.keys() - {self.identity.public_key})
+
+    # -- admission ----------------------------------------------------------------
+
+    def cut_off(self) -> bool:
+        """On an overlay, and no quota gossip from any peer for ``stale_after_s``."""
+        if self.p2p is None or not (self._heard_any or self.settings.p2p.bootstrap):
+            return False
+        return self.clock() - self.last_heard > self.sync.stale_after_s
+
+    async def admit(
+        self, receipt_id: str, *, nbytes: int, content_size: int, content_type: str, agent: bool = False
+    ) -> Ticket:
+        """Admit a request charged to ``receipt_id`` or raise ``QuotaDenied``/``UnknownReceipt``."""
+        if self.settings.quota.on_partition == "deny" and self.cut_off():
+            raise QuotaDenied("usage_sync_stale", _OWNER_RETRY_S)
+        ask = dict(nbytes=nbytes, content_size=content_size, content_type=content_type, agent=agent)
+        decision, ticket = self.book.admit(receipt_id, now=self.clock(), **ask)  # type: ignore[arg-type]
+        if ticket is None and decision.reason == LEASE_NEEDED:
+            async with self._lease_locks[receipt_id]:
+                decision, ticket = self.book.admit(receipt_id, now=self.clock(), **ask)  # type: ignore[arg-type]
+                if ticket is None and decision.reason == LEASE_NEEDED:
+                    if await self._lease(receipt_id, nbytes):
+                        decision, ticket = self.book.admit(receipt_id, now=self.clock(), **ask)  # type: ignore[arg-type]
+                    else:  # owner unreachable and on_partition = allow
+                        self.counters["lease_fallbacks"] += 1
+                        decision, ticket = self.book.admit(receipt_id, now=self.clock(), use_lease=False, **ask)  # type: ignore[arg-type]
+        if ticket is None:
+            self.counters["denied"] += 1
+            raise QuotaDenied(decision.reason, decision.retry_after_s, decision.remaining)
+        return ticket
+
+    async def pace(self, ticket: Ticket, nbytes: int) -> None:
+        """Wait as the policy's bandwidth cap requires before sending ``nbytes``."""
+        if delay := self.book.bandwidth_delay(ticket.receipt_id, nbytes, self.clock()):
+            await trio.sleep(delay)
+
+    def sent(self, ticket: Ticket, nbytes: int) -> None:
+        self.book.sent(ticket, nbytes, self.clock())
+        if self.sync.threshold and self.book.over_threshold(ticket.receipt_id, self.sync.threshold):
+            self._urgent.set()
+
+    def finish(self, ticket: Ticket, served: Served) -> None:
+        now = self.clock()
+        requested = ticket.reserved
+        self.book.finish(ticket, now, first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit)
+        if len(self._stream_rows) >= _STREAM_ROWS:
+            self.counters["stream_rows_dropped"] += 1
+            return
+        self._stream_rows.append(
+            StreamRow(
+                str(uuid.uuid4()),
+                ticket.receipt_id,
+                served.content_hash.hex(),
+                str(uuid.uuid4()),
+                ticket.started_at,
+                now,
+                ticket.sent,
+                requested,
+                served.method,
+                self.identity.public_key_hex,
+                served.client,
+                served.first_byte_s * 1000 if served.first_byte_s is not None else None,
+                int(served.error),
+                100.0 * ticket.sent / requested if requested else 100.0,
+            )
+        )
+
+    # -- strict mode ----------------------------------------------------------------
+
+    async def _lease(self, receipt_id: str, nbytes: int) -> bool:
+        """Get a lease from the receipt's owner; False if it cannot be asked (and we fail open)."""
+        now = self.clock()
+        want = self.book.lease_wanted(receipt_id, now, nbytes)
+        owner = self.book.owner(receipt_id)
+        if owner == self.identity.public_key:
+            give, reason, retry = await self._grant(owner, receipt_id, want)
+        else:
+            try:
+                give, reason, retry = await self._ask_owner(owner, receipt_id, want)
+            except (PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidUsageMessage) as exc:
+                log.info("lease for %s from its owner failed: %s", receipt_id, exc)
+                if self.settings.quota.on_partition == "deny":
+                    raise QuotaDenied("quota_owner_unreachable", _OWNER_RETRY_S) from None
+                return False
+        if give.bytes < want.bytes or give.requests < want.requests:
+            raise QuotaDenied(reason, retry, self.book.usage(receipt_id, now))
+        self.book.add_lease(receipt_id, now, give)
+        return True
+
+    async def _grant(self, requester: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
+        now = self.clock()
+        give, reason, retry = self.book.grant(requester, receipt_id, now, want)
+        if give.bytes or give.requests:
+            # Written before the answer leaves: a restarted owner must not grant it again.
+            await self.meta.save_usage(self._rows({(receipt_id, kind, start) for kind, start in _windows(now)}))
+        return give, reason, retry
+
+    async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
+        if self.p2p is None:
+            raise PeerUnreachable("not on an overlay")
+        timeout = self.settings.p2p.stream_timeout_s
+        stream = await self.p2p.open_stream(peer_id_of(owner), LEASE_PROTOCOL)
+        try:
+            with trio.fail_after(timeout):
+                await stream.send_all(_frame(encode_lease_request(receipt_id, want.bytes, want.requests)))
+                reply = await _read_frame(stream, 1024)
+        finally:
+            await stream.aclose()
+        b, r, reason, retry = decode_lease_reply(reply)
+        return Usage(b, r), reason, retry
+
+    async def _serve_lease(self, stream: Stream) -> None:
+        timeout = self.settings.p2p.stream_timeout_s
+        try:
+            with trio.fail_after(timeout):
+                receipt_id, b, r = decode_lease_request(await _read_frame(stream, 1024))
+            requester = identity_of(stream.remote_peer)
+            if requester is None:
+                reply = encode_lease_reply(0, 0, "unknown_requester", 0.0)
+            elif receipt_id not in self.book.receipts or self.book.owner(receipt_id) != self.identity.public_key:
+                reply = encode_lease_reply(0, 0, "not_owner", 0.0)
+            else:
+                try:
+                    give, reason, retry = await self._grant(requester, receipt_id, Usage(b, r))
+                    reply = encode_lease_reply(give.bytes, give.requests, reason, retry)
+                except UnknownReceipt:
+                    reply = encode_lease_reply(0, 0, "unknown_receipt", 0.0)
+            with trio.fail_after(timeout):
+                await stream.send_all(_frame(reply))
+        except (trio.TooSlowError, InvalidUsageMessage) as exc:
+            log.info("lease request from %s: %s", stream.remote_peer, exc)
+
+    # -- gossip -------------------------------------------------------------------
+
+    def _publish(self, encoded: bytes) -> None:
+        if self.p2p is None:
+            return
+        try:
+            self._outbox.send_nowait(encoded)
+        except trio.WouldBlock:
+            self.counters["publish_queue_full"] += 1  # the next snapshot repairs it
+
+    def _publish_usage(self, entries: list[Entry], full: bool) -> None:
+        key = self.identity.private_key.secret
+        for i in range(0, max(len(entries), 1), MAX_ENTRIES):
+            self._seq += 1
+            sent_at = int(self.clock() * 1000)
+            update = UsageUpdate.create(key, self.epoch, self._seq, full, entries[i : i + MAX_ENTRIES], sent_at)
+            encoded = update.encode()
+            self.ledger.offer(update, encoded)
+            self._publish(encoded)
+
+    def validate(self, data: bytes) -> bool:
+        """Runs before gossipsub delivers or forwards a message."""
+        try:
+            message = decode_message(data)
+        except InvalidUsageMessage as exc:
+            self.counters["forged" if "signature" in str(exc) else "invalid"] += 1
+            log.debug("dropped a quota message: %s", exc)
+            return False
+        if not isinstance(message, UsageUpdate) and not self._trusted(message.signer):
+            self.counters["untrusted_issuer"] += 1
+            return False
+        return True
+
+    def _trusted(self, issuer: bytes) -> bool:
+        allowed = self.settings.quota.policy_issuers
+        return not allowed or issuer.hex() in allowed or issuer == self.identity.public_key
+
+    def _apply(self, message: Message, encoded: bytes, *, store: bool = True) -> bool:
+        """Take a verified message; True if it changed anything."""
+        if isinstance(message, UsageUpdate):
+            if message.origin == self.identity.public_key and message.epoch == self.epoch:
+                return False  # our own, echoed back
+            self._note_sequence(message)
+            if message.origin != self.identity.public_key:
+                self.last_heard, self._heard_any = self.clock(), True
+                if message.sent_at_ms:  # on the origin's clock: skew shows up here too
+                    self.max_lag_s = max(self.max_lag_s, self.last_heard - message.sent_at_ms / 1000)
+            self.ledger.offer(message, encoded)
+            raised = self.book.merge(message)
+            if message.origin == self.identity.public_key:
+                self.counters["own_entries_recovered"] += raised
+            return raised > 0
+        if not self._trusted(message.signer):
+            self.counters["untrusted_issuer"] += 1
+            return False
+        changed = self.book.offer_policy(message) if isinstance(message, PolicyRecord) else self.book.offer_receipt(message)
+        if changed:
+            name = message.policy.name if isinstance(message, PolicyRecord) else message.receipt.receipt_id
+            self.records[(1 if isinstance(message, PolicyRecord) else 2, name)] = encoded
+            if store:
+                self._pending_records.append((message, encoded))
+        return changed
+
+    def _note_sequence(self, update: UsageUpdate) -> None:
+        epoch, seq = self._heard.get(update.origin, (0, 0))
+        if update.epoch == epoch and update.seq > seq + 1:
+            self.counters["usage_messages_lost"] += update.seq - seq - 1
+        if (update.epoch, update.seq) > (epoch, seq):
+            self._heard[update.origin] = (update.epoch, update.seq)
+
+    def _take(self, data: bytes) -> None:
+        try:
+            message = decode_message(data)
+        except InvalidUsageMessage:
+            self.counters["invalid"] += 1
+            return
+        self.counters["received"] += 1
+        self._apply(message, data)
+
+    # -- services -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.p2p is not None:
+                for topic in self.sync.topics:
+                    self.p2p.set_validator(topic, self.validate)
+                    nursery.start_soon(self._receive_loop, topic)
+                self.p2p.set_handler(SYNC_PROTOCOL, self._serve_sync)
+                self.p2p.set_handler(LEASE_PROTOCOL, self._serve_lease)
+                nursery.start_soon(self._publish_loop)
+                nursery.start_soon(self._sync_loop)
+            nursery.start_soon(self._tick_loop)
+            task_status.started()
+
+    async def _receive_loop(self, topic: str) -> None:
+        assert self.p2p is not None
+        async for data in self.p2p.subscribe(topic):
+            self._take(data)
+
+    async def _publish_loop(self) -> None:
+        assert self.p2p is not None
+        topic = self.sync.topics[0]
+        async for data in self._outbox_recv:
+            await self.p2p.publish(topic, data)
+            self.counters["published"] += 1
+            await trio.sleep(_PUBLISH_GAP_S)
+
+    async def _tick_loop(self) -> None:
+        last_snapshot = last_cleanup = 0.0
+        while True:
+            with trio.move_on_after(self.sync.interval_s):
+                await self._urgent.wait()
+            self._urgent = trio.Event()
+            now = self.clock()
+            if self.p2p is not None:
+                if now - last_snapshot >= self.sync.snapshot_s:
+                    self.book.take_unpublished()
+                    entries = self.book.own_entries()
+                    # An empty snapshot is only a heartbeat, which only on_partition = deny needs.
+                    if entries or self.settings.quota.on_partition == "deny":
+                        self._publish_usage(entries, full=True)
+                    last_snapshot = now
+                elif entries := self.book.take_unpublished():
+                    self._publish_usage(entries, full=False)
+            await self.flush()
+            if now - last_cleanup >= _CLEANUP_EVERY_S:
+                await self.cleanup(now)
+                last_cleanup = now
+
+    def _rows(self, keys: set[tuple[str, Window, int]]) -> list[UsageWindowRow]:
+        rows, now = [], self.clock()
+        for rid, kind, start in keys:
+            counter = self.book.counters.get(rid, {}).get((kind, start))
+            granted = self.book.grants.get((rid, kind, start), {})
+            end = window_bounds(kind, start)[1]
+            nodes = set(counter.entries if counter else ()) | set(granted)
+            for node in nodes:
+                u = counter.entries.get(node, Usage()) if counter else Usage()
+                g = granted.get(node, Usage())
+                rows.append(UsageWindowRow(rid, kind.value, start, end, node, u.bytes, u.requests, g.bytes, g.requests, now))
+        return rows
+
+    async def flush(self) -> None:
+        """Write what changed since the last flush, in one transaction per table."""
+        keys, self.book.to_store = self.book.to_store, set()
+        records, self._pending_records = self._pending_records, []
+        streams, self._stream_rows = self._stream_rows, []
+        for record, encoded in records:
+            await self._store_record(record, encoded)
+        await self.meta.save_usage(self._rows(keys))
+        await self.meta.add_streams(streams)
+
+    async def cleanup(self, now: float) -> None:
+        keep = self.settings.quota.window_cleanup_hours * 3600
+        gone = self.book.prune(now, keep)
+        self.ledger.prune(gone)
+        retention = self.settings.quota.metrics_retention_days * 86400
+        windows, streams = await self.meta.delete_quota_history(windows_ended_before=now - keep, streams_ended_before=now - retention)
+        if windows or streams:
+            log.info("quota cleanup: %d usage windows and %d stream rows removed", windows, streams)
+
+    async def _sync_loop(self) -> None:
+        """Pull from a few peers as they connect: enough to learn every record
+        and get our own entries back; snapshots keep everyone current after."""
+        assert self._connections is not None
+        pulled = 0
+        async with trio.open_nursery() as nursery:
+            async for peer in self._connections:
+                if pulled < _SYNC_PEERS or self.cut_off():
+                    pulled += 1
+                    nursery.start_soon(self._pull_from, peer)
+
+    async def _pull_from(self, peer: str) -> None:
+        assert self.p2p is not None
+        # After the connection's own set-up (identify, gossipsub, adverts).
+        await trio.sleep(_SYNC_DELAY_S * (1 + random.random()))
+        try:
+            stream = await self.p2p.open_stream(peer, SYNC_PROTOCOL)
+        except PeerUnreachable as exc:
+            log.debug("usage sync with %s: %s", peer, exc)
+            return
+        total = 0
+        try:
+            while True:
+                with trio.fail_after(self.settings.p2p.stream_timeout_s):
+                    data = await _read_frame(stream, MAX_MESSAGE_BYTES, eof_ok=True)
+                if not data:
+                    break
+                total += len(data)
+                if total > _SYNC_MAX_BYTES:
+                    break
+                if self.validate(data):
+                    self._take(data)
+            self.counters["synced_from_peers"] += 1
+        except (trio.TooSlowError, InvalidUsageMessage, StreamClosed) as exc:
+            log.info("usage sync with %s ended early: %s", peer, exc)
+        finally:
+            await stream.aclose()
+
+    async def _serve_sync(self, stream: Stream) -> None:
+        """Everything a peer may lack: records, then the usage messages worth keeping."""
+        messages = list(self.records.values()) + self.ledger.messages()
+        with contextlib.suppress(trio.TooSlowError):
+            for data in messages:
+                with trio.fail_after(self.settings.p2p.stream_timeout_s):
+                    await stream.send_all(_frame(data))
+
+
+def _windows(now: float) -> list[tuple[Window, int]]:
+    return [(kind, window_bounds(kind, now)[0]) for kind in Window]
+
+
+def _frame(data: bytes) -> bytes:
+    return _HEADER.pack(len(data)) + data
+
+
+async def _read_frame(stream: Stream, limit: int, *, eof_ok: bool = False) -> bytes:
+    """One length-prefixed frame; b"" at a clean end of stream when ``eof_ok``."""
+    buf = bytearray()
+    need = _HEADER.size
+    while len(buf) < need:
+        piece = await stream.receive_some(need - len(buf))
+        if not piece:
+            if eof_ok and not buf:
+                return b""
+            raise InvalidUsageMessage("stream ended inside a frame")
+        buf += piece
+        if len(buf) == _HEADER.size and need == _HEADER.size:
+            (n,) = _HEADER.unpack(buf)
+            if n > limit:
+                raise InvalidUsageMessage(f"frame of {n} bytes exceeds {limit}")
+            need += n
+    return bytes(buf[_HEADER.size :])
+

@@ -1,0 +1,152 @@
+"""Policies, receipts, metered reads and quota status over the HTTP API."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from config import Settings
+from node.api import NodeContext, create_app
+from node.data_plane import DataPlane
+from node.home import init_home
+from node.quotas import QuotaService
+from protocols.quota import Window, window_bounds
+from storage import ContentStore
+
+DATA = os.urandom(200_000)
+HASH = hashlib.sha256(DATA).hexdigest()
+T0 = window_bounds(Window.HOUR, 1_700_000_000)[0] + 600.0  # ten minutes into an hour
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def ctx(settings: Settings, content: ContentStore, clock: Clock) -> NodeContext:
+    identity, _ = init_home(settings.home)
+    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
+    data.quotas = QuotaService(identity, settings, content.meta, clock=clock)
+    return NodeContext(settings, identity, content, data, data.quotas)
+
+
+@pytest.fixture
+async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://node") as c:
+        assert (await c.post("/v1/content", content=DATA)).status_code == 201
+        yield c
+
+
+async def setup_receipt(client: httpx.AsyncClient, **limits: Any) -> str:
+    r = await client.post("/v1/streaming/quotas/policies", json={"policyName": "agents", "maxConcurrentStreams": 4, **limits})
+    assert r.status_code in (200, 201), r.text
+    r = await client.post("/v1/streaming/receipts", json={"policyName": "agents", "quotaTier": "premium"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["receiptId"])
+
+
+async def test_policies_are_created_updated_and_listed(client: httpx.AsyncClient) -> None:
+    body = {"policyName": "gold", "bytesPerHour": 10**9, "requestsPerHour": 100, "burstBytesAllowance": 10**8, "burstDurationMinutes": 5}
+    r = await client.post("/v1/streaming/quotas/policies", json=body)
+    assert r.status_code == 201 and r.json()["bytesPerHour"] == 10**9 and r.json()["version"] > 0
+    r = await client.post("/v1/streaming/quotas/policies", json={**body, "bytesPerHour": 5})
+    assert r.status_code == 200 and r.json()["bytesPerHour"] == 5
+    listed = (await client.get("/v1/streaming/quotas/policies")).json()["policies"]
+    assert [p["policyName"] for p in listed] == ["gold"]
+    bad = await client.post("/v1/streaming/quotas/policies", json={"policyName": "x", "bytesPerHour": -1})
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid_request"
+
+
+async def test_receipts_need_a_known_policy_and_get_an_id(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/streaming/receipts", json={"policyName": "nope"})
+    assert r.status_code == 404 and r.json()["error"] == "unknown_policy"
+    rid = await setup_receipt(client)
+    got = (await client.get(f"/v1/streaming/receipts/{rid}")).json()
+    assert got["policyName"] == "agents" and got["quotaTier"] == "premium" and got["concurrentStreamsAllowed"] == 5
+    r = await client.post("/v1/streaming/receipts", json={"policyName": "agents", "receiptId": "bad id!"})
+    assert r.status_code == 422
+
+
+async def test_reads_are_charged_then_refused_with_429_until_the_hour_rolls(client: httpx.AsyncClient, clock: Clock) -> None:
+    rid = await setup_receipt(client, bytesPerHour=400_000)
+    url = f"/v1/streaming/data/{HASH}"
+    assert (await client.get(url, params={"receiptId": rid})).content == DATA
+    r = await client.get(url, params={"receiptId": rid}, headers={"range": "bytes=0-49999"})
+    assert r.status_code == 206 and len(r.content) == 50_000
+    status = (await client.get(f"/v1/streaming/quotas/{rid}")).json()
+    hour = status["windows"]["hour"]
+    assert hour["bytesUsed"] == 250_000 and hour["requestsUsed"] == 2 and hour["bytesAllowed"] == 400_000
+    assert hour["utilizationPercentage"] == 62.5
+    assert status["quotaPolicy"] == {"policyName": "agents", "tier": "premium"}
+    assert status["concurrent"]["activeStreams"] == 0 and status["projections"]["hourlyExhaustion"] is not None
+
+    r = await client.get(url, params={"receiptId": rid})  # 200 000 more would pass 400 000
+    assert r.status_code == 429
+    body = r.json()
+    assert body["error"] == "quota_exceeded" and body["reason"] == "bytes_per_hour"
+    assert body["remaining"]["hour"]["bytes"] == 150_000
+    assert int(r.headers["retry-after"]) == 50 * 60
+    assert (await client.get(url, params={"receiptId": rid}, headers={"range": "bytes=0-99"})).status_code == 206
+    assert (await client.get(url)).status_code == 200  # reads without a receipt are not metered
+
+    clock.now += 50 * 60  # the next hour
+    assert (await client.get(url, params={"receiptId": rid})).status_code == 200
+
+
+async def test_unknown_and_malformed_receipts(client: httpx.AsyncClient) -> None:
+    url = f"/v1/streaming/data/{HASH}"
+    r = await client.get(url, params={"receiptId": "nobody"})
+    assert r.status_code == 403 and r.json()["error"] == "unknown_receipt"
+    r = await client.get(url, params={"receiptId": "no such receipt"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_receipt_id"
+    assert (await client.get("/v1/streaming/quotas/nobody")).status_code == 404
+
+
+async def test_a_read_cut_short_is_charged_for_what_left(client: httpx.AsyncClient, ctx: NodeContext) -> None:
+    rid = await setup_receipt(client, bytesPerHour=10**6)
+    sent: list[int] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            if len(sent) == 2:
+                raise OSError("connection reset by peer")
+            sent.append(len(message["body"]))
+
+    async def receive() -> MutableMapping[str, Any]:
+        await trio.sleep_forever()  # the client never says goodbye: its connection just breaks
+        raise AssertionError
+
+    scope = {"type": "http", "method": "GET", "headers": [], "query_string": f"receiptId={rid}".encode(), "client": ("127.0.0.1", 1)}
+    with pytest.raises(OSError):
+        await ctx.data.serve(scope, HASH, send, receive)
+    status = (await client.get(f"/v1/streaming/quotas/{rid}")).json()
+    assert 0 < status["windows"]["hour"]["bytesUsed"] == sum(sent) < len(DATA)
+    assert status["concurrent"]["activeStreams"] == 0 and status["performance"]["errorRate"] == 1.0
+    await ctx.quotas.flush()
+    rows = await ctx.content.meta.streams(rid, limit=5)
+    assert rows[0].bytes_streamed == sum(sent) and rows[0].bytes_requested == 200_000 and rows[0].error_count == 1
+
+
+async def test_usage_and_records_survive_a_restart(settings: Settings, content: ContentStore, ctx: NodeContext, client: httpx.AsyncClient, clock: Clock) -> None:
+    rid = await setup_receipt(client, bytesPerHour=10**6)
+    await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid})
+    await ctx.quotas.flush()
+    again = QuotaService(ctx.identity, settings, content.meta, clock=clock)
+    await again.load()
+    assert again.book.usage(rid, clock())[Window.HOUR].bytes == 200_000
+    assert again.book.policy_for(rid).name == "agents"
