@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from config import Settings
 from node import __version__
+from node.auth import AuthMiddleware
 from node.data_plane import DATA_PREFIX, DataPlane, Scope, Send
 from node.identity import Identity
 from node.quota_api import quota_router
@@ -401,4 +402,8 @@ def create_app(ctx: NodeContext) -> Any:
         await app(scope, receive, send)
 
     asgi.fastapi = app  # type: ignore[attr-defined]
-    return asgi
+    if ctx.settings.quota.enforcement == "off":
+        return asgi
+    authenticated = AuthMiddleware(asgi, ctx.identity, ctx.settings.quota.enforcement)
+    authenticated.fastapi = app  # type: ignore[attr-defined]
+    return authenticated

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
-from node.p2p import Stream
-from node.quotas import QuotaDenied, QuotaService, Served, UnknownReceipt
+from node.p2p import Stream, identity_of
+from node.quotas import NotYourReceipt, QuotaDenied, QuotaService, Served, UnknownReceipt
 from protocols.chunk_wire import (
     ChunkReply,
     ErrorCode,
@@ -147,11 +147,18 @@ class ChunkServer:
             return
         nbytes = sum(m.chunk_length(i) for i in msg.indices)
         try:
-            ticket = await self.quotas.admit(msg.receipt_id, nbytes=nbytes, content_size=m.size, content_type=m.content_type)
+            peer_key = identity_of(stream.remote_peer)  # peers are authenticated by their libp2p key
+            ticket = await self.quotas.admit(
+                msg.receipt_id,
+                nbytes=nbytes,
+                content_size=m.size,
+                content_type=m.content_type,
+                identity=peer_key.hex() if peer_key else None,
+            )
         except QuotaDenied as exc:
             await send(ErrorReply(msg.request_id, ErrorCode.QUOTA_EXCEEDED, exc.reason, exc.retry_after_s))
             return
-        except UnknownReceipt as exc:
+        except (UnknownReceipt, NotYourReceipt) as exc:
             await send(ErrorReply(msg.request_id, ErrorCode.UNAUTHORISED, str(exc)))
             return
         began, first, complete = trio.current_time(), None, False

@@ -166,12 +166,15 @@ class DataPlane:
 
         start, stop = (rng.start, rng.end + 1) if rng else (0, size)
         ticket = None
+        identity = scope.get("overlay.identity")  # set by node.auth for authenticated requests
+        if receipt_id is None and identity is not None and self.quotas is not None:
+            receipt_id = self.quotas.receipt_for(identity)
         if receipt_id is not None and self.quotas is not None and scope["method"] == "GET":
-            from node.quotas import QuotaDenied, UnknownReceipt
+            from node.quotas import NotYourReceipt, QuotaDenied, UnknownReceipt
 
             try:
                 ticket = await self.quotas.admit(
-                    receipt_id, nbytes=stop - start, content_size=size, content_type=manifest.content_type
+                    receipt_id, nbytes=stop - start, content_size=size, content_type=manifest.content_type, identity=identity
                 )
             except QuotaDenied as exc:
                 retry = [(b"retry-after", str(math.ceil(exc.retry_after_s)).encode())] if exc.retry_after_s else []
@@ -179,6 +182,9 @@ class DataPlane:
                 return
             except UnknownReceipt as exc:
                 await json_response(send, 403, {"error": "unknown_receipt", "message": str(exc)})
+                return
+            except NotYourReceipt as exc:
+                await json_response(send, 403, {"error": "receipt_not_yours", "message": str(exc)})
                 return
         headers = [
             (b"content-type", manifest.content_type.encode()),

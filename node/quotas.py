@@ -4,12 +4,12 @@ persistence. The state and every decision live in ``protocols.quota_book``;
 this module does the I/O around it.
 
 Gossip (what the seed calls "BRC-22 usage sync"; it is not BRC-22): signed
-messages on the first of ``usage_sync.topics`` (all of them are listened
-to). Every ``interval_s`` the node publishes its entries that changed, at
+messages on the first of ``usage_sync.topics`` (every extra gossipsub topic
+costs mesh upkeep that slowed advert gossip, so the rest are unused). Every ``interval_s`` the node publishes its entries that changed, at
 once when it has counted ``threshold`` of a receipt's limit, and every
 ``snapshot_s`` all of its live entries, so a lost message is repaired by the
 next snapshot. Policies and receipts go out when created and again on
-every new connection: each new peer pulls everything this node knows over
+a node's first connection: it pulls everything that peer knows over
 ``/uhrp-overlay/usage/1.0.0`` (records and the signed usage messages of
 every origin), which is also how a restarted node gets its own entries back.
 
@@ -57,7 +57,7 @@ from protocols.usage_sync import (
 from storage import MetadataStore
 from storage.metadata import PolicyRow, ReceiptRow, StreamRow, UsageWindowRow
 
-__all__ = ["QuotaService", "QuotaDenied", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
+__all__ = ["QuotaService", "QuotaDenied", "NotYourReceipt", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
 
 log = logging.getLogger("overlay_node.quotas")
 SYNC_PROTOCOL = "/uhrp-overlay/usage/1.0.0"
@@ -68,9 +68,13 @@ _PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts (see node.adverts)
 _SYNC_MAX_BYTES = 64 << 20
 _STREAM_ROWS = 10_000
 _CLEANUP_EVERY_S = 3600.0
-_SYNC_PEERS = 3
+_SYNC_PEERS = 1
 _SYNC_DELAY_S = 0.5
 _OWNER_RETRY_S = 5.0
+
+
+class NotYourReceipt(Exception):
+    """The receipt is bound to another identity key (HTTP 403)."""
 
 
 class QuotaDenied(Exception):
@@ -252,10 +256,26 @@ class QuotaService:
             return False
         return self.clock() - self.last_heard > self.sync.stale_after_s
 
+    def receipt_for(self, identity: str) -> str | None:
+        """The newest receipt bound to an identity key (hex), if any."""
+        mine = [r for r in self.book.receipts.values() if r.receipt.identity_key == identity]
+        return max(mine, key=lambda r: r.version).receipt.receipt_id if mine else None
+
     async def admit(
-        self, receipt_id: str, *, nbytes: int, content_size: int, content_type: str, agent: bool = False
+        self,
+        receipt_id: str,
+        *,
+        nbytes: int,
+        content_size: int,
+        content_type: str,
+        agent: bool = False,
+        identity: str | None = None,
     ) -> Ticket:
-        """Admit a request charged to ``receipt_id`` or raise ``QuotaDenied``/``UnknownReceipt``."""
+        """Admit a request charged to ``receipt_id`` by ``identity`` (hex key, if
+        authenticated) or raise ``QuotaDenied``/``UnknownReceipt``/``NotYourReceipt``."""
+        record = self.book.receipts.get(receipt_id)
+        if record is not None and record.receipt.identity_key and record.receipt.identity_key != identity:
+            raise NotYourReceipt(f"receipt {receipt_id!r} belongs to another identity; authenticate as its holder")
         if self.settings.quota.on_partition == "deny" and self.cut_off():
             raise QuotaDenied("usage_sync_stale", _OWNER_RETRY_S)
         ask = dict(nbytes=nbytes, content_size=content_size, content_type=content_type, agent=agent)
@@ -459,12 +479,15 @@ class QuotaService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             if self.p2p is not None:
-                for topic in self.sync.topics:
+                if self.sync.topics:
+                    topic = self.sync.topics[0]
                     self.p2p.set_validator(topic, self.validate)
                     nursery.start_soon(self._receive_loop, topic)
+                    nursery.start_soon(self._publish_loop, topic)
+                else:
+                    log.warning("usage_sync.topics is empty: quota state is not gossiped (sync on connect only)")
                 self.p2p.set_handler(SYNC_PROTOCOL, self._serve_sync)
                 self.p2p.set_handler(LEASE_PROTOCOL, self._serve_lease)
-                nursery.start_soon(self._publish_loop)
                 nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._tick_loop)
             task_status.started()
@@ -474,9 +497,8 @@ class QuotaService:
         async for data in self.p2p.subscribe(topic):
             self._take(data)
 
-    async def _publish_loop(self) -> None:
+    async def _publish_loop(self, topic: str) -> None:
         assert self.p2p is not None
-        topic = self.sync.topics[0]
         async for data in self._outbox_recv:
             await self.p2p.publish(topic, data)
             self.counters["published"] += 1
@@ -537,8 +559,9 @@ class QuotaService:
             log.info("quota cleanup: %d usage windows and %d stream rows removed", windows, streams)
 
     async def _sync_loop(self) -> None:
-        """Pull from a few peers as they connect: enough to learn every record
-        and get our own entries back; snapshots keep everyone current after."""
+        """Pull from the first peer that connects (and the next one after being
+        cut off): enough to learn every record and get our own entries back;
+        gossip and snapshots keep everyone current after."""
         assert self._connections is not None
         pulled = 0
         async with trio.open_nursery() as nursery:

@@ -75,3 +75,21 @@ ensure_postgres() {
     fi
     say "warning: PostgreSQL unreachable at $url; its tests will be skipped"
 }
+
+# ensure_npm_deps DIR: install DIR's pinned npm packages (package-lock.json)
+# when node_modules is missing or older than the lock file. Node.js and npm
+# come from apt when missing. With CI=true a failure fails the run.
+ensure_npm_deps() {
+    local dir=$1
+    ensure_tool node nodejs || return 1
+    ensure_tool npm npm || return 1
+    command -v npm >/dev/null 2>&1 || return 0
+    if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+        say "installing npm packages for $dir"
+        if ! npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null; then
+            [ "${CI:-}" = true ] && { say "error: npm ci in $dir failed"; return 1; }
+            say "warning: npm ci in $dir failed; the interop tests will be skipped"
+        fi
+        touch "$dir/node_modules" 2>/dev/null || true
+    fi
+}

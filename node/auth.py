@@ -1,0 +1,176 @@
+"""BRC-103/104 mutual authentication for the HTTP API, as ASGI middleware.
+
+``POST /.well-known/auth`` answers the handshake; a request carrying
+``x-bsv-auth-*`` headers is verified (its body read first: the signature
+covers it) and its response is signed. The caller's identity key reaches the
+app as ``scope["overlay.identity"]`` (hex).
+
+Modes (``quota.enforcement``, the seed's ``BRC31_QUOTA_ENFORCEMENT``):
+``off`` (no auth at all), ``optional`` (verified when present),
+``required``/``strict`` (every request but the handshake must be
+authenticated; 401 with a JSON body otherwise).
+
+BRC-104 signs whole bodies, so authenticated requests and responses are
+buffered, up to ``MAX_AUTH_BODY``; read large content with ``Range``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import trio
+
+from node.identity import Identity
+from protocols.brc104 import MAX_HANDSHAKE_BYTES, AuthError, AuthServer, session_secret
+
+__all__ = ["AuthMiddleware", "AUTH_PATH", "MAX_AUTH_BODY", "IDENTITY"]
+
+log = logging.getLogger("overlay_node.auth")
+AUTH_PATH = "/.well-known/auth"
+MAX_AUTH_BODY = 64 << 20
+IDENTITY = "overlay.identity"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _TooLarge("the client went away")  # nothing to answer
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _TooLarge(f"authenticated request bodies are at most {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+class AuthMiddleware:
+    def __init__(self, app: App, identity: Identity, mode: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.mode = "required" if mode == "strict" else mode
+        self.clock = clock
+        key = identity.private_key.secret
+        self.server = AuthServer(key, identity.public_key, session_secret(key), os.urandom)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.mode == "off":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == AUTH_PATH:
+            await self._handshake(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if "x-bsv-auth-version" not in headers:
+            if self.mode == "required":
+                await _json(send, 401, {"error": "unauthenticated", "message": f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})"})
+                return
+            await self.app(scope, receive, send)
+            return
+        await self._authenticated(scope, receive, send, headers)
+
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _json(send, 405, {"error": "method_not_allowed", "message": f"{AUTH_PATH} takes POST"})
+            return
+        try:
+            body = await _read_body(receive, MAX_HANDSHAKE_BYTES)
+            reply = self.server.handshake(body, self.clock())
+        except _TooLarge as exc:
+            await _json(send, 413, {"error": "too_large", "message": str(exc)})
+            return
+        except AuthError as exc:
+            await _json(send, 401 if exc.code != "invalid_json" else 400, {"error": exc.code, "message": str(exc)})
+            return
+        await _json(send, 200, reply)
+
+    async def _authenticated(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        try:
+            body = await _read_body(receive, MAX_AUTH_BODY)
+        except _TooLarge as exc:
+            await _json(send, 413, {"error": "too_large", "message": str(exc)})
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        try:
+            session, request_id = self.server.verify_request(
+                headers,
+                scope["method"],
+                raw_path.decode("latin-1"),
+                ("?" + query.decode("latin-1")) if query else "",
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                body,
+                self.clock(),
+            )
+        except AuthError as exc:
+            await _json(send, 401, {"error": exc.code, "message": str(exc)})
+            return
+
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await trio.sleep_forever()  # the client is still there until the response goes out
+            raise AssertionError
+
+        start: Message = {}
+        out = bytearray()
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                out.extend(message.get("body", b""))
+                if len(out) > MAX_AUTH_BODY:
+                    raise _TooLarge
+
+        inner = dict(scope)
+        inner[IDENTITY] = session.peer_key.hex()
+        try:
+            await self.app(inner, replay, capture)
+        except _TooLarge:
+            start.clear()
+            out[:] = json.dumps({"error": "response_too_large", "message": f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"}).encode()
+            start.update({"status": 413, "headers": [(b"content-type", b"application/json")]})
+        status = int(start.get("status", 500))
+        kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        signed = self.server.sign_response(
+            session, request_id, status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in kept], bytes(out)
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*kept, (b"content-length", str(len(out)).encode()), *((k.encode(), v.encode()) for k, v in signed)],
+            }
+        )
+        await send({"type": "http.response.body", "body": bytes(out)})

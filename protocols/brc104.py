@@ -1,0 +1,308 @@
+"""BRC-103 mutual authentication over HTTP (BRC-104), the server side.
+
+What the seed calls BRC-31 (Authrite) was superseded by BRC-103/104; this is
+what ``@bsv/sdk``'s ``AuthFetch`` speaks (``shared/reference/brc.md`` §3).
+
+Participants: an agent (client) with an identity key, this node (server)
+with its own. Flow:
+
+1. Handshake, ``POST /.well-known/auth``: the client sends ``initialRequest``
+   (its identity key and session nonce nA); the server answers
+   ``initialResponse`` with its own session nonce nB, signed over
+   ``nA ‖ nB`` with key ID ``"<nA> <nB>"`` for the client.
+2. Every later request carries ``x-bsv-auth-*`` headers: a fresh nonce r, the
+   server's session nonce, a request id, and a signature over the request
+   preimage (key ID ``"<r> <nB>"``). The server answers with the same
+   headers, signed over the response preimage for the client.
+
+Signatures are BRC-3 (``protocols.brc42``) under protocol
+``[2, "auth message signature"]``. Session nonces are 48 bytes (16 random,
+32 HMAC), verifiable by their creator alone, as the reference's are.
+Version ``"0.1"`` (what the code sends; the BRC text says 1.0).
+Non-goals: certificates (BRC-52; requested sets are ignored), I/O, clocks.
+Limits: handshake bodies 64 KiB; sessions and remembered request nonces are
+bounded; a replayed nonce or request id is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols import brc42
+from protocols.errors import RemoteProtocolError
+
+__all__ = [
+    "AUTH_VERSION",
+    "AuthError",
+    "AuthServer",
+    "Session",
+    "request_preimage",
+    "response_preimage",
+    "signed_headers",
+    "create_nonce",
+    "verify_nonce",
+    "auth_signature",
+    "verify_auth_signature",
+    "session_secret",
+]
+
+AUTH_VERSION = "0.1"
+PROTOCOL = "auth message signature"
+MAX_HANDSHAKE_BYTES = 64 * 1024
+_NONCE_RANDOM = 16
+_MINUS_ONE = b"\xff" * 9  # VarInt(-1): "absent"
+
+
+class AuthError(RemoteProtocolError):
+    """A handshake or request failed authentication; ``code`` is for the JSON error body."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- primitives -------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        return _MINUS_ONE
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + n.to_bytes(2, "little")
+    if n <= 0xFFFFFFFF:
+        return b"\xfe" + n.to_bytes(4, "little")
+    return b"\xff" + n.to_bytes(8, "little")
+
+
+def _field(data: bytes | None) -> bytes:
+    return _MINUS_ONE if data is None else _varint(len(data)) + data
+
+
+def create_nonce(secret: bytes, random16: bytes) -> str:
+    """A 48-byte session nonce only the holder of ``secret`` can vouch for."""
+    return base64.b64encode(random16 + hmac.digest(secret, random16, "sha256")).decode()
+
+
+def verify_nonce(secret: bytes, nonce: str) -> bool:
+    raw = _b64(nonce)
+    if raw is None or len(raw) != _NONCE_RANDOM + 32:
+        return False
+    return hmac.compare_digest(raw[_NONCE_RANDOM:], hmac.digest(secret, raw[:_NONCE_RANDOM], "sha256"))
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _invoice(key_id: str) -> str:
+    return brc42.invoice_number(2, PROTOCOL, key_id)
+
+
+def auth_signature(private_key: bytes, data: bytes, key_id: str, counterparty: bytes) -> bytes:
+    return brc42.sign(private_key, data, _invoice(key_id), counterparty)
+
+
+def verify_auth_signature(signer: bytes, data: bytes, signature: bytes, key_id: str, my_private: bytes) -> bool:
+    return brc42.verify(signer, data, signature, _invoice(key_id), my_private)
+
+
+# -- BRC-104 preimages ----------------------------------------------------------
+
+
+def signed_headers(headers: Iterable[tuple[str, str]], *, request: bool) -> list[tuple[str, str]]:
+    """The headers a signature covers, lower-cased and sorted: ``x-bsv-*`` except
+    ``x-bsv-auth*``, ``authorization``, and (requests only) ``content-type``
+    without its parameters."""
+    out = []
+    for key, value in headers:
+        k = key.lower()
+        if (k.startswith("x-bsv-") and not k.startswith("x-bsv-auth")) or k == "authorization":
+            out.append((k, value))
+        elif request and k == "content-type":
+            out.append((k, value.split(";", 1)[0].strip()))
+    return sorted(out)
+
+
+def _headers_field(headers: list[tuple[str, str]]) -> bytes:
+    parts = [_varint(len(headers))]
+    for k, v in headers:
+        parts += [_field(k.encode()), _field(v.encode())]
+    return b"".join(parts)
+
+
+def request_preimage(
+    request_id: bytes, method: str, path: str, query: str, headers: Iterable[tuple[str, str]], body: bytes
+) -> bytes:
+    """What the client signed: ``query`` includes its ``?``; an empty body is "absent"."""
+    return b"".join(
+        [
+            request_id,
+            _field(method.encode()),
+            _field(path.encode() or None),
+            _field(query.encode() or None),
+            _headers_field(signed_headers(headers, request=True)),
+            _field(body or None),
+        ]
+    )
+
+
+def response_preimage(request_id: bytes, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """What the server signs; the body length is always written (0 when empty),
+    as ``AuthFetch`` rebuilds it."""
+    return b"".join([request_id, _varint(status), _headers_field(signed_headers(headers, request=False)), _varint(len(body)), body])
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    peer_key: bytes  # the client's identity key
+    peer_nonce: str  # the client's session nonce
+    my_nonce: str  # ours
+    last_used: float
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)  # request nonces and ids, for replays
+
+
+def _hex_key(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) != 66:
+        raise AuthError("invalid_identity_key", "identityKey must be a 33-byte compressed key in hex")
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        raise AuthError("invalid_identity_key", "identityKey is not hex") from None
+    if key[0] not in (2, 3):
+        raise AuthError("invalid_identity_key", "identityKey is not a compressed secp256k1 key")
+    return key
+
+
+class AuthServer:
+    def __init__(
+        self,
+        private_key: bytes,
+        public_key: bytes,
+        secret: bytes,
+        random: Callable[[int], bytes],
+        *,
+        max_sessions: int = 10_000,
+        session_ttl_s: float = 24 * 3600,
+        remember: int = 4096,
+    ) -> None:
+        self.private_key, self.public_key = private_key, public_key
+        self.secret = secret
+        self.random = random
+        self.max_sessions, self.session_ttl_s, self.remember = max_sessions, session_ttl_s, remember
+        self.sessions: OrderedDict[str, Session] = OrderedDict()  # by our session nonce, least recent first
+
+    def handshake(self, body: bytes, now: float) -> dict[str, Any]:
+        """Answer an ``initialRequest`` (JSON bytes) with an ``initialResponse``."""
+        if len(body) > MAX_HANDSHAKE_BYTES:
+            raise AuthError("too_large", f"handshake messages are at most {MAX_HANDSHAKE_BYTES} bytes")
+        try:
+            message = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise AuthError("invalid_json", "the handshake body is not JSON") from None
+        if not isinstance(message, dict):
+            raise AuthError("invalid_message", "the handshake body must be a JSON object")
+        if message.get("version") != AUTH_VERSION:
+            raise AuthError("unsupported_version", f"auth version must be {AUTH_VERSION!r}")
+        if message.get("messageType") != "initialRequest":
+            raise AuthError("unsupported_message", "only initialRequest is accepted here (no certificates)")
+        peer_key = _hex_key(message.get("identityKey"))
+        their_nonce = message.get("initialNonce")
+        if not isinstance(their_nonce, str) or not 0 < len(their_nonce) <= 256 or _b64(their_nonce) is None:
+            raise AuthError("invalid_nonce", "initialNonce must be base64")
+        my_nonce = create_nonce(self.secret, self.random(_NONCE_RANDOM))
+        self._expire(now)
+        self.sessions[my_nonce] = Session(peer_key, their_nonce, my_nonce, now)
+        if len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+        data = (_b64(their_nonce) or b"") + (_b64(my_nonce) or b"")
+        signature = auth_signature(self.private_key, data, f"{their_nonce} {my_nonce}", peer_key)
+        return {
+            "version": AUTH_VERSION,
+            "messageType": "initialResponse",
+            "identityKey": self.public_key.hex(),
+            "initialNonce": my_nonce,
+            "yourNonce": their_nonce,
+            "requestedCertificates": {"certifiers": [], "types": {}},
+            "signature": list(signature),
+        }
+
+    def _expire(self, now: float) -> None:
+        while self.sessions:
+            oldest = next(iter(self.sessions.values()))
+            if now - oldest.last_used <= self.session_ttl_s:
+                break
+            self.sessions.popitem(last=False)
+
+    def verify_request(
+        self, headers: dict[str, str], method: str, path: str, query: str, all_headers: list[tuple[str, str]], body: bytes, now: float
+    ) -> tuple[Session, bytes]:
+        """Check a request's ``x-bsv-auth-*`` headers and signature; (session, request id)."""
+        if headers.get("x-bsv-auth-version") != AUTH_VERSION:
+            raise AuthError("unsupported_version", f"x-bsv-auth-version must be {AUTH_VERSION!r}")
+        your_nonce = headers.get("x-bsv-auth-your-nonce", "")
+        if not verify_nonce(self.secret, your_nonce):
+            raise AuthError("invalid_nonce", "x-bsv-auth-your-nonce is not a session nonce of this node")
+        session = self.sessions.get(your_nonce)
+        if session is None:
+            raise AuthError("session_not_found", "no session for this nonce (expired or unknown): handshake again")
+        if _hex_key(headers.get("x-bsv-auth-identity-key")) != session.peer_key:
+            raise AuthError("identity_mismatch", "the identity key does not own this session")
+        nonce = headers.get("x-bsv-auth-nonce", "")
+        request_id_text = headers.get("x-bsv-auth-request-id", "")
+        request_id = _b64(request_id_text)
+        if _b64(nonce) is None or not nonce or request_id is None or len(request_id) != 32:
+            raise AuthError("invalid_headers", "x-bsv-auth-nonce and x-bsv-auth-request-id must be base64 (request id: 32 bytes)")
+        try:
+            signature = bytes.fromhex(headers.get("x-bsv-auth-signature", ""))
+        except ValueError:
+            raise AuthError("invalid_signature", "x-bsv-auth-signature is not hex") from None
+        if nonce in session.seen or ("id:" + request_id_text) in session.seen:
+            raise AuthError("replayed", "this request nonce or request id was used before")
+        preimage = request_preimage(request_id, method, path, query, all_headers, body)
+        if not verify_auth_signature(session.peer_key, preimage, signature, f"{nonce} {session.my_nonce}", self.private_key):
+            raise AuthError("invalid_signature", "the request signature does not verify")
+        for key in (nonce, "id:" + request_id_text):
+            session.seen[key] = None
+        while len(session.seen) > self.remember:
+            session.seen.popitem(last=False)
+        session.last_used = now
+        self.sessions.move_to_end(session.my_nonce)
+        return session, request_id
+
+    def sign_response(
+        self, session: Session, request_id: bytes, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> list[tuple[str, str]]:
+        """The ``x-bsv-auth-*`` headers for a response."""
+        nonce = base64.b64encode(self.random(32)).decode()
+        preimage = response_preimage(request_id, status, headers, body)
+        signature = auth_signature(self.private_key, preimage, f"{nonce} {session.peer_nonce}", session.peer_key)
+        return [
+            ("x-bsv-auth-version", AUTH_VERSION),
+            ("x-bsv-auth-identity-key", self.public_key.hex()),
+            ("x-bsv-auth-nonce", nonce),
+            ("x-bsv-auth-your-nonce", session.peer_nonce),
+            ("x-bsv-auth-request-id", base64.b64encode(request_id).decode()),
+            ("x-bsv-auth-signature", signature.hex()),
+        ]
+
+
+def session_secret(private_key: bytes) -> bytes:
+    """The key session nonces are made with: derived from the node key, so
+    nonces survive a restart only as long as the sessions do (in memory)."""
+    return hashlib.sha256(b"overlay-node session nonce\x00" + private_key).digest()

@@ -1,0 +1,93 @@
+"""BRC-103/104 on the HTTP API: the handshake, signed requests and responses,
+the off/optional/required modes, and receipts bound to an identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+
+from config import Settings
+from node.api import NodeContext, create_app
+from node.data_plane import DataPlane
+from node.home import init_home
+from node.quotas import QuotaService
+from storage import ContentStore
+from tests.brc104_client import Client
+
+DATA = os.urandom(50_000)
+HASH = hashlib.sha256(DATA).hexdigest()
+
+
+def app_for(settings: Settings, content: ContentStore, mode: str) -> Any:
+    settings = replace(settings, quota=replace(settings.quota, enforcement=mode))
+    identity, _ = init_home(settings.home)
+    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
+    data.quotas = QuotaService(identity, settings, content.meta)
+    return create_app(NodeContext(settings, identity, content, data, data.quotas))
+
+
+async def signed(http: httpx.AsyncClient, client: Client, method: str, path: str, *, query: str = "", body: bytes = b"", ctype: str | None = None) -> httpx.Response:
+    extra = [("content-type", ctype)] if ctype else []
+    headers = client.headers(method, path, f"?{query}" if query else "", body, extra) | dict(extra)
+    r = await http.request(method, path + (f"?{query}" if query else ""), content=body or None, headers=headers)
+    assert client.response_ok(dict(r.headers), r.status_code, r.content), "the response signature must verify"
+    return r
+
+
+async def handshake(http: httpx.AsyncClient, client: Client) -> None:
+    r = await http.post("/.well-known/auth", content=client.hello(), headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    client.accept(r.json())
+
+
+async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenticated(settings: Settings, content: ContentStore) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, "required")), base_url="http://n") as http:
+        r = await http.get("/v1/node")
+        assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
+        agent = Client()
+        await handshake(http, agent)
+        r = await signed(http, agent, "POST", "/v1/content", body=DATA, ctype="application/octet-stream")
+        assert r.status_code == 201 and r.json()["contentHash"] == HASH
+        r = await signed(http, agent, "GET", f"/v1/streaming/data/{HASH}", query="x=1")
+        assert r.content == DATA and r.headers["x-bsv-auth-identity-key"]
+        bad = agent.headers("GET", "/v1/node", "", b"", [])
+        bad["x-bsv-auth-signature"] = "3006020101020101"
+        r = await http.get("/v1/node", headers=bad)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_signature"
+        r = await http.post("/.well-known/auth", content=b"{not json")
+        assert r.status_code == 400 and r.json()["error"] == "invalid_json"
+
+
+async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Settings, content: ContentStore) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, "optional")), base_url="http://n") as http:
+        assert (await http.post("/v1/content", content=DATA)).status_code == 201  # unauthenticated is fine here
+        owner, other = Client(), Client(b"\xcc" * 32)
+        await handshake(http, owner)
+        await handshake(http, other)
+        policy = json.dumps({"policyName": "p", "bytesPerHour": 10**6}).encode()
+        assert (await signed(http, owner, "POST", "/v1/streaming/quotas/policies", body=policy, ctype="application/json")).status_code == 201
+        receipt = json.dumps({"policyName": "p", "receiptId": "mine", "identityKey": owner.public_key.hex()}).encode()
+        assert (await signed(http, owner, "POST", "/v1/streaming/receipts", body=receipt, ctype="application/json")).status_code == 201
+
+        r = await signed(http, owner, "GET", f"/v1/streaming/data/{HASH}")  # no receiptId: the caller's own
+        assert r.status_code == 200
+        r = await signed(http, other, "GET", f"/v1/streaming/data/{HASH}", query="receiptId=mine")
+        assert r.status_code == 403 and r.json()["error"] == "receipt_not_yours"
+        r = await http.get(f"/v1/streaming/data/{HASH}", params={"receiptId": "mine"})
+        assert r.status_code == 403
+        status = (await http.get("/v1/streaming/quotas/mine")).json()
+        assert status["windows"]["hour"]["bytesUsed"] == len(DATA)
+
+
+@pytest.mark.parametrize("mode", ["off"])
+async def test_off_mode_has_no_auth_endpoint(settings: Settings, content: ContentStore, mode: str) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, mode)), base_url="http://n") as http:
+        r = await http.post("/.well-known/auth", content=Client().hello())
+        assert r.status_code == 404 and r.json()["error"] == "not_found"
+        assert (await http.get("/v1/node")).status_code == 200
