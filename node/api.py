@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from config import Settings
 from node import __version__
 from node.auth import AuthMiddleware
-from node.data_plane import DATA_PREFIX, DataPlane, Scope, Send
+from node.data_plane import DATA_PREFIX, DataPlane, Scope, Send, json_response
 from node.identity import Identity
 from node.quota_api import quota_router
 from node.quotas import QuotaService
@@ -142,7 +142,12 @@ def _digest(content_id: str) -> bytes:
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
-    for code, text in {400: "malformed input", 404: "not found", 422: "invalid parameters"}.items()
+    for code, text in {
+        400: "malformed input",
+        401: "authentication required or failed (BRC-103/104, when enabled)",
+        404: "not found",
+        422: "invalid parameters",
+    }.items()
 }
 
 
@@ -198,7 +203,7 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
             "`contentType` parameter, else the request's Content-Type. Answers 201 when the "
             "content is new, 200 when the node already held it."
         ),
-        responses={413: {"model": ErrorBody}, 507: {"model": ErrorBody}},
+        responses={200: {"model": AddedContent, "description": "already held"}, 413: {"model": ErrorBody}, 507: {"model": ErrorBody}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
     )
     async def add_content(
@@ -267,17 +272,23 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
         ),
         response_class=Response,
         responses={
-            200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}, "description": "the whole content"},
-            206: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}, "description": "the requested range"},
+            200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the whole content, with its own content type"},
+            206: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the requested range"},
             304: {"description": "not modified (If-None-Match)"},
+            403: {"model": ErrorBody, "description": "unknown receipt, or a receipt bound to another identity"},
             416: {"model": ErrorBody, "description": "range not satisfiable"},
+            429: {"model": ErrorBody, "description": "over the receipt's quota; Retry-After says when to try again"},
+            502: {"model": ErrorBody, "description": "content not held here and no host served a usable copy"},
         },
     )
 
     # ":path" because a UHRP URL may arrive as "uhrp://XU...".
     @app.get(DATA_PREFIX + "{contentId:path}", **data_doc)
     @app.head(DATA_PREFIX + "{contentId:path}", **data_doc)
-    async def read_content(contentId: str) -> Response:
+    async def read_content(
+        contentId: str,
+        receiptId: str | None = Query(None, description="charge the read to this receipt (default: the authenticated caller's)"),
+    ) -> Response:
         return _DataResponse(ctx.data, contentId)
 
     @app.get(
@@ -387,6 +398,28 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
     return app
 
 
+MAX_JSON_BODY = 1 << 20  # every body but an upload's is a small JSON document
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _bounded(receive: Any, limit: int) -> Any:
+    """``receive`` that raises once the request body passes ``limit`` bytes."""
+    seen = 0
+
+    async def bounded() -> Any:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise _BodyTooLarge
+        return message
+
+    return bounded
+
+
 def create_app(ctx: NodeContext) -> Any:
     """The node's ASGI app: data reads go straight to the data plane."""
     app = _fastapi(ctx)
@@ -399,6 +432,13 @@ def create_app(ctx: NodeContext) -> Any:
         ):
             await ctx.data.serve(scope, scope["path"][len(DATA_PREFIX) :], send, receive)
             return
+        if scope["type"] == "http" and scope["path"] != "/v1/content":
+            declared = dict(scope["headers"]).get(b"content-length", b"0")
+            if not declared.isdigit() or int(declared) > MAX_JSON_BODY:
+                message = f"request bodies here are at most {MAX_JSON_BODY} bytes"
+                await json_response(send, 413, {"error": "too_large", "message": message})
+                return
+            receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses with 400
         await app(scope, receive, send)
 
     asgi.fastapi = app  # type: ignore[attr-defined]

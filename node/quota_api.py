@@ -150,6 +150,7 @@ def quota_router(quotas: QuotaService, default_streams: int, api_error: type[Exc
         "/v1/streaming/quotas/policies",
         response_model=PolicyOut,
         status_code=201,
+        responses={200: {"model": PolicyOut, "description": "updated"}},
         summary="Create or update a quota policy",
         description="Signed by this node and replicated to its peers (last writer wins). 201 when new, 200 when updated.",
     )
@@ -167,6 +168,7 @@ def quota_router(quotas: QuotaService, default_streams: int, api_error: type[Exc
         "/v1/streaming/receipts",
         response_model=ReceiptOut,
         status_code=201,
+        responses={200: {"model": ReceiptOut, "description": "updated"}},
         summary="Issue (or update) a receipt bound to a policy",
         description="Reads name it with `?receiptId=` and are counted against its policy on every node of the overlay.",
     )

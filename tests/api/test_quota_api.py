@@ -150,3 +150,11 @@ async def test_usage_and_records_survive_a_restart(settings: Settings, content: 
     await again.load()
     assert again.book.usage(rid, clock())[Window.HOUR].bytes == 200_000
     assert again.book.policy_for(rid).name == "agents"
+
+
+async def test_oversized_json_bodies_get_413_not_500(client: httpx.AsyncClient) -> None:
+    big = b'{"policyName": "x", "description": "' + b"a" * (2 << 20) + b'"}'
+    r = await client.post("/v1/streaming/quotas/policies", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    r = await client.post("/v1/streaming/receipts", content=b"[1,2", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
