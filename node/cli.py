@@ -24,7 +24,7 @@ from config import ConfigError, load_settings, resolve_home
 from node import __version__
 from node.client import ApiFailure, ConnectionLost, NodeClient, NodeUnavailable, find_api
 from node.home import HomeBusy, hold_home, init_home
-from node.identity import IdentityError
+from node.identity import IdentityError, load_identity
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import valid_content_type
 from protocols.uhrp import parse_content_id, url_for_hash
@@ -60,7 +60,11 @@ def _client(args: argparse.Namespace) -> NodeClient:
     url = find_api(args.home, args.api)
     if url is None:
         raise CliError(f"no node is running for {args.home}; start one with 'overlay-node run'")
-    return NodeClient(url)
+    try:  # the home's key authenticates the CLI to a node that requires it
+        key: bytes | None = load_identity(args.home).private_key.secret
+    except IdentityError:
+        key = None
+    return NodeClient(url, identity_key=key)
 
 
 def _content_id(text: str) -> bytes:
@@ -133,7 +137,7 @@ def cmd_add(args: argparse.Namespace) -> None:
     with _progress(size, path.name, not args.json) as progress:
         if url is not None:
             try:
-                with NodeClient(url) as client:
+                with _client(args) as client:
                     info = client.add(path, content_type=args.content_type, pin=not args.no_pin, progress=progress)
                 _print(args, info, _added_text(info))
                 return

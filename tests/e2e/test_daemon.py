@@ -171,3 +171,23 @@ def test_policy_and_receipt_commands_meter_reads(daemon: Daemon, tmp_path: Path)
     assert "hour      293.0 KiB of 500.0 KiB" in cli(daemon.home, "receipt", "show", "agent-7").stdout
     r = cli(daemon.home, "policy", "set", "bad", "--bytes-per-hour", "lots")
     assert r.returncode == 2 and "not a size" in r.stderr
+
+
+def test_the_cli_authenticates_when_the_node_requires_it(home: Path, tmp_path: Path) -> None:
+    data = os.urandom(40 * 2**20 + 7)  # more than one signed range
+    src = tmp_path / "file.bin"
+    src.write_bytes(data)
+    d = start_daemon(home, env={"BRC31_QUOTA_ENFORCEMENT": "required"})
+    try:
+        with httpx.Client(base_url=d.api, timeout=10) as http:
+            assert http.get("/v1/node").status_code == 401
+        r = cli(home, "add", str(src), "--json")  # signed with the home's own key
+        assert r.returncode == 0, r.stderr
+        url = json.loads(r.stdout)["uhrpUrl"]
+        out = tmp_path / "out.bin"
+        r = cli(home, "get", url, "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() == data
+        assert json.loads(cli(home, "status", "--json").stdout)["storage"]["contents"] == 1
+    finally:
+        d.stop()
