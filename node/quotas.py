@@ -35,7 +35,7 @@ import trio
 from config import Settings
 from node.identity import Identity
 from node.p2p import P2P, PeerUnreachable, Stream, StreamClosed, identity_of, peer_id_of
-from protocols.quota import Policy, Usage, Window, window_bounds
+from protocols.quota import Policy, Usage, Window, current_windows, window_bounds
 from protocols.quota_book import LEASE_NEEDED, QuotaBook, Ticket, UnknownReceipt
 from protocols.usage_sync import (
     MAX_ENTRIES,
@@ -357,7 +357,7 @@ class QuotaService:
         give, reason, retry = self.book.grant(requester, receipt_id, now, want)
         if give.bytes or give.requests:
             # Written before the answer leaves: a restarted owner must not grant it again.
-            await self.meta.save_usage(self._rows({(receipt_id, kind, start) for kind, start in _windows(now)}))
+            await self.meta.save_usage(self._rows({(receipt_id, kind, start) for kind, start in current_windows(now).items()}))
         return give, reason, retry
 
     async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
@@ -604,10 +604,6 @@ class QuotaService:
             for data in messages:
                 with trio.fail_after(self.settings.p2p.stream_timeout_s):
                     await stream.send_all(_frame(data))
-
-
-def _windows(now: float) -> list[tuple[Window, int]]:
-    return [(kind, window_bounds(kind, now)[0]) for kind in Window]
 
 
 def _frame(data: bytes) -> bytes:
