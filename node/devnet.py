@@ -2,7 +2,8 @@
 
 Prints each node's API URL, peer ID and home, writes ``ROOT/devnet.json``,
 and stops every node cleanly on Ctrl-C, on SIGTERM, after ``--for SECONDS``,
-or when any node dies.
+or when every node has died. A node that dies (or that you kill, to watch
+the others fail over) is reported and the rest keep running.
 """
 
 from __future__ import annotations
@@ -54,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"node{s['node']}  {s['api']}  {s['peerId']}  --home {s['home']}", flush=True)
         print(f"{args.n} nodes up; bootstrap {bootstrap[0]}; {root}/devnet.json; Ctrl-C stops them", flush=True)
         deadline = time.monotonic() + args.seconds if args.seconds else float("inf")
+        reported: set[Path] = set()
         while time.monotonic() < deadline:
-            dead = [d for d in nodes if d.proc.poll() is not None]
-            if dead:
-                print(f"node in {dead[0].home} died:\n{dead[0].log_tail()}", file=sys.stderr)
+            # A node that dies (or is killed, to watch failover) is reported
+            # once; the others keep running until every node is gone.
+            for d in nodes:
+                if d.proc.poll() is not None and d.home not in reported:
+                    reported.add(d.home)
+                    print(f"node in {d.home} exited ({d.proc.returncode}); the others keep running:\n{d.log_tail()}", file=sys.stderr, flush=True)
+            if len(reported) == len(nodes):
                 return 1
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         return 0
