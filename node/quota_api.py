@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from node.quotas import QuotaService
+from node.quotas import QuotaService, RecordsFull
+from node.schemas import ErrorBody
 from protocols.quota import Policy, Window, window_bounds
 from protocols.quota_book import UnknownReceipt
 from protocols.usage_sync import PolicyRecord, Receipt, ReceiptRecord, valid_receipt_id
@@ -150,13 +151,16 @@ def quota_router(quotas: QuotaService, default_streams: int, api_error: type[Exc
         "/v1/streaming/quotas/policies",
         response_model=PolicyOut,
         status_code=201,
-        responses={200: {"model": PolicyOut, "description": "updated"}},
+        responses={200: {"model": PolicyOut, "description": "updated"}, 507: {"model": ErrorBody, "description": "no room for another policy"}},
         summary="Create or update a quota policy",
         description="Signed by this node and replicated to its peers (last writer wins). 201 when new, 200 when updated.",
     )
     async def put_policy(body: PolicyIn, response: Response) -> PolicyOut:
         new = body.policyName not in quotas.book.policies
-        record = await quotas.put_policy(body.policy(), body.description)
+        try:
+            record = await quotas.put_policy(body.policy(), body.description)
+        except RecordsFull as exc:
+            raise api_error(507, "too_many_records", str(exc)) from None
         response.status_code = 201 if new else 200
         return _policy_out(record)
 
@@ -168,7 +172,7 @@ def quota_router(quotas: QuotaService, default_streams: int, api_error: type[Exc
         "/v1/streaming/receipts",
         response_model=ReceiptOut,
         status_code=201,
-        responses={200: {"model": ReceiptOut, "description": "updated"}},
+        responses={200: {"model": ReceiptOut, "description": "updated"}, 507: {"model": ErrorBody, "description": "no room for another receipt"}},
         summary="Issue (or update) a receipt bound to a policy",
         description="Reads name it with `?receiptId=` and are counted against its policy on every node of the overlay.",
     )
@@ -181,17 +185,19 @@ def quota_router(quotas: QuotaService, default_streams: int, api_error: type[Exc
         rid = body.receiptId or quotas.new_receipt_id()
         old = quotas.book.receipts.get(rid)
         created = old.receipt.created_at if old else int(quotas.clock())
-        record = await quotas.put_receipt(
-            Receipt(
-                rid,
-                body.policyName,
-                body.identityKey.lower(),
-                body.quotaTier,
-                body.concurrentStreamsAllowed or default_streams,
-                config,
-                created,
-            )
+        receipt = Receipt(
+            rid,
+            body.policyName,
+            body.identityKey.lower(),
+            body.quotaTier,
+            body.concurrentStreamsAllowed or default_streams,
+            config,
+            created,
         )
+        try:
+            record = await quotas.put_receipt(receipt)
+        except RecordsFull as exc:
+            raise api_error(507, "too_many_records", str(exc)) from None
         response.status_code = 200 if old else 201
         return _receipt_out(record)
 

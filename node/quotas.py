@@ -57,7 +57,7 @@ from protocols.usage_sync import (
 from storage import MetadataStore
 from storage.metadata import PolicyRow, ReceiptRow, StreamRow, UsageWindowRow
 
-__all__ = ["QuotaService", "QuotaDenied", "NotYourReceipt", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
+__all__ = ["QuotaService", "QuotaDenied", "NotYourReceipt", "RecordsFull", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
 
 log = logging.getLogger("overlay_node.quotas")
 SYNC_PROTOCOL = "/uhrp-overlay/usage/1.0.0"
@@ -69,8 +69,14 @@ _SYNC_MAX_BYTES = 64 << 20
 _STREAM_ROWS = 10_000
 _CLEANUP_EVERY_S = 3600.0
 _SYNC_PEERS = 1
+_MAX_POLICIES = 10_000
+_MAX_RECEIPTS = 1_000_000
 _SYNC_DELAY_S = 0.5
 _OWNER_RETRY_S = 5.0
+
+
+class RecordsFull(Exception):
+    """No room for another policy or receipt (HTTP 507)."""
 
 
 class NotYourReceipt(Exception):
@@ -229,6 +235,8 @@ class QuotaService:
         return record
 
     async def _accept(self, record: PolicyRecord | ReceiptRecord) -> None:
+        if self._full(record):
+            raise RecordsFull(f"this node already keeps {_MAX_POLICIES} policies or {_MAX_RECEIPTS} receipts")
         encoded = record.encode()
         self._apply(record, encoded, store=False)
         await self._store_record(record, encoded)
@@ -450,6 +458,9 @@ class QuotaService:
         if not self._trusted(message.signer):
             self.counters["untrusted_issuer"] += 1
             return False
+        if self._full(message):
+            self.counters["records_full"] += 1
+            return False
         changed = self.book.offer_policy(message) if isinstance(message, PolicyRecord) else self.book.offer_receipt(message)
         if changed:
             name = message.policy.name if isinstance(message, PolicyRecord) else message.receipt.receipt_id
@@ -457,6 +468,13 @@ class QuotaService:
             if store:
                 self._pending_records.append((message, encoded))
         return changed
+
+    def _full(self, record: PolicyRecord | ReceiptRecord) -> bool:
+        """A new name when the node already holds as many as it keeps (a bound on
+        what peers can make it store)."""
+        if isinstance(record, PolicyRecord):
+            return record.policy.name not in self.book.policies and len(self.book.policies) >= _MAX_POLICIES
+        return record.receipt.receipt_id not in self.book.receipts and len(self.book.receipts) >= _MAX_RECEIPTS
 
     def _note_sequence(self, update: UsageUpdate) -> None:
         epoch, seq = self._heard.get(update.origin, (0, 0))
@@ -500,8 +518,9 @@ class QuotaService:
     async def _publish_loop(self, topic: str) -> None:
         assert self.p2p is not None
         async for data in self._outbox_recv:
-            await self.p2p.publish(topic, data)
-            self.counters["published"] += 1
+            with trio.move_on_after(self.settings.p2p.stream_timeout_s) as scope:
+                await self.p2p.publish(topic, data)
+            self.counters["publish_timed_out" if scope.cancelled_caught else "published"] += 1
             await trio.sleep(_PUBLISH_GAP_S)
 
     async def _tick_loop(self) -> None:

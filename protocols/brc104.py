@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import brc42
+from protocols.advert import varint
 from protocols.errors import RemoteProtocolError
 
 __all__ = [
@@ -73,15 +74,7 @@ class AuthError(RemoteProtocolError):
 
 
 def _varint(n: int) -> bytes:
-    if n < 0:
-        return _MINUS_ONE
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
+    return _MINUS_ONE if n < 0 else varint(n)
 
 
 def _field(data: bytes | None) -> bytes:
