@@ -423,13 +423,19 @@ class QuotaService:
             self.ledger.offer(update, encoded)
             self._publish(encoded)
 
-    def validate(self, data: bytes) -> bool:
-        """Runs before gossipsub delivers or forwards a message."""
+    def _decode(self, data: bytes) -> Message | None:
+        """A verified message, or None (counted as forged or invalid)."""
         try:
-            message = decode_message(data)
+            return decode_message(data)
         except InvalidUsageMessage as exc:
             self.counters["forged" if "signature" in str(exc) else "invalid"] += 1
             log.debug("dropped a quota message: %s", exc)
+            return None
+
+    def validate(self, data: bytes) -> bool:
+        """Runs before gossipsub delivers or forwards a message."""
+        message = self._decode(data)
+        if message is None:
             return False
         if not isinstance(message, UsageUpdate) and not self._trusted(message.signer):
             self.counters["untrusted_issuer"] += 1
@@ -484,13 +490,10 @@ class QuotaService:
             self._heard[update.origin] = (update.epoch, update.seq)
 
     def _take(self, data: bytes) -> None:
-        try:
-            message = decode_message(data)
-        except InvalidUsageMessage:
-            self.counters["invalid"] += 1
-            return
-        self.counters["received"] += 1
-        self._apply(message, data)
+        message = self._decode(data)
+        if message is not None:
+            self.counters["received"] += 1
+            self._apply(message, data)  # checks the issuer of records
 
     # -- services -----------------------------------------------------------------
 
@@ -608,8 +611,7 @@ class QuotaService:
                 total += len(data)
                 if total > _SYNC_MAX_BYTES:
                     break
-                if self.validate(data):
-                    self._take(data)
+                self._take(data)
             self.counters["synced_from_peers"] += 1
         except (trio.TooSlowError, InvalidUsageMessage, StreamClosed) as exc:
             log.info("usage sync with %s ended early: %s", peer, exc)
