@@ -146,6 +146,7 @@ class AgentConfig:
     priority_boost: bool = True
     prefetch_enabled: bool = False
     cost_optimization: bool = True
+    bandwidth_mbps: float = 0.0  # shared cap on session reads over HTTP; 0 = none
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ ENV_VARS: dict[str, str] = {
     "AGENT_PRIORITY_BOOST": "agent.priority_boost",
     "AGENT_PREFETCH_ENABLED": "agent.prefetch_enabled",
     "AGENT_COST_OPTIMIZATION": "agent.cost_optimization",
+    "AGENT_BANDWIDTH_MBPS": "agent.bandwidth_mbps",
     "OVERLAY_NODE_API_PORT": "api.port",
     "OVERLAY_NODE_DATABASE_URL": "storage.database_url",
     "OVERLAY_NODE_BOOTSTRAP": "p2p.bootstrap",
@@ -225,6 +227,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "quota.window_cleanup_hours": (1, 100000),
     "quota.metrics_retention_days": (1, 100000),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
+    "agent.bandwidth_mbps": (0, 1e6),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -22,8 +22,11 @@ from starlette.requests import ClientDisconnect
 
 from config import Settings
 from node import __version__
+from node.agent_api import agent_router
+from node.agents import AgentService
 from node.auth import AuthMiddleware
 from node.data_plane import DATA_PREFIX, DataPlane, Scope, Send, json_response
+from node.hosts import measured, ranked_adverts
 from node.identity import Identity
 from node.quota_api import quota_router
 from node.quotas import QuotaService
@@ -34,10 +37,8 @@ from node.schemas import (
     Deleted,
     ErrorBody,
     HostReport,
-    HostStatistics,
     NodeInfo,
     OverlayInfo,
-    PerformanceInfo,
     Recommendations,
     ReportHost,
     Resolved,
@@ -93,6 +94,7 @@ class NodeContext:
     content: ContentStore
     data: DataPlane
     quotas: QuotaService
+    agents: AgentService
     started_at: float = field(default_factory=time.monotonic)
     api_url: str = ""
     overlay: Overlay | None = None
@@ -115,22 +117,6 @@ def _info(m: Manifest, pinned: bool, created_at: float) -> dict[str, Any]:
 
 def _record_info(r: ContentRecord) -> ContentInfo:
     return ContentInfo(**_info(r.manifest, r.pinned, r.created_at))
-
-
-def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]:
-    """The seed's performance and statistics fields from the peer model."""
-    if stats is None:
-        return PerformanceInfo(availabilityScore=1.0), HostStatistics(totalRequests=0, successfulRequests=0, failedRequests=0)
-    return (
-        PerformanceInfo(
-            availabilityScore=round(stats.success_rate, 4),
-            averageLatencyMs=round(stats.latency_s * 1000, 3) if stats.samples else None,
-            bandwidthMbps=round(stats.throughput_bps * 8 / 1e6, 3) if stats.samples else None,
-        ),
-        HostStatistics(
-            totalRequests=stats.successes + stats.failures, successfulRequests=stats.successes, failedRequests=stats.failures
-        ),
-    )
 
 
 def _digest(content_id: str) -> bytes:
@@ -177,6 +163,7 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
         return ctx.overlay
 
     app.include_router(quota_router(ctx.quotas, settings.streaming.max_concurrent_streams_per_user, ApiError))
+    app.include_router(agent_router(ctx, ctx.agents, ApiError))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -275,7 +262,7 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
             200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the whole content, with its own content type"},
             206: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the requested range"},
             304: {"description": "not modified (If-None-Match)"},
-            403: {"model": ErrorBody, "description": "unknown receipt, or a receipt bound to another identity"},
+            403: {"model": ErrorBody, "description": "unknown receipt, or a receipt or session bound to another identity"},
             416: {"model": ErrorBody, "description": "range not satisfiable"},
             429: {"model": ErrorBody, "description": "over the receipt's quota; Retry-After says when to try again"},
             502: {"model": ErrorBody, "description": "content not held here and no host served a usable copy"},
@@ -288,6 +275,8 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
     async def read_content(
         contentId: str,
         receiptId: str | None = Query(None, description="charge the read to this receipt (default: the authenticated caller's)"),
+        sessionId: str | None = Query(None, description="count the read toward this agent session (and charge its receipt)"),
+        range_: str | None = Query(None, alias="range", description="`bytes=a-b` (or `a-b`), as the Range header, for clients that cannot send one; the header wins"),
     ) -> Response:
         return _DataResponse(ctx.data, contentId)
 
@@ -301,15 +290,11 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
     async def resolve(contentId: str) -> Resolved:
         digest = _digest(contentId)
         overlay = _overlay()
-        now = overlay.fetcher.clock()
         mine = ctx.identity.public_key
-        adverts = overlay.cache.hosts(digest, now)
-        order = {m.advert.identity_key: i for i, m in enumerate(overlay.fetcher.hosts(digest))}
-        adverts.sort(key=lambda m: (m.advert.identity_key != mine, order.get(m.advert.identity_key, len(order))))
         hosts = []
-        for m in adverts:
+        for m in ranked_adverts(overlay.cache, overlay.fetcher, mine, digest):
             key = m.advert.identity_key
-            performance, statistics = _measured(overlay.fetcher.stats.get(peer_id_of(key)))
+            performance, statistics = measured(overlay.fetcher.stats.get(peer_id_of(key)))
             hosts.append(
                 ResolvedHost(
                     hostUrl=m.advert.url,
@@ -362,7 +347,7 @@ def _fastapi(ctx: NodeContext) -> FastAPI:
             bytes.fromhex(report.contentHash), None, key, stats, int(report.success), int(not report.success), report.bytes
         )
         await ctx.content.meta.record_hosts([row if not report.hostUrl else replace(row, host_url=report.hostUrl)])
-        performance, statistics = _measured(stats)
+        performance, statistics = measured(stats)
         return HostReport(hostPublicKey=key.hex(), peerId=peer, performance=performance, statistics=statistics)
 
     @app.get("/v1/node", response_model=NodeInfo, summary="Node identity, version, storage and overlay")

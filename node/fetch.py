@@ -74,6 +74,10 @@ class Download:
         self.finished = trio.Event()
         self._manifest_known = trio.Event()
         self._stored: list[trio.Event] = []
+        # How it went, for the readers' usage rows: hosts that sent chunks,
+        # and hosts given up on mid-download.
+        self.hosts_used: list[str] = []
+        self.failovers = 0
 
     def set_manifest(self, manifest: Manifest) -> None:
         """Use ``manifest``; readers of a previous (rejected) one wake and fail."""
@@ -284,7 +288,7 @@ class Fetcher:
 
         outcome: list[Exception] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._download, manifest, hosts, have, ordered, failure)
+            nursery.start_soon(self._download, download, manifest, hosts, have, ordered, failure)
             try:
                 result = await self.content.ingest(
                     pieces(), pinned=False, expect=manifest, verified=True, on_chunk=download.chunk_stored, keep_on_failure=True
@@ -300,6 +304,7 @@ class Fetcher:
 
     async def _download(
         self,
+        download: Download,
         manifest: Manifest,
         hosts: list[OverlayAdvert],
         have: set[int],
@@ -377,8 +382,11 @@ class Fetcher:
                 await flush()
             workers.cancel_scope.cancel()
         rows = []
+        download.failovers += len(sched.dropped)
         for peer, (ok, bad, nbytes) in before.items():
             st, host = self.stats[peer], by_peer[peer]
+            if st.bytes_received > nbytes:
+                download.hosts_used.append(host.advert.identity_key.hex())
             if (st.successes, st.failures) != (ok, bad):
                 rows.append(self.performance(manifest.content_hash, host, host.advert.identity_key, st, st.successes - ok, st.failures - bad, st.bytes_received - nbytes))
         with trio.CancelScope(shield=True), trio.move_on_after(10):

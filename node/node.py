@@ -20,6 +20,7 @@ from hypercorn.trio import serve
 from config import Settings
 from node import __version__
 from node.adverts import AdvertService
+from node.agents import AgentService
 from node.api import NodeContext, Overlay, create_app
 from node.chunk_service import ChunkServer
 from node.data_plane import DataPlane
@@ -85,6 +86,7 @@ class Node:
         self.api_url = ""
         self.overlay: Overlay | None = None
         self.quotas: QuotaService | None = None
+        self.agents: AgentService | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
@@ -104,12 +106,15 @@ class Node:
                 quotas = QuotaService(identity, settings, content.meta, clock=self.clock)
                 await quotas.load()
                 data.quotas = self.quotas = quotas
-                ctx = NodeContext(settings, identity, content, data, quotas)
+                data.agents = self.agents = agents = AgentService(settings, content, quotas, clock=self.clock)
+                ctx = NodeContext(settings, identity, content, data, quotas, agents)
                 async with trio.open_nursery() as nursery:
                     if settings.uhrp.enabled:
                         self.overlay = ctx.overlay = await _start_overlay(nursery, ctx, content)
                         data.download = self.overlay.fetcher.start
+                        agents.fetcher = self.overlay.fetcher
                     await nursery.start(quotas.run)
+                    await nursery.start(agents.run)
                     binds = await nursery.start(serve, create_app(ctx), _hypercorn_config(settings))
                     self.api_url = ctx.api_url = binds[0]
                     info = {
@@ -126,7 +131,9 @@ class Node:
             finally:
                 clear_node_info(home)
                 with trio.CancelScope(shield=True):
-                    if self.quotas is not None:
-                        with trio.move_on_after(settings.api.shutdown_grace_s):
+                    with trio.move_on_after(settings.api.shutdown_grace_s):
+                        if self.quotas is not None:
                             await self.quotas.flush()  # counts since the last flush
+                        if self.agents is not None:
+                            await self.agents.flush()
                     await content.meta.aclose()

@@ -42,6 +42,7 @@ class PolicyIn(BaseModel):
     agentMultiplier: float = Field(default=1.0, ge=0, le=1000)
     agentPriorityBoost: bool = False
     isActive: bool = True
+    pricePerGbSatoshis: int = Field(default=0, ge=0, lt=2**53, description="satoshis per GB (10^9 bytes) read; agents' cost estimates use it")
 
     def policy(self) -> Policy:
         return Policy(
@@ -61,6 +62,7 @@ class PolicyIn(BaseModel):
             agent_multiplier=self.agentMultiplier,
             agent_priority_boost=self.agentPriorityBoost,
             is_active=self.isActive,
+            price_per_gb_satoshis=self.pricePerGbSatoshis,
         )
 
 
@@ -114,6 +116,7 @@ def _policy_out(record: PolicyRecord) -> PolicyOut:
         agentMultiplier=p.agent_multiplier,
         agentPriorityBoost=p.agent_priority_boost,
         isActive=p.is_active,
+        pricePerGbSatoshis=p.price_per_gb_satoshis,
         issuer=record.issuer.hex(),
         version=record.version,
     )

@@ -112,6 +112,10 @@ class Served:
     first_byte_s: float | None
     error: bool = False
     local_hit: bool = True
+    session_id: str | None = None
+    agent_id: str | None = None
+    failovers: int = 0
+    hosts_used: tuple[str, ...] = ()
 
 
 def _policy_row(record: PolicyRecord, encoded: bytes, now: float) -> PolicyRow:
@@ -138,6 +142,7 @@ def _policy_row(record: PolicyRecord, encoded: bytes, now: float) -> PolicyRow:
         record.version,
         encoded,
         now,
+        p.price_per_gb_satoshis,
     )
 
 
@@ -313,28 +318,39 @@ class QuotaService:
             self._urgent.set()
 
     def finish(self, ticket: Ticket, served: Served) -> None:
-        now = self.clock()
-        requested = ticket.reserved
-        self.book.finish(ticket, now, first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit)
+        requested = ticket.reserved  # before finish releases it
+        self.book.finish(ticket, self.clock(), first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit)
+        self.record(served, ticket.receipt_id, ticket.started_at, ticket.sent, requested)
+
+    def unflushed_streams(self, agent_id: str) -> list[StreamRow]:
+        """An agent's request rows not yet written (the next flush writes them)."""
+        return [r for r in self._stream_rows if r.agent_id == agent_id]
+
+    def record(self, served: Served, receipt_id: str | None, started_at: float, sent: int, requested: int) -> None:
+        """Queue the request's ``streaming_usage`` row (written at the next flush)."""
         if len(self._stream_rows) >= _STREAM_ROWS:
             self.counters["stream_rows_dropped"] += 1
             return
         self._stream_rows.append(
             StreamRow(
                 str(uuid.uuid4()),
-                ticket.receipt_id,
+                receipt_id,
                 served.content_hash.hex(),
-                str(uuid.uuid4()),
-                ticket.started_at,
-                now,
-                ticket.sent,
+                served.session_id or str(uuid.uuid4()),
+                started_at,
+                self.clock(),
+                sent,
                 requested,
                 served.method,
                 self.identity.public_key_hex,
                 served.client,
                 served.first_byte_s * 1000 if served.first_byte_s is not None else None,
                 int(served.error),
-                100.0 * ticket.sent / requested if requested else 100.0,
+                100.0 * sent / requested if requested else 100.0,
+                served.agent_id,
+                served.local_hit,
+                served.failovers,
+                json.dumps(list(served.hosts_used)),
             )
         )
 

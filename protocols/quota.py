@@ -138,6 +138,7 @@ class Policy:
     agent_multiplier: float = 1.0
     agent_priority_boost: bool = False
     is_active: bool = True
+    price_per_gb_satoshis: int = 0  # what a GB (10**9 bytes) read under it costs; for agents' cost estimates
 
     def limits(self, kind: Window, agent: bool) -> Usage:
         """(bytes, requests) allowed in a window of ``kind`` (unlimited as 2**63 - 1)."""

@@ -21,13 +21,17 @@ class TokenBucket:
     tokens: float = 0.0
     last: float | None = None
 
-    def delay(self, nbytes: int, now: float) -> float:
-        if self.rate_bps <= 0:
-            return 0.0
+    def available(self, now: float) -> float:
+        """Tokens in the bucket at ``now`` (negative while in debt)."""
         if self.last is None:
             self.tokens = self.burst_bytes
         else:
             self.tokens = min(self.burst_bytes, self.tokens + (now - self.last) * self.rate_bps)
         self.last = now
-        self.tokens -= nbytes
+        return self.tokens
+
+    def delay(self, nbytes: int, now: float) -> float:
+        if self.rate_bps <= 0:
+            return 0.0
+        self.tokens = self.available(now) - nbytes
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate_bps

@@ -164,7 +164,11 @@ _POLICY_FIELDS = (
     ("agent_multiplier", float),
     ("agent_priority_boost", bool),
     ("is_active", bool),
+    ("price_per_gb_satoshis", int),
 )
+# Records without a price omit it, so they encode (and verify) as they did
+# before prices existed.
+_PRICE_OPTIONAL = len(_POLICY_FIELDS) - 1
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class PolicyRecord:
     def _body(self) -> list[object]:
         p = self.policy
         values = [getattr(p, name) for name, _ in _POLICY_FIELDS]
+        if not p.price_per_gb_satoshis:
+            values.pop()
         return [_KIND_POLICY, self.issuer, self.version, p.name, self.description, values, list(p.allowed_content_types)]
 
     @classmethod
@@ -282,10 +288,10 @@ def _optional(v: Any, kind: type, what: str) -> Any:
 def _decode_policy(obj: list[Any]) -> PolicyRecord:
     _check(len(obj) == 8, "policy record must have 8 elements")
     _, issuer, version, name, description, values, types, sig = obj
-    _check(isinstance(values, list) and len(values) == len(_POLICY_FIELDS), "policy fields")
+    _check(isinstance(values, list) and len(values) in (_PRICE_OPTIONAL, len(_POLICY_FIELDS)), "policy fields")
     _check(isinstance(types, list) and len(types) <= 64, "allowed content types")
     fields: dict[str, Any] = {}
-    for (field_name, kind), v in zip(_POLICY_FIELDS, values, strict=True):
+    for (field_name, kind), v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
         value = _optional(v, kind, field_name)
         nullable = field_name.startswith(("bytes_", "requests_", "max_file", "max_bandwidth"))
         _check(value is not None or nullable, f"{field_name} is required")

@@ -25,6 +25,7 @@ __all__ = [
     "ReceiptRow",
     "UsageWindowRow",
     "StreamRow",
+    "SessionRow",
     "MetadataStore",
 ]
 
@@ -81,6 +82,7 @@ class PolicyRow:
     version: int
     record: bytes
     updated_at: float
+    price_per_gb_satoshis: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,39 @@ class StreamRow:
     latency_ms: float | None
     error_count: int
     completion_percentage: float
+    agent_id: str | None = None
+    cache_hit: bool = True  # served from this node's store, not fetched from peers for it
+    failover_count: int = 0  # hosts given up on while fetching it
+    uhrp_hosts_used: str = "[]"  # JSON array of the identity keys that sent chunks
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """An ``agent_streaming_sessions`` row."""
+
+    id: str
+    agent_id: str
+    identity_key: str
+    receipt_id: str | None
+    content_hash: str
+    session_type: str
+    priority_boost: bool
+    quality_requirements: str  # JSON object
+    streaming_config: str  # JSON object
+    total_content_bytes: int
+    bytes_processed: int
+    covered: str  # JSON [[start, stop], ...]
+    requests: int
+    error_count: int
+    failover_count: int
+    first_byte_at: float | None
+    last_byte_at: float | None
+    price_per_gb_satoshis: int
+    estimated_cost_satoshis: int
+    actual_cost_satoshis: int
+    session_status: str
+    created_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -219,8 +254,24 @@ class MetadataStore(ABC):
         """A receipt's most recent requests, newest first."""
 
     @abstractmethod
+    async def agent_streams(self, agent_id: str, *, since: float, limit: int) -> list[StreamRow]:
+        """An agent's requests that ended after ``since``, newest first."""
+
+    @abstractmethod
+    async def put_sessions(self, rows: list[SessionRow]) -> None:
+        """Insert or replace by session id."""
+
+    @abstractmethod
+    async def get_session(self, session_id: str) -> SessionRow | None: ...
+
+    @abstractmethod
+    async def agent_sessions(self, agent_id: str, *, since: float, limit: int) -> list[SessionRow]:
+        """An agent's sessions updated after ``since``, newest first."""
+
+    @abstractmethod
     async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
-        """Cleanup: (usage windows removed, stream rows removed)."""
+        """Cleanup: (usage windows removed, stream rows removed); agent sessions
+        idle since ``streams_ended_before`` go with the stream rows."""
 
     @abstractmethod
     async def stats(self) -> StoreStats: ...

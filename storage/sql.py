@@ -21,6 +21,7 @@ from storage.metadata import (
     MetadataStore,
     PolicyRow,
     ReceiptRow,
+    SessionRow,
     StoreStats,
     StreamRow,
     UsageWindowRow,
@@ -63,6 +64,7 @@ def _values(row: Any) -> tuple[Any, ...]:
 
 _POLICY_UPSERT, _ = _upsert("quota_policies", PolicyRow, ("policy_name",))
 _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
+_SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
 _STREAM_COLUMNS = [f.name for f in dataclasses.fields(StreamRow)]
 _USAGE_UPSERT = (
@@ -78,6 +80,16 @@ _USAGE_UPSERT = (
 
 def _record(row: tuple[Any, ...]) -> ContentRecord:
     return ContentRecord(Manifest.decode(bytes(row[0])), bool(row[1]), float(row[2]))
+
+
+def _stream(row: tuple[Any, ...]) -> StreamRow:
+    r = StreamRow(*row)
+    return dataclasses.replace(r, cache_hit=bool(r.cache_hit))
+
+
+def _session(row: tuple[Any, ...]) -> SessionRow:
+    r = SessionRow(*row)
+    return dataclasses.replace(r, priority_boost=bool(r.priority_boost))
 
 
 class SqlMetadataStore(MetadataStore):
@@ -294,7 +306,37 @@ class SqlMetadataStore(MetadataStore):
                 (receipt_id, limit),
             )
         )
-        return [StreamRow(*r) for r in rows]
+        return [_stream(r) for r in rows]
+
+    async def agent_streams(self, agent_id: str, *, since: float, limit: int) -> list[StreamRow]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_STREAM_COLUMNS)} FROM streaming_usage WHERE agent_id = ? AND stream_end_time > ? "
+                "ORDER BY stream_end_time DESC LIMIT ?",
+                (agent_id, since, limit),
+            )
+        )
+        return [_stream(r) for r in rows]
+
+    async def put_sessions(self, rows: list[SessionRow]) -> None:
+        if rows:
+            await self._transaction(lambda db: db.executemany(_SESSION_UPSERT, [_values(r) for r in rows]))
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        rows = await self._run(
+            lambda db: db.fetch(f"SELECT {', '.join(_SESSION_COLUMNS)} FROM agent_streaming_sessions WHERE id = ?", (session_id,))
+        )
+        return _session(rows[0]) if rows else None
+
+    async def agent_sessions(self, agent_id: str, *, since: float, limit: int) -> list[SessionRow]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_SESSION_COLUMNS)} FROM agent_streaming_sessions WHERE agent_id = ? AND updated_at > ? "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (agent_id, since, limit),
+            )
+        )
+        return [_session(r) for r in rows]
 
     async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
         def txn(db: Db) -> tuple[int, int]:
@@ -302,6 +344,7 @@ class SqlMetadataStore(MetadataStore):
             db.execute("DELETE FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
             ((s,),) = db.fetch("SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
             db.execute("DELETE FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
+            db.execute("DELETE FROM agent_streaming_sessions WHERE updated_at < ?", (streams_ended_before,))
             return int(w), int(s)
 
         return await self._transaction(txn)

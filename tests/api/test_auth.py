@@ -13,11 +13,9 @@ import httpx
 import pytest
 
 from config import Settings
-from node.api import NodeContext, create_app
-from node.data_plane import DataPlane
-from node.home import init_home
-from node.quotas import QuotaService
+from node.api import create_app
 from storage import ContentStore
+from tests.api.context import make_context
 from tests.brc104_client import Client
 
 DATA = os.urandom(50_000)
@@ -26,10 +24,7 @@ HASH = hashlib.sha256(DATA).hexdigest()
 
 def app_for(settings: Settings, content: ContentStore, mode: str) -> Any:
     settings = replace(settings, quota=replace(settings.quota, enforcement=mode))
-    identity, _ = init_home(settings.home)
-    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
-    data.quotas = QuotaService(identity, settings, content.meta)
-    return create_app(NodeContext(settings, identity, content, data, data.quotas))
+    return create_app(make_context(settings, content))
 
 
 async def signed(http: httpx.AsyncClient, client: Client, method: str, path: str, *, query: str = "", body: bytes = b"", ctype: str | None = None) -> httpx.Response:
@@ -83,6 +78,26 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
         assert r.status_code == 403
         status = (await http.get("/v1/streaming/quotas/mine")).json()
         assert status["windows"]["hour"]["bytesUsed"] == len(DATA)
+
+        # A session opened by the owner is charged to its receipt and is the owner's alone.
+        body = json.dumps({"contentHash": HASH}).encode()
+        r = await signed(http, owner, "POST", "/v1/streaming/sessions", body=body, ctype="application/json")
+        assert r.status_code == 201 and r.json()["receiptId"] == "mine" and r.json()["agentSession"]["agentId"] == owner.public_key.hex()
+        sid = r.json()["sessionId"]
+        assert (await signed(http, owner, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}")).status_code == 200
+        for client in (other, None):
+            r = await (signed(http, client, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}") if client else http.get(f"/v1/streaming/data/{HASH}?sessionId={sid}"))
+            assert r.status_code == 403 and r.json()["error"] == "session_not_yours"
+        r = await signed(http, other, "GET", f"/v1/streaming/sessions/{sid}")
+        assert r.status_code == 403 and r.json()["error"] == "session_not_yours"
+        body = json.dumps({"contentHash": HASH, "receiptId": "mine"}).encode()
+        r = await signed(http, other, "POST", "/v1/streaming/sessions", body=body, ctype="application/json")
+        assert r.status_code == 403 and r.json()["error"] == "receipt_not_yours"
+        analytics = f"/v1/streaming/agents/{owner.public_key.hex()}/analytics"
+        r = await signed(http, owner, "GET", analytics)
+        assert r.status_code == 200 and r.json()["totals"]["requests"] == 1  # not yet flushed, still counted
+        r = await signed(http, other, "GET", analytics)
+        assert r.status_code == 403 and r.json()["error"] == "agent_not_yours"
 
 
 @pytest.mark.parametrize("mode", ["off"])

@@ -11,28 +11,18 @@ import httpx
 import pytest
 
 from config import Settings
-from node.api import NodeContext, create_app
-from node.data_plane import DataPlane
-from node.home import init_home
-from node.quotas import QuotaService
+from node.api import create_app
 from protocols.uhrp import url_for_hash
 from storage import ContentStore
+from tests.api.context import make_context
 
 DATA = os.urandom(200_000)  # 4 chunks of 64 KiB, the last one short
 HASH = hashlib.sha256(DATA).hexdigest()
 
 
-def context(settings: Settings, content: ContentStore) -> NodeContext:
-    """What ``Node.run`` builds, minus the overlay and the server."""
-    identity, _ = init_home(settings.home)
-    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
-    data.quotas = QuotaService(identity, settings, content.meta)
-    return NodeContext(settings, identity, content, data, data.quotas)
-
-
 @pytest.fixture
 async def client(settings: Settings, content: ContentStore) -> AsyncIterator[httpx.AsyncClient]:
-    ctx = context(settings, content)
+    ctx = make_context(settings, content)
     transport = httpx.ASGITransport(app=create_app(ctx))
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
         yield c
@@ -159,7 +149,7 @@ async def test_bad_input_gets_a_json_4xx(
 
 async def test_upload_limit_is_413(settings: Settings, content: ContentStore) -> None:
     small = replace(settings, api=replace(settings.api, max_upload_bytes=1000))
-    ctx = context(small, content)
+    ctx = make_context(small, content)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://n") as c:
         r = await c.post("/v1/content", content=b"x" * 2000)
         assert r.status_code == 413 and r.json()["error"] == "too_large"
@@ -184,7 +174,7 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
 
 
 async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, content: ContentStore) -> None:
-    ctx = context(settings, content)
+    ctx = make_context(settings, content)
     inner = create_app(ctx).fastapi  # FastAPI's own routing, without the fast path
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=inner), base_url="http://n") as c:
         await add(c)

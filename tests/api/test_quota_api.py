@@ -13,36 +13,14 @@ import trio
 
 from config import Settings
 from node.api import NodeContext, create_app
-from node.data_plane import DataPlane
-from node.home import init_home
 from node.quotas import QuotaService
-from protocols.quota import Window, window_bounds
+from protocols.quota import Window
 from storage import ContentStore
+from tests.api.context import Clock
 
 DATA = os.urandom(200_000)
 HASH = hashlib.sha256(DATA).hexdigest()
-T0 = window_bounds(Window.HOUR, 1_700_000_000)[0] + 600.0  # ten minutes into an hour
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def ctx(settings: Settings, content: ContentStore, clock: Clock) -> NodeContext:
-    identity, _ = init_home(settings.home)
-    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
-    data.quotas = QuotaService(identity, settings, content.meta, clock=clock)
-    return NodeContext(settings, identity, content, data, data.quotas)
 
 
 @pytest.fixture

@@ -52,3 +52,8 @@ async def test_authfetch_handshakes_signs_and_is_charged_to_its_receipt(tmp_path
     assert out["data"] == {"status": 200, "length": 70_000, "sha256": out["sha256"]}
     hour = out["quota"]["body"]["windows"]["hour"]
     assert (hour["bytesUsed"], hour["requestsUsed"]) == (70_000, 1)  # charged to the caller's own receipt
+    session = out["session"]["body"]
+    assert out["session"]["status"] == 201 and session["receiptId"] == out["receipt"]["body"]["receiptId"]
+    assert session["agentSession"]["agentId"] == "js-agent" and session["quotaStatus"]["bytesUsed"] == 70_000
+    assert out["sessionRead"] == {"status": 206, "length": 10_000}
+    assert out["progress"]["bytesDelivered"] == 10_000 and out["progress"]["requests"] == 1

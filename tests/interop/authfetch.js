@@ -41,6 +41,18 @@ async function main () {
 
   r = await client.fetch(`${base}/v1/streaming/quotas/${out.receipt.body.receiptId}`)
   out.quota = { status: r.status, body: await r.json() }
+
+  // An agent session (the README's example): open it, read through it, see its progress.
+  r = await client.fetch(`${base}/v1/streaming/sessions`, {
+    method: 'POST', headers: json, body: JSON.stringify({ contentHash: out.added.body.contentHash, agentId: 'js-agent' })
+  })
+  const session = await r.json()
+  out.session = { status: r.status, body: session }
+  // AuthFetch sends no Range header; the range query parameter does its job.
+  r = await client.fetch(`${base}${session.dataUrl}&range=0-9999`)
+  out.sessionRead = { status: r.status, length: Buffer.from(await r.arrayBuffer()).length }
+  r = await client.fetch(`${base}/v1/streaming/sessions/${session.sessionId}`)
+  out.progress = (await r.json()).progress
   console.log(JSON.stringify(out))
 }
 

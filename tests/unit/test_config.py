@@ -68,7 +68,7 @@ def changed_value(key: str) -> Any:
     if hint is int:
         return default + 1 if default + 1 <= hi else default - 1
     if hint is float:
-        return default / 2 if default / 2 >= lo else default + 0.5
+        return default / 2 if default and default / 2 >= lo else default + 0.5
     if hint is str:
         return default + "x"
     if get_origin(hint) is Literal:

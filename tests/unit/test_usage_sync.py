@@ -95,3 +95,14 @@ def test_ledger_keeps_only_messages_that_supply_a_current_maximum() -> None:
     assert sorted(ledger.messages()) == sorted([second.encode(), other.encode()])
     ledger.prune([(Window.HOUR, HOUR)])
     assert ledger.messages() == [] and len(ledger) == 0
+
+
+def test_a_policy_price_round_trips_and_a_priceless_record_keeps_its_old_encoding() -> None:
+    import msgpack
+
+    priced = PolicyRecord.create(KEY, 1, Policy("gold", bytes_per_hour=10, price_per_gb_satoshis=500))
+    decoded = decode_message(priced.encode())
+    assert decoded == priced  # decoding checks the signature
+    plain = PolicyRecord.create(KEY, 1, Policy("gold", bytes_per_hour=10))
+    assert len(msgpack.unpackb(plain.encode())[5]) == 14  # as records signed before prices existed
+    assert decode_message(plain.encode()) == plain

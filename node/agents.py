@@ -1,0 +1,270 @@
+"""Agent sessions, prefetching and the shared bandwidth of session reads.
+
+Sessions live in memory while used and are written to
+``agent_streaming_sessions`` every second (and at shutdown); a session not in
+memory is read back from the database. The data plane reports each read of a
+session here (``delivered`` / ``request_ended``).
+
+Priority: with ``agent.bandwidth_mbps`` set, session reads share that rate
+and a waiting priority session always sends before a standard one, a
+standard before a bulk one (``BandwidthShare``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from config import Settings
+from protocols.agent_analytics import Read, SessionSummary, summarise
+from protocols.agent_session import SESSION_TYPES, AgentSession, Coverage
+from protocols.quota import Window
+from protocols.quota_book import UnknownReceipt
+from protocols.token_bucket import TokenBucket
+from storage import ContentStore
+from storage.metadata import SessionRow
+
+if TYPE_CHECKING:
+    from node.fetch import Fetcher
+    from node.quotas import QuotaService
+
+__all__ = ["AgentService", "BandwidthShare", "NotYours", "new_session_id"]
+
+log = logging.getLogger("overlay_node.agents")
+_FLUSH_EVERY_S = 1.0
+_LIVE_SESSIONS = 10_000  # in memory; older ones are read back from the database
+_PREFETCH_QUEUE = 256
+_ANALYTICS_ROWS = 100_000
+
+
+class NotYours(Exception):
+    """A session or an agent's analytics belongs to another identity (HTTP 403)."""
+
+
+def new_session_id() -> str:
+    return f"stream-{uuid.uuid4()}"
+
+
+class BandwidthShare:
+    """A shared rate where higher classes have first claim (class 0 first).
+
+    Every sender takes tokens from one bucket, going into debt and sleeping
+    it off. A response in progress registers its class (``reading``); while
+    one of a higher class is in progress, a lower class sends only once the
+    bucket is full, that is once the higher classes have left the rate
+    unused for a while (a slow client), so what they do not use is not lost.
+    """
+
+    def __init__(self, rate_bps: float) -> None:
+        self.bucket = TokenBucket(rate_bps, burst_bytes=max(rate_bps / 10, 64 << 10))
+        self.active = [0] * len(SESSION_TYPES)
+        self._ended = trio.Event()
+
+    @property
+    def limited(self) -> bool:
+        return self.bucket.rate_bps > 0
+
+    @contextlib.contextmanager
+    def reading(self, klass: int) -> Iterator[None]:
+        self.active[klass] += 1
+        try:
+            yield
+        finally:
+            self.active[klass] -= 1
+            self._ended.set()
+            self._ended = trio.Event()
+
+    async def take(self, klass: int, nbytes: int) -> None:
+        if not self.limited:
+            return
+        bucket = self.bucket
+        while any(self.active[:klass]) and (short := bucket.burst_bytes - bucket.available(trio.current_time())) >= 1:
+            with trio.move_on_after(short / bucket.rate_bps):
+                await self._ended.wait()
+        if delay := bucket.delay(nbytes, trio.current_time()):
+            await trio.sleep(delay)
+
+
+def _row(s: AgentSession) -> SessionRow:
+    return SessionRow(
+        s.session_id,
+        s.agent_id,
+        s.identity_key,
+        s.receipt_id,
+        s.content_hash.hex(),
+        s.session_type,
+        s.priority_boost,
+        json.dumps(s.quality),
+        json.dumps(s.streaming),
+        s.total_bytes,
+        s.bytes_delivered,
+        json.dumps(s.coverage.as_list()),
+        s.requests,
+        s.errors,
+        s.failovers,
+        s.first_byte_at,
+        s.last_byte_at,
+        s.price_per_gb,
+        s.estimated_cost,
+        s.actual_cost,
+        s.status,
+        s.created_at,
+        s.updated_at,
+    )
+
+
+def _session(r: SessionRow) -> AgentSession:
+    return AgentSession(
+        session_id=r.id,
+        agent_id=r.agent_id,
+        identity_key=r.identity_key,
+        receipt_id=r.receipt_id,
+        content_hash=bytes.fromhex(r.content_hash),
+        total_bytes=r.total_content_bytes,
+        session_type=r.session_type,  # type: ignore[arg-type]
+        priority_boost=r.priority_boost,
+        quality=json.loads(r.quality_requirements),
+        streaming=json.loads(r.streaming_config),
+        price_per_gb=r.price_per_gb_satoshis,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        bytes_delivered=r.bytes_processed,
+        coverage=Coverage.from_list(json.loads(r.covered)),
+        requests=r.requests,
+        errors=r.error_count,
+        failovers=r.failover_count,
+        first_byte_at=r.first_byte_at,
+        last_byte_at=r.last_byte_at,
+        failed=r.session_status == "failed",
+    )
+
+
+class AgentService:
+    def __init__(self, settings: Settings, content: ContentStore, quotas: QuotaService, *, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.content = content
+        self.quotas = quotas
+        self.clock = clock
+        self.share = BandwidthShare(settings.agent.bandwidth_mbps * 1e6 / 8)
+        self.fetcher: Fetcher | None = None  # set when the node is on an overlay
+        self._live: OrderedDict[str, AgentSession] = OrderedDict()
+        self._dirty: set[str] = set()
+        self._prefetch_send, self._prefetch_receive = trio.open_memory_channel[bytes](_PREFETCH_QUEUE)
+        self._queued: set[bytes] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._prefetch_loop)
+            task_status.started()
+            while True:
+                await trio.sleep(_FLUSH_EVERY_S)
+                await self.flush()
+
+    # -- sessions ---------------------------------------------------------------
+
+    def keep(self, session: AgentSession) -> None:
+        """Hold a new or changed session (written at the next flush)."""
+        self._live[session.session_id] = session
+        self._live.move_to_end(session.session_id)
+        self._dirty.add(session.session_id)
+        while len(self._live) > _LIVE_SESSIONS:
+            oldest = next(iter(self._live))
+            if oldest in self._dirty:
+                break  # written at the next flush, evicted after
+            del self._live[oldest]
+
+    async def lookup(self, session_id: str) -> AgentSession | None:
+        session = self._live.get(session_id)
+        if session is None:
+            row = await self.content.meta.get_session(session_id)
+            if row is None:
+                return None
+            session = self._live.setdefault(session_id, _session(row))
+        self._live.move_to_end(session_id)
+        return session
+
+    async def flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        rows = [_row(self._live[sid]) for sid in dirty if sid in self._live]
+        await self.content.meta.put_sessions(rows)
+
+    # -- prefetching ------------------------------------------------------------
+
+    def prefetch(self, digest: bytes) -> str:
+        """Queue a download into the local cache: "queued", or "skipped" (no
+        overlay, or the queue is full)."""
+        if self.fetcher is None:
+            return "skipped"
+        if digest in self._queued:
+            return "queued"
+        try:
+            self._prefetch_send.send_nowait(digest)
+        except trio.WouldBlock:
+            return "skipped"
+        self._queued.add(digest)
+        return "queued"
+
+    async def _prefetch_loop(self) -> None:
+        """One prefetch at a time, in plan order, so agents' live reads keep the peers' bandwidth."""
+        from node.fetch import NotAvailable
+        from storage import Mismatch
+
+        async for digest in self._prefetch_receive:
+            try:
+                if self.fetcher is not None and await self.content.get(digest) is None:
+                    await self.fetcher.fetch(digest)
+            except (NotAvailable, Mismatch) as exc:
+                log.info("prefetch of %s failed: %s", digest.hex(), exc)
+            finally:
+                self._queued.discard(digest)
+
+    # -- analytics ----------------------------------------------------------------
+
+    async def analytics(self, agent_id: str, hours: int, identity: str | None) -> dict[str, Any]:
+        """Raises ``NotYours`` when the agent's sessions belong to another identity."""
+        now = self.clock()
+        since = now - hours * 3600
+        rows = await self.content.meta.agent_streams(agent_id, since=since, limit=_ANALYTICS_ROWS)
+        rows += [r for r in self.quotas.unflushed_streams(agent_id) if r.stream_end_time > since]
+        sessions = await self.content.meta.agent_sessions(agent_id, since=since, limit=_ANALYTICS_ROWS)
+        owners = {r.identity_key for r in sessions} | {s.identity_key for s in self._live.values() if s.agent_id == agent_id}
+        if owners - {"", identity}:
+            raise NotYours(f"agent {agent_id!r} has sessions of another identity")
+        # What is in memory is newer than what was flushed.
+        live = {s.session_id: s for s in self._live.values() if s.agent_id == agent_id and s.updated_at > since}
+        summaries = [
+            SessionSummary(s.session_type, s.status, s.estimated_cost, s.actual_cost) for s in live.values()
+        ] + [
+            SessionSummary(r.session_type, r.session_status, r.estimated_cost_satoshis, r.actual_cost_satoshis)
+            for r in sessions
+            if r.id not in live
+        ]
+        reads = [
+            Read(r.stream_end_time, r.bytes_streamed, r.cache_hit, r.failover_count, bool(r.error_count), r.latency_ms, r.receipt_id)
+            for r in rows
+        ]
+        result = summarise(reads, summaries, now=now, hours=hours, quota_utilisation=self._utilisation({r.receipt_id for r in reads}))
+        return {"agentId": agent_id, **result}
+
+    def _utilisation(self, receipts: set[str | None]) -> dict[str, float]:
+        """Each receipt's highest use of a byte window, 0..1 (or above, with burst)."""
+        book, now, out = self.quotas.book, self.quotas.clock(), {}
+        for rid in receipts:
+            if rid is None or rid not in book.receipts:
+                continue
+            try:
+                policy = book.policy_for(rid)
+            except UnknownReceipt:
+                continue
+            usage = book.usage(rid, now)
+            shares = [usage[k].bytes / limit for k in Window if (limit := policy.limits(k, agent=True).bytes) < 2**63 - 1]
+            if shares:
+                out[rid] = round(max(shares), 4)
+        return out
