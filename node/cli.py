@@ -189,13 +189,13 @@ def cmd_get(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
         if args.output == "-":
-            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest, receipt_id=args.receipt)
+            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest, receipt_id=args.receipt, session_id=args.session)
             return
         out = Path(args.output)
         fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
         try:
             with os.fdopen(fd, "wb") as f, _progress(None, out.name, not args.json) as progress:
-                n = client.download(digest.hex(), f, expected=digest, receipt_id=args.receipt, progress=progress)
+                n = client.download(digest.hex(), f, expected=digest, receipt_id=args.receipt, session_id=args.session, progress=progress)
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -264,6 +264,7 @@ _POLICY_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "burst_minutes": ("burstDurationMinutes", int),
     "max_file_size": ("maxFileSizeBytes", _size),
     "agent_multiplier": ("agentMultiplier", float),
+    "price_per_gb": ("pricePerGbSatoshis", int),
 }
 
 
@@ -272,7 +273,12 @@ def _limit(n: int | None) -> str:
 
 
 def cmd_policy_set(args: argparse.Namespace) -> None:
-    body: dict[str, Any] = {"policyName": args.name, "description": args.description, "isActive": not args.inactive}
+    body: dict[str, Any] = {
+        "policyName": args.name,
+        "description": args.description,
+        "isActive": not args.inactive,
+        "agentPriorityBoost": args.priority_boost,
+    }
     body |= {field: getattr(args, opt) for opt, (field, _) in _POLICY_OPTIONS.items() if getattr(args, opt) is not None}
     if args.content_type:
         body["allowedContentTypes"] = args.content_type
@@ -313,6 +319,26 @@ def cmd_receipt_show(args: argparse.Namespace) -> None:
     c = status["concurrent"]
     lines.append(f"streams   {c['activeStreams']} of {c['maxAllowed']}")
     _print(args, status, "\n".join(lines))
+
+
+def cmd_session_new(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        session = client.create_session(digest.hex(), receipt_id=args.receipt, agent_id=args.agent, session_type=args.type)
+    _print(args, session, session["sessionId"])
+
+
+def cmd_session_show(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        s = client.session(args.id)
+    p = s["progress"]
+    lines = [
+        f"session   {s['sessionId']} ({s['status']})",
+        f"content   {s['uhrpUrl']}",
+        f"progress  {_human(p['bytesDelivered'])} of {_human(p['totalBytes'])} ({p['completionPercentage']:.0f}%), {p['requests']} requests",
+        f"receipt   {s.get('receiptId') or '-'}",
+    ]
+    _print(args, s, "\n".join(lines))
 
 
 # -- argument parsing ----------------------------------------------------
@@ -364,6 +390,7 @@ def _parser() -> argparse.ArgumentParser:
     pset.add_argument("--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)")
     pset.add_argument("--description", default="")
     pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")
+    pset.add_argument("--priority-boost", action="store_true", help="its agents' priority sessions get bandwidth first")
     pset.set_defaults(fn=cmd_policy_set)
     policy_sub.add_parser("ls", help="list policies").set_defaults(fn=cmd_policy_ls)
 
@@ -380,8 +407,21 @@ def _parser() -> argparse.ArgumentParser:
     rshow.add_argument("id")
     rshow.set_defaults(fn=cmd_receipt_show)
 
+    session = sub.add_parser("session", help="streaming sessions: reads counted together, with progress")
+    session_sub = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
+    snew = session_sub.add_parser("new", help="open a session for content; prints its id")
+    snew.add_argument("content", metavar="HASH|URL")
+    snew.add_argument("--receipt", help="charge the session's reads to this receipt")
+    snew.add_argument("--agent", help="the agent's id (for its analytics)")
+    snew.add_argument("--type", choices=("standard", "priority", "bulk"), default="standard")
+    snew.set_defaults(fn=cmd_session_new)
+    sshow = session_sub.add_parser("show", help="a session's status and progress")
+    sshow.add_argument("id")
+    sshow.set_defaults(fn=cmd_session_show)
+
     get.add_argument("--receipt", help="charge the read to this receipt")
-    for parser in (*(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")), pset, policy_sub.choices["ls"], rnew, rshow):
+    get.add_argument("--session", help="count the read toward this session")
+    for parser in (*(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")), pset, policy_sub.choices["ls"], rnew, rshow, snew, sshow):
         parser.add_argument("--json", action="store_true", help="print JSON")
     return p
 

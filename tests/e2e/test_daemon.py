@@ -191,3 +191,53 @@ def test_the_cli_authenticates_when_the_node_requires_it(home: Path, tmp_path: P
         assert json.loads(cli(home, "status", "--json").stdout)["storage"]["contents"] == 1
     finally:
         d.stop()
+
+
+def test_session_commands_count_a_get(daemon: Daemon, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    src = tmp_path / "file.bin"
+    src.write_bytes(data)
+    url = json.loads(cli(daemon.home, "add", str(src), "--json").stdout)["uhrpUrl"]
+
+    r = cli(daemon.home, "session", "new", url, "--agent", "agent-a", "--type", "bulk")
+    assert r.returncode == 0, r.stderr
+    session_id = r.stdout.strip()
+    out = tmp_path / "out.bin"
+    r = cli(daemon.home, "get", url, "-o", str(out), "--session", session_id)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == data
+    shown = json.loads(cli(daemon.home, "session", "show", session_id, "--json").stdout)
+    assert shown["progress"]["bytesDelivered"] == len(data) and shown["agentSession"]["sessionType"] == "bulk"
+    text = cli(daemon.home, "session", "show", session_id).stdout
+    assert f"session   {session_id} (completed)" in text and "(100%), 1 requests" in text
+    r = cli(daemon.home, "session", "show", "stream-nope")
+    assert r.returncode == 1 and "unknown_session" in r.stderr
+    assert cli(daemon.home, "session", "new", url, "--type", "fast").returncode == 2
+
+
+def test_ctrl_c_stops_a_get_cleanly(daemon: Daemon, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(4 * 2**20))
+    url = json.loads(cli(daemon.home, "add", str(src), "--json").stdout)["uhrpUrl"]
+    assert cli(daemon.home, "policy", "set", "slow", "--max-bandwidth-mbps", "2").returncode == 0  # 16 s for the file
+    assert cli(daemon.home, "receipt", "new", "slow", "--id", "r1").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    getter = subprocess.Popen(
+        [sys.executable, "-m", "node", "--home", str(daemon.home), "get", url, "-o", str(out / "x.bin"), "--receipt", "r1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(f.stat().st_size for f in out.iterdir()):
+            time.sleep(0.05)
+        getter.send_signal(signal.SIGINT)
+        _, err = getter.communicate(timeout=15)
+    finally:
+        getter.kill()
+    assert getter.returncode == 130 and err == ""
+    assert list(out.iterdir()) == []  # the partial download is gone
+    status = json.loads(cli(daemon.home, "receipt", "show", "r1", "--json").stdout)
+    assert status["concurrent"]["activeStreams"] == 0 and 0 < status["windows"]["hour"]["bytesUsed"] < src.stat().st_size

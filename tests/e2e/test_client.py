@@ -1,0 +1,191 @@
+"""``AsyncNodeClient`` and its blocking twin ``NodeClient`` against a real daemon."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+import trio
+
+from node.client import ApiFailure, AsyncNodeClient, NodeClient, _Auth
+from node.launcher import start
+from tests.e2e.conftest import Daemon, start_daemon
+
+pytestmark = pytest.mark.slow
+
+
+def _file(tmp_path: Path, size: int, name: str = "file.bin") -> tuple[Path, bytes, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, data, hashlib.sha256(data).digest()
+
+
+async def _expect(code: str, status: int, call: Awaitable[object]) -> None:
+    with pytest.raises(ApiFailure) as failure:
+        await call
+    assert (failure.value.status, failure.value.code) == (status, code)
+
+
+async def test_async_client_reads_writes_and_reports_errors(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 300_000)
+    h = digest.hex()
+    with trio.fail_after(60):
+        async with AsyncNodeClient(daemon.api) as node:
+            assert (await node.node())["identityKey"] == daemon.info["identityKey"]
+            read: list[int] = []
+            added = await node.add(src, content_type="text/plain", progress=read.append)
+            assert (added["contentHash"], added["size"], added["contentType"], sum(read)) == (h, len(data), "text/plain", len(data))
+            listing = await node.list()
+            assert listing["total"] == 1 and listing["contents"][0]["contentHash"] == h
+
+            assert await node.read(h) == data
+            assert await node.read(added["uhrpUrl"], start=10, end=19) == data[10:20]
+            assert await node.read(h, start=len(data) - 5) == data[-5:]  # bytes=a-
+            assert await node.read(h, start=-1) == data[-1:]  # bytes=-1: the last byte
+
+            # One client serves many tasks at once.
+            parts: dict[int, bytes] = {}
+
+            async def part(i: int) -> None:
+                parts[i] = await node.read(h, start=i * 100_000, end=(i + 1) * 100_000 - 1)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(3):
+                    nursery.start_soon(part, i)
+            assert b"".join(parts[i] for i in range(3)) == data
+
+            out, sizes = io.BytesIO(), []
+            assert await node.download(h, out, expected=digest, on_size=sizes.append) == len(data)
+            assert out.getvalue() == data and sizes == [len(data)]
+            await _expect("hash_mismatch", 502, node.download(h, io.BytesIO(), expected=b"\0" * 32))
+
+            resolved = await node.resolve(h)
+            assert resolved["contentHash"] == h and any(host["local"] for host in resolved["hosts"])
+
+            await _expect("not_found", 404, node.read("ab" * 32))
+            await _expect("invalid_content_id", 400, node.read("not-a-hash"))
+            await _expect("not_found", 404, node.delete("ab" * 32))
+            await _expect("unknown_receipt", 404, node.quota("nobody"))
+            await _expect("range_not_satisfiable", 416, node.read(h, start=len(data)))
+
+            assert (await node.delete(h))["deleted"] is True
+            await _expect("not_found", 404, node.read(h))
+
+
+async def test_async_client_meters_reads_on_a_receipt(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 200_000)
+    with trio.fail_after(60):
+        async with AsyncNodeClient(daemon.api) as node:
+            await node.add(src)
+            await node.put_policy({"policyName": "trial", "bytesPerHour": 250_000, "requestsPerDay": 10})
+            await node.put_receipt({"policyName": "trial", "receiptId": "agent-7"})
+            assert (await node.receipt("agent-7"))["policyName"] == "trial"
+            assert [p["policyName"] for p in (await node.policies())["policies"]] == ["trial"]
+
+            assert await node.read(digest.hex(), start=0, end=999, receipt_id="agent-7") == data[:1000]
+            assert await node.download(digest.hex(), io.BytesIO(), expected=digest, receipt_id="agent-7") == len(data)
+            status = await node.quota("agent-7")
+            assert status["windows"]["hour"]["bytesUsed"] == 1000 + len(data)
+            assert status["windows"]["day"]["requestsUsed"] == 2
+            await _expect("quota_exceeded", 429, node.read(digest.hex(), receipt_id="agent-7"))
+
+
+def test_sync_client_does_the_same_in_one_loop_thread(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 300_000)
+    h = digest.hex()
+    threads = threading.active_count()
+    with NodeClient(daemon.api) as node:
+        assert threading.active_count() == threads + 1  # the event loop's thread, kept for every call
+        assert node.node()["identityKey"] == daemon.info["identityKey"]
+        assert node.add(src)["contentHash"] == h
+        assert node.list(limit=10)["total"] == 1
+        assert node.read(h, start=100, end=199) == data[100:200]
+        assert node.read(h, start=-3) == data[-3:]
+        out = tmp_path / "out.bin"
+        with open(out, "wb") as f:
+            assert node.download(h, f, expected=digest) == len(data)
+        assert out.read_bytes() == data
+        with pytest.raises(ApiFailure) as failure:
+            node.read("ab" * 32)
+        assert (failure.value.status, failure.value.code) == (404, "not_found")
+        with pytest.raises(ApiFailure) as failure:
+            node.resolve("not-a-hash")
+        assert (failure.value.status, failure.value.code) == (400, "invalid_content_id")
+    assert threading.active_count() == threads
+
+
+async def test_async_client_authenticates_transparently(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("node.client._AUTH_RANGE", 64 * 1024)  # a small file then takes several signed ranges
+    handshakes: list[bytes] = []
+    hello = _Auth.hello
+    monkeypatch.setattr(_Auth, "hello", lambda auth: handshakes.append(auth.public_key) or hello(auth))
+    src, data, digest = _file(tmp_path, 300_000)
+    empty, _, empty_digest = _file(tmp_path, 0, "empty.bin")
+    env = {"BRC31_QUOTA_ENFORCEMENT": "required"}
+    d = start_daemon(home, env)
+    try:
+        with trio.fail_after(90):
+            async with AsyncNodeClient(d.api) as anonymous:
+                await _expect("unauthenticated", 401, anonymous.node())
+            async with AsyncNodeClient(d.api, identity_key=os.urandom(32)) as agent:
+                assert (await agent.node())["identityKey"] == d.info["identityKey"]
+                assert (await agent.add(src))["contentHash"] == digest.hex()
+                assert (await agent.add(empty))["size"] == 0
+                assert await agent.read(digest.hex(), start=-10) == data[-10:]
+                out, sizes = io.BytesIO(), []
+                assert await agent.download(digest.hex(), out, expected=digest, on_size=sizes.append) == len(data)
+                assert out.getvalue() == data and sizes == [len(data)]
+                assert await agent.download(empty_digest.hex(), io.BytesIO(), expected=empty_digest) == 0
+                await _expect("not_found", 404, agent.read("ab" * 32))  # a signed refusal
+                assert len(handshakes) == 1
+
+                # The node restarts (same address): its sessions are gone; the client handshakes again.
+                d.stop()
+                d = start(home, api=d.api.removeprefix("http://"), env=env)
+                assert await agent.read(digest.hex(), start=0, end=9) == data[:10]
+                assert len(handshakes) == 2
+
+            async with AsyncNodeClient(d.api, identity_key=os.urandom(32)) as agent2, trio.open_nursery() as nursery:
+                for i in range(4):  # first requests at once: one handshake
+                    nursery.start_soon(functools.partial(agent2.read, digest.hex(), start=i, end=i))
+            assert len(handshakes) == 3
+    finally:
+        d.stop()
+
+
+async def test_sessions_count_reads_and_agents_get_plans_and_analytics(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 300_000)
+    h = digest.hex()
+    with trio.fail_after(60):
+        async with AsyncNodeClient(daemon.api) as node:
+            await node.add(src)
+            session = await node.create_session(
+                h, agent_id="agent-a", session_type="priority", quality_requirements={"maxLatencyMs": 500}, streaming_config={"chunkSize": 65536}
+            )
+            sid = session["sessionId"]
+            assert (session["status"], session["contentHash"], session["progress"]["totalBytes"]) == ("active", h, len(data))
+            assert session["agentSession"]["sessionType"] == "priority" and session["streamingConfig"]["chunkSize"] == 65536
+
+            assert await node.read(h, start=0, end=99, session_id=sid) == data[:100]
+            assert await node.download(h, io.BytesIO(), expected=digest, session_id=sid) == len(data)
+            progress = (await node.session(sid))["progress"]
+            assert (progress["requests"], progress["bytesDelivered"], progress["distinctBytesDelivered"]) == (2, len(data) + 100, len(data))
+            assert (await node.session(sid))["status"] == "completed"
+            await _expect("unknown_session", 404, node.session("stream-nope"))
+
+            plan = await node.optimize([h], agent_id="agent-a", requirements={"budgetSatoshis": 1000})
+            assert plan["agentId"] == "agent-a" and plan["contents"][0]["local"] is True
+
+            for _ in range(50):  # reads reach analytics when the node flushes them (about every second)
+                analytics = await node.analytics("agent-a", hours=1)
+                if analytics["totals"]["requests"] >= 2:
+                    break
+                await trio.sleep(0.2)
+            assert analytics["totals"]["bytes"] == len(data) + 100 and analytics["sessions"]["priority"] == 1

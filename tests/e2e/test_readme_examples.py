@@ -1,0 +1,63 @@
+"""The README's agent-session examples, run as written (Python and, with
+@bsv/sdk's AuthFetch, JavaScript) against a daemon that requires
+authentication."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import cli, start_daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+INTEROP = ROOT / "tests" / "interop"
+SIZE = 3 << 20
+
+
+def example(language: str) -> str:
+    """The first ``language`` code block of the README's "Agent sessions" section."""
+    section = (ROOT / "README.md").read_text().split("## Agent sessions", 1)[1].split("\n## ", 1)[0]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match, f"no {language} example in the README's Agent sessions section"
+    return match.group(1)
+
+
+def test_the_readme_session_examples_run(home: Path, tmp_path: Path) -> None:
+    node_bin = shutil.which("node")
+    if not node_bin or not (INTEROP / "node_modules" / "@bsv" / "sdk").is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Node.js and tests/interop/node_modules are required in CI (scripts/test installs them)")
+        pytest.skip("Node.js or tests/interop/node_modules missing")
+    src = tmp_path / "file.bin"
+    src.write_bytes(os.urandom(SIZE))
+    d = start_daemon(home, env={"BRC31_QUOTA_ENFORCEMENT": "required"})
+    try:
+        r = cli(home, "add", str(src), "--json")
+        assert r.returncode == 0, r.stderr
+        content = json.loads(r.stdout)["contentHash"]
+        key = "22" * 32
+
+        script = tmp_path / "example.py"
+        script.write_text(f"api_url = {d.api.rstrip('/')!r}\nidentity_key = bytes.fromhex({key!r})\ncontent_hash = {content!r}\n" + example("python"))
+        py = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert py.returncode == 0, py.stderr
+        *fixed, eta = py.stdout.split()
+        assert fixed == ["local", "0", str(1 << 20), str(round(100 / 3, 2))] and float(eta) > 0
+
+        script = tmp_path / "example.js"
+        prelude = f"const apiUrl = {json.dumps(d.api.rstrip('/'))}; const identityKeyHex = '{key}'; const contentHash = '{content}';\n"
+        script.write_text("(async () => {\n" + prelude + example("js") + "})().catch(e => { console.error(e); process.exit(1) })\n")
+        js = subprocess.run(
+            [node_bin, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "NODE_PATH": str(INTEROP / "node_modules")}
+        )
+        assert js.returncode == 0, js.stderr
+        assert js.stdout.split() == ["0", str(1 << 20), str(round(100 / 3, 2))]
+    finally:
+        d.stop()
