@@ -146,6 +146,9 @@ class DataPlane:
         if manifest is None and self.download is not None:
             download = await self._download(digest, send)
             if download is None:
+                if session is not None and self.agents is not None:
+                    session.request_ended(error=True, unavailable=True, failovers=0, now=self.agents.clock())
+                    self.agents.keep(session)
                 return
             manifest = download.manifest
         if manifest is None:
@@ -352,7 +355,8 @@ class DataPlane:
         else:
             self.quotas.record(served, None, started_at, sent, requested)
         if session is not None and self.agents is not None:
-            session.request_ended(error=error, failovers=failovers, now=self.agents.clock())
+            unavailable = download is not None and download.error is not None
+            session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())
             self.agents.keep(session)
 
     async def _body(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:

@@ -8,7 +8,7 @@ cost from the receipt's policy price, O(log n) per read, time injected.
 Flow::
 
     active --(every byte of the content delivered)--> completed
-    active --(a read failed: no host could serve it)--> failed
+    active --(a read failed because no host could serve it)--> failed
     failed --(a later read delivers bytes)--> active
 """
 
@@ -127,11 +127,13 @@ class AgentSession:
         self.last_byte_at = self.updated_at = now
         self.failed = False
 
-    def request_ended(self, *, error: bool, failovers: int, now: float) -> None:
+    def request_ended(self, *, error: bool, unavailable: bool, failovers: int, now: float) -> None:
+        """``error``: the read was cut short (the agent left, or the content
+        failed); ``unavailable``: no host could serve the content."""
         self.requests += 1
         self.errors += int(error)
         self.failovers += failovers
-        self.failed = self.failed or (error and self.status != "completed")
+        self.failed = self.failed or (unavailable and self.status != "completed")
         self.updated_at = now
 
     def rate_bps(self) -> float | None:

@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from node.node import Node
-from tests.integration.conftest import start_overlay, wait_for
+from tests.integration.conftest import start_killable_node, start_node, start_overlay, wait_for
 
 FIRST = os.urandom(300_000)
 SECOND = os.urandom(500_000)
@@ -60,4 +60,24 @@ async def test_a_session_reads_through_and_a_plan_prefetches(tmp_path: Path) -> 
                 assert a["totals"]["requests"] == 1 and a["efficiency"]["cacheHitRate"] == 0.0
                 rows = await agent_node.quotas.meta.agent_streams("researcher", since=0, limit=10)
                 assert rows[0].uhrp_hosts_used == f'["{holder.overlay.adverts.identity.public_key_hex}"]'  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_session_whose_only_host_is_gone_fails_until_it_can_read(tmp_path: Path) -> None:
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            first = await start_node(nursery, tmp_path / "agent")
+            assert first.overlay is not None
+            holder, kill = await start_killable_node(nursery, tmp_path / "holder", (first.overlay.p2p.addrs[0],))
+            async with httpx.AsyncClient(base_url=holder.api_url, timeout=20) as http:
+                assert (await http.post("/v1/content", content=FIRST)).status_code == 201
+            await wait_for(lambda: knows(first, holder, FIRST))
+            digest = hashlib.sha256(FIRST).hexdigest()
+            async with httpx.AsyncClient(base_url=first.api_url, timeout=30) as http:
+                sid = (await http.post("/v1/streaming/sessions", json={"contentHash": digest})).json()["sessionId"]
+                await kill()
+                r = await http.get(f"/v1/streaming/data/{digest}", params={"sessionId": sid})
+                assert r.status_code in (404, 502), r.text
+                s = (await http.get(f"/v1/streaming/sessions/{sid}")).json()
+                assert s["status"] == "failed" and s["progress"]["errors"] == 1 and s["progress"]["requests"] == 1
             nursery.cancel_scope.cancel()

@@ -38,12 +38,14 @@ def test_status_progress_and_cost() -> None:
     assert s.status == "active" and s.estimated_cost == 3 and s.progress()["etaSeconds"] is None
     s.delivered(0, 500, now=10.0)
     s.delivered(0, 500, now=11.0)  # a re-read: delivered, but not new
-    s.request_ended(error=False, failovers=0, now=11.0)
+    s.request_ended(error=False, unavailable=False, failovers=0, now=11.0)
     p = s.progress()
     assert (p["bytesDelivered"], p["distinctBytesDelivered"], p["completionPercentage"]) == (1000, 500, 50.0)
     assert p["rateMbps"] == 1000 * 8 / 1e6 and p["etaSeconds"] == 0.5
     assert s.actual_cost == 3
-    s.request_ended(error=True, failovers=2, now=12.0)
+    s.request_ended(error=True, unavailable=False, failovers=0, now=12.0)  # the agent hung up
+    assert s.status == "active" and s.errors == 1
+    s.request_ended(error=True, unavailable=True, failovers=2, now=12.0)
     assert s.status == "failed" and s.failovers == 2
     s.delivered(500, 600, now=13.0)  # past the end is clamped to the content
     assert s.status == "completed" and s.coverage.covered == 1000 and s.progress()["etaSeconds"] == 0.0
