@@ -64,7 +64,8 @@ class AdvertService:
         self.config = config
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self._outbox, self._outbox_recv = trio.open_memory_channel[bytes](_PUBLISH_QUEUE)
+        # (is a withdrawal, encoded message)
+        self._outbox, self._outbox_recv = trio.open_memory_channel[tuple[bool, bytes]](_PUBLISH_QUEUE)
         self.last_refresh = 0.0
         self._connections = p2p.watch_connections()
 
@@ -81,7 +82,7 @@ class AdvertService:
     def _queue(self, message: OverlayAdvert | Withdrawal) -> None:
         self.cache.offer(message, self.clock())
         try:
-            self._outbox.send_nowait(message.encode())
+            self._outbox.send_nowait((isinstance(message, Withdrawal), message.encode()))
         except trio.WouldBlock:
             self.counters["publish_queue_full"] += 1  # the next refresh or a peer's sync repairs it
 
@@ -133,10 +134,24 @@ class AdvertService:
             task_status.started()
 
     async def _publish_loop(self) -> None:
-        async for data in self._outbox_recv:
-            await self.p2p.publish(TOPIC, data)
-            self.counters["published"] += 1
-            await trio.sleep(_PUBLISH_GAP_S)
+        async for _, data in self._outbox_recv:
+            await self._publish(data)
+
+    async def _publish(self, data: bytes) -> None:
+        await self.p2p.publish(TOPIC, data)
+        self.counters["published"] += 1
+        await trio.sleep(_PUBLISH_GAP_S)
+
+    async def drain(self) -> None:
+        """Before stopping: publish the withdrawals still queued (adverts from
+        a node that is going away can wait for its return)."""
+        while True:
+            try:
+                withdrawal, data = self._outbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                return
+            if withdrawal:
+                await self._publish(data)
 
     async def _receive_loop(self) -> None:
         async for data in self.p2p.subscribe(TOPIC):

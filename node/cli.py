@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 print(f"overlay-node {__version__}: API {node.api_url} (home {args.home})", flush=True)
                 async for _ in signals:
                     logging.getLogger("overlay_node").info("stopping")
-                    nursery.cancel_scope.cancel()
+                    await node.stop()
                     break
 
     trio.run(main)

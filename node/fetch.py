@@ -356,6 +356,9 @@ class Fetcher:
                     break
                 for req in sched.plan(trio.current_time()):
                     queues[req.peer].send_nowait(req.index)  # bounded by the peer's window
+                if not sched.requested:  # nothing in flight and nothing to ask: no event would ever come
+                    failure.append(NotAvailable(f"no host has a request to serve; {sched.remaining()} of {n} chunks missing"))
+                    break
                 ev = await events.receive()
                 if ev.peer in sched.dropped:
                     continue  # a late reply from a peer already given up on

@@ -87,6 +87,16 @@ class Node:
         self.overlay: Overlay | None = None
         self.quotas: QuotaService | None = None
         self.agents: AgentService | None = None
+        self._scope: trio.CancelScope | None = None
+
+    async def stop(self) -> None:
+        """Stop gracefully: queued advert withdrawals reach the peers first
+        (within ``api.shutdown_grace_s``), then ``run`` is cancelled."""
+        if self.overlay is not None:
+            with trio.move_on_after(self.settings.api.shutdown_grace_s):
+                await self.overlay.adverts.drain()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
@@ -109,6 +119,7 @@ class Node:
                 data.agents = self.agents = agents = AgentService(settings, content, quotas, clock=self.clock)
                 ctx = NodeContext(settings, identity, content, data, quotas, agents)
                 async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
                     if settings.uhrp.enabled:
                         self.overlay = ctx.overlay = await _start_overlay(nursery, ctx, content)
                         data.download = self.overlay.fetcher.start

@@ -190,3 +190,20 @@ async def test_adverts_reach_every_node_of_a_large_star(tmp_path: Path) -> None:
             await add(leaf)
             await wait_for(lambda: all(knows(n, leaf) for n in nodes), timeout_s=20)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_withdrawal_queued_at_shutdown_still_reaches_peers(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a, b = await start_overlay(nursery, tmp_path, 2)
+            await add(a)
+            await wait_for(lambda: knows(b, a))
+            record = await ov(a).fetcher.content.get(DIGEST)
+            assert record is not None
+            for _ in range(300):  # three seconds of queued adverts ahead of the withdrawal
+                ov(a).adverts.announce(record.manifest)
+            async with httpx.AsyncClient(base_url=a.api_url, timeout=10) as http:
+                assert (await http.delete(f"/v1/content/{DIGEST.hex()}")).status_code == 200
+            await a.stop()
+            await wait_for(lambda: not knows(b, a), timeout_s=10)
+            nursery.cancel_scope.cancel()
