@@ -22,7 +22,10 @@ Peers: ACTIVE --``failed(drop=True)`` or ``peer_lost``--> DROPPED (this download
 Rules, in ``plan`` (peers fastest first, each up to its window, which is
 sized from its measured throughput; 2 until the first measurement):
 1. the lowest MISSING chunk, at most ``max_ahead`` past the first chunk not
-   yet DONE (bounds the reorder buffer);
+   yet DONE (bounds the reorder buffer); but a peer measured ``SLOW_FACTOR``
+   times slower than the fastest takes the first MISSING chunk the stream
+   will reach only after it can deliver it (its expected time x the summed
+   rate of all peers), so readers, who consume in order, never wait on it;
 2. else, when nothing is takeable (the endgame, or ``max_ahead`` blocks
    because a slow or frozen copy holds the first undone chunk back), a
    REQUESTED chunk goes to this free peer too, lowest index first, up to
@@ -33,12 +36,15 @@ sized from its measured throughput; 2 until the first measurement):
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from protocols.peer_stats import PeerStats
 
 __all__ = ["Request", "Scheduler"]
+
+SLOW_FACTOR = 3  # a peer this many times slower than the fastest works ahead of the stream
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,26 @@ class Scheduler:
 
     # -- decisions ---------------------------------------------------------
 
+    def _lead(self, peer: str, size: int) -> int:
+        """For a peer several times slower than the fastest: how many chunks
+        the stream will consume before it can deliver one more. It is given
+        a chunk that far ahead, so the readers never wait on it. 0 for the
+        others (and for an unmeasured peer)."""
+        st = self.stats[peer]
+        fastest = max(self.stats[p].throughput_bps for p in self.active)
+        if not st.samples or st.throughput_bps * SLOW_FACTOR > fastest:
+            return 0
+        rate = sum(self.stats[p].throughput_bps for p in self.active)
+        return min(self.max_ahead, math.ceil(st.expected_time(size, len(self.by_peer[peer])) * rate / size))
+
+    def _take_ahead(self, lead: int) -> int | None:
+        """The first MISSING chunk at least ``lead`` past the first undone one
+        (left in the heap: ``_take_missing`` skips requested chunks)."""
+        for index in range(self.first_undone + lead, min(self.first_undone + self.max_ahead, len(self.sizes) - 1) + 1):
+            if not self.done[index] and index not in self.requested:
+                return index
+        return None
+
     def _take_missing(self) -> int | None:
         while self._missing:
             index = self._missing[0]
@@ -166,8 +192,9 @@ class Scheduler:
         size = max(self.sizes, default=1)
         for peer in sorted(self.active, key=lambda p: self.stats[p].expected_time(size, len(self.by_peer[p]))):
             window = self.stats[peer].window(size, self.target_s, self.max_window)
+            lead = self._lead(peer, size)
             while len(self.by_peer[peer]) < window:
-                index = self._take_missing()
+                index = self._take_ahead(lead) if lead else self._take_missing()
                 if index is None:
                     index = self._hedge_for(peer)
                 if index is None:
