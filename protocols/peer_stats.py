@@ -64,12 +64,18 @@ class PeerStats:
         return (self.latency_s + per_chunk * (queued + 1)) / self.success_rate
 
     def window(self, chunk_bytes: int, target_s: float, maximum: int) -> int:
-        """Requests to keep in flight: enough to cover ``target_s`` at the measured rate.
+        """Requests to keep in flight: enough to cover the latency and ``target_s``.
 
         An unmeasured peer gets 2: enough to learn its speed, too few for a
         slow one to hoard chunks before anyone knows it is slow.
         """
         if self.samples == 0:
             return min(2, maximum)
-        fits = int(self.throughput_bps * (self.latency_s + target_s) / max(chunk_bytes, 1))
+        fits = int((self.latency_s + target_s) / self.chunk_s(chunk_bytes))
         return max(1, min(maximum, fits))
+
+    def chunk_s(self, nbytes: int) -> float:
+        """Seconds per chunk while busy. Latency counts: a rate-limited
+        server waits, then sends at full speed, so its throughput alone
+        would make it look fast."""
+        return self.latency_s + nbytes / self.throughput_bps

@@ -26,6 +26,8 @@ sized from its measured throughput; 2 until the first measurement):
    times slower than the fastest takes the first MISSING chunk the stream
    will reach only after it can deliver it (its expected time x the summed
    rate of all peers), so readers, who consume in order, never wait on it;
+   and a chunk it took before it was measured slow, which the stream will
+   need sooner, is given to the next free fast peer first (rule 0);
 2. else, when nothing is takeable (the endgame, or ``max_ahead`` blocks
    because a slow or frozen copy holds the first undone chunk back), a
    REQUESTED chunk goes to this free peer too, lowest index first, up to
@@ -75,6 +77,7 @@ class Scheduler:
         self._queued = set(self._missing)
         self.requested: dict[int, dict[str, float]] = {}  # index -> peer -> sent at
         self.by_peer: dict[str, set[int]] = {}
+        self._blind: dict[int, str] = {}  # chunk -> the unmeasured peer it was given to
         self.first_undone = 0
         self._advance()
         for peer in list(self.active):
@@ -123,6 +126,7 @@ class Scheduler:
         first = not self.done[index]
         self.stats[peer].record(latency_s=latency_s, transfer_s=transfer_s, nbytes=self.sizes[index], now=now)
         self.done[index] = True
+        self._blind.pop(index, None)
         self._release(peer, index)
         self._advance()
         return first
@@ -150,12 +154,13 @@ class Scheduler:
         the stream will consume before it can deliver one more. It is given
         a chunk that far ahead, so the readers never wait on it. 0 for the
         others (and for an unmeasured peer)."""
-        st = self.stats[peer]
-        fastest = max(self.stats[p].throughput_bps for p in self.active)
-        if not st.samples or st.throughput_bps * SLOW_FACTOR > fastest:
+        if not self.stats[peer].samples:
             return 0
-        rate = sum(self.stats[p].throughput_bps for p in self.active)
-        return min(self.max_ahead, math.ceil(st.expected_time(size, len(self.by_peer[peer])) * rate / size))
+        times = {p: self.stats[p].chunk_s(size) for p in self.active}
+        if times[peer] < SLOW_FACTOR * min(times.values()):
+            return 0
+        ready_s = times[peer] * (len(self.by_peer[peer]) + 1)
+        return min(self.max_ahead, math.ceil(ready_s * sum(1 / t for t in times.values())))
 
     def _take_ahead(self, lead: int) -> int | None:
         """The first MISSING chunk at least ``lead`` past the first undone one
@@ -186,20 +191,32 @@ class Scheduler:
                 return index
         return None
 
+    def _rescue_for(self, peer: str, leads: dict[str, int]) -> int | None:
+        """A chunk given to a peer before it was measured, which has since
+        proved slow: the stream will need it before that peer delivers it."""
+        if leads[peer]:
+            return None
+        found = [i for i, holder in self._blind.items() if leads.get(holder) and len(self.requested.get(i, ())) == 1 and holder in self.requested[i]]
+        return min(found, default=None)
+
     def plan(self, now: float) -> list[Request]:
         """New requests to send now."""
         out: list[Request] = []
         size = max(self.sizes, default=1)
+        leads = {p: self._lead(p, size) for p in self.active}
         for peer in sorted(self.active, key=lambda p: self.stats[p].expected_time(size, len(self.by_peer[p]))):
             window = self.stats[peer].window(size, self.target_s, self.max_window)
-            lead = self._lead(peer, size)
             while len(self.by_peer[peer]) < window:
-                index = self._take_ahead(lead) if lead else self._take_missing()
+                index = self._rescue_for(peer, leads)
+                if index is None:
+                    index = self._take_ahead(leads[peer]) if leads[peer] else self._take_missing()
                 if index is None:
                     index = self._hedge_for(peer)
                 if index is None:
                     break
                 self.requested.setdefault(index, {})[peer] = now
                 self.by_peer[peer].add(index)
+                if not self.stats[peer].samples:
+                    self._blind[index] = peer
                 out.append(Request(peer, index))
         return out
