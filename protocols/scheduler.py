@@ -24,10 +24,9 @@ sized from its measured throughput; 2 until the first measurement):
 1. the lowest MISSING chunk, at most ``max_ahead`` past the first chunk not
    yet DONE (bounds the reorder buffer); but a peer measured ``SLOW_FACTOR``
    times slower than the fastest takes the first MISSING chunk the stream
-   will reach only after it can deliver it (its expected time x the summed
-   rate of all peers), so readers, who consume in order, never wait on it;
-   and a chunk it took before it was measured slow, which the stream will
-   need sooner, is given to the next free fast peer first (rule 0);
+   will reach only after it can deliver it (its time per chunk x the
+   summed rate of all peers), so readers, who consume in order, never wait
+   on it;
 2. else, when nothing is takeable (the endgame, or ``max_ahead`` blocks
    because a slow or frozen copy holds the first undone chunk back), a
    REQUESTED chunk goes to this free peer too, lowest index first, up to
@@ -77,7 +76,6 @@ class Scheduler:
         self._queued = set(self._missing)
         self.requested: dict[int, dict[str, float]] = {}  # index -> peer -> sent at
         self.by_peer: dict[str, set[int]] = {}
-        self._blind: dict[int, str] = {}  # chunk -> the unmeasured peer it was given to
         self.first_undone = 0
         self._advance()
         for peer in list(self.active):
@@ -126,7 +124,6 @@ class Scheduler:
         first = not self.done[index]
         self.stats[peer].record(latency_s=latency_s, transfer_s=transfer_s, nbytes=self.sizes[index], now=now)
         self.done[index] = True
-        self._blind.pop(index, None)
         self._release(peer, index)
         self._advance()
         return first
@@ -191,14 +188,6 @@ class Scheduler:
                 return index
         return None
 
-    def _rescue_for(self, peer: str, leads: dict[str, int]) -> int | None:
-        """A chunk given to a peer before it was measured, which has since
-        proved slow: the stream will need it before that peer delivers it."""
-        if leads[peer]:
-            return None
-        found = [i for i, holder in self._blind.items() if leads.get(holder) and len(self.requested.get(i, ())) == 1 and holder in self.requested[i]]
-        return min(found, default=None)
-
     def plan(self, now: float) -> list[Request]:
         """New requests to send now."""
         out: list[Request] = []
@@ -207,16 +196,12 @@ class Scheduler:
         for peer in sorted(self.active, key=lambda p: self.stats[p].expected_time(size, len(self.by_peer[p]))):
             window = self.stats[peer].window(size, self.target_s, self.max_window)
             while len(self.by_peer[peer]) < window:
-                index = self._rescue_for(peer, leads)
-                if index is None:
-                    index = self._take_ahead(leads[peer]) if leads[peer] else self._take_missing()
+                index = self._take_ahead(leads[peer]) if leads[peer] else self._take_missing()
                 if index is None:
                     index = self._hedge_for(peer)
                 if index is None:
                     break
                 self.requested.setdefault(index, {})[peer] = now
                 self.by_peer[peer].add(index)
-                if not self.stats[peer].samples:
-                    self._blind[index] = peer
                 out.append(Request(peer, index))
         return out
