@@ -318,8 +318,9 @@ def agent_router(ctx: NodeContext, agents: AgentService, api_error: type[Excepti
                     out.append(f"{key}: no known host is measured to meet {q[key]}")
         return out
 
-    async def view(s: AgentSession) -> SessionOut:
-        option, _ = await content_option(s.content_hash)
+    async def view(s: AgentSession, option: ContentOption | None = None) -> SessionOut:
+        if option is None:
+            option, _ = await content_option(s.content_hash)
         req = Requirements(s.quality.get("minBandwidthMbps"), s.quality.get("maxLatencyMs"))
         hosts = [HostOut(**h.json(req)) for h in option.hosts]
         return SessionOut(
@@ -398,7 +399,7 @@ def agent_router(ctx: NodeContext, agents: AgentService, api_error: type[Excepti
             updated_at=now,
         )
         agents.keep(session)
-        return await view(session)
+        return await view(session, option)
 
     @router.get(
         "/v1/streaming/sessions/{sessionId}",
