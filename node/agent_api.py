@@ -17,7 +17,7 @@ from node.schemas import ErrorBody
 from protocols.agent_plan import ContentOption, HostOption, Requirements, make_plan
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidUhrpUrl
-from protocols.quota import Policy, Window
+from protocols.quota import UNLIMITED, Policy, Window
 from protocols.quota_book import UnknownReceipt
 from protocols.uhrp import parse_content_id, url_for_hash
 
@@ -28,7 +28,6 @@ __all__ = ["agent_router"]
 
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
 _RECEIPT = r"^[A-Za-z0-9._:-]{1,64}$"
-_UNLIMITED = 2**63 - 1
 
 
 class QualityRequirements(BaseModel):
@@ -298,9 +297,9 @@ def agent_router(ctx: NodeContext, agents: AgentService, api_error: type[Excepti
         return QuotaSummary(
             currentWindow="hour",
             bytesUsed=used.bytes,
-            bytesAllowed=None if limit.bytes == _UNLIMITED else limit.bytes,
+            bytesAllowed=None if limit.bytes == UNLIMITED else limit.bytes,
             requestsUsed=used.requests,
-            requestsAllowed=None if limit.requests == _UNLIMITED else limit.requests,
+            requestsAllowed=None if limit.requests == UNLIMITED else limit.requests,
             burstAvailable=max(0, burst["bytesAllowance"] - burst["bytesUsed"]) if burst["available"] else 0,
             estimatedExhaustion=status["projections"]["hourlyExhaustion"],
         )

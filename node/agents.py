@@ -5,9 +5,10 @@ Sessions live in memory while used and are written to
 memory is read back from the database. The data plane reports each read of a
 session here (``delivered`` / ``request_ended``).
 
-Priority: with ``agent.bandwidth_mbps`` set, session reads share that rate
-and a waiting priority session always sends before a standard one, a
-standard before a bulk one (``BandwidthShare``).
+Priority: with ``agent.bandwidth_mbps`` set, session reads share that rate;
+while a priority session's response is in progress, standard and bulk ones
+get only what it leaves unused, and bulk only what standard leaves
+(``BandwidthShare``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import trio
 from config import Settings
 from protocols.agent_analytics import Read, SessionSummary, summarise
 from protocols.agent_session import SESSION_TYPES, AgentSession, Coverage
-from protocols.quota import Window
+from protocols.quota import UNLIMITED, Window
 from protocols.quota_book import UnknownReceipt
 from protocols.token_bucket import TokenBucket
 from storage import ContentStore
@@ -264,7 +265,7 @@ class AgentService:
             except UnknownReceipt:
                 continue
             usage = book.usage(rid, now)
-            shares = [usage[k].bytes / limit for k in Window if (limit := policy.limits(k, agent=True).bytes) < 2**63 - 1]
+            shares = [usage[k].bytes / limit for k in Window if (limit := policy.limits(k, agent=True).bytes) < UNLIMITED]
             if shares:
                 out[rid] = round(max(shares), 4)
         return out

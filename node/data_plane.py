@@ -225,7 +225,8 @@ class DataPlane:
         if scope["method"] == "HEAD" or start == stop:
             await send({"type": "http.response.body", "body": b""})
             if ticket is not None or session is not None:
-                self._finish(ticket, session, scope, digest, self.quotas.clock() if self.quotas else 0.0, 0, 0, None, False, download)
+                assert self.quotas is not None  # a ticket or a session means quotas are wired
+                self._finish(ticket, session, scope, digest, self.quotas.clock(), 0, 0, None, False, download)
             return
         if ticket is None and session is None:
 

@@ -12,13 +12,12 @@ from pydantic import BaseModel, Field
 
 from node.quotas import QuotaService, RecordsFull
 from node.schemas import ErrorBody
-from protocols.quota import Policy, Window, window_bounds
+from protocols.quota import UNLIMITED, Policy, Window, window_bounds
 from protocols.quota_book import UnknownReceipt
 from protocols.usage_sync import PolicyRecord, Receipt, ReceiptRecord, valid_receipt_id
 
 __all__ = ["quota_router", "PolicyIn", "ReceiptIn"]
 
-_UNLIMITED = 2**63 - 1
 _COUNT = Field(default=None, ge=0, lt=2**63)
 
 
@@ -235,7 +234,7 @@ def quota_status(quotas: QuotaService, record: ReceiptRecord, policy: Policy) ->
     for kind in Window:
         start, end = window_bounds(kind, now)
         used, limit = usage[kind], policy.limits(kind, agent=False)
-        allowed = None if limit.bytes == _UNLIMITED else limit.bytes
+        allowed = None if limit.bytes == UNLIMITED else limit.bytes
         rate = used.bytes / max(now - start, 60.0)
         exhaustion = None
         if allowed is not None and rate > 0:
@@ -248,13 +247,13 @@ def quota_status(quotas: QuotaService, record: ReceiptRecord, policy: Policy) ->
             "bytesAllowed": allowed,
             "utilizationPercentage": round(100 * used.bytes / allowed, 2) if allowed else None,
             "requestsUsed": used.requests,
-            "requestsAllowed": None if limit.requests == _UNLIMITED else limit.requests,
+            "requestsAllowed": None if limit.requests == UNLIMITED else limit.requests,
         }
         projections[{"hour": "hourlyExhaustion", "day": "dailyExhaustion", "month": "monthlyExhaustion"}[kind.value]] = exhaustion
     local = quotas.book.local.get(rid)
     hour_start = window_bounds(Window.HOUR, now)[0]
     hour_limit = policy.limits(Window.HOUR, agent=False).bytes
-    burst_used = max(0, usage[Window.HOUR].bytes - hour_limit) if hour_limit != _UNLIMITED else 0
+    burst_used = max(0, usage[Window.HOUR].bytes - hour_limit) if hour_limit != UNLIMITED else 0
     started = local.burst_started.get(hour_start) if local else None
     active_until = started + policy.burst_duration_minutes * 60 if started is not None else None
     burst_on = quotas.settings.quota.burst_enabled and not quotas.settings.quota.strict and policy.burst_bytes_allowance > 0

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "Window",
     "WINDOWS",
+    "UNLIMITED",
     "window_bounds",
     "GCounter",
     "Usage",
@@ -38,6 +39,9 @@ __all__ = [
     "charge",
     "expired",
 ]
+
+
+UNLIMITED = 2**63 - 1  # a limit that is not set
 
 
 class Window(enum.StrEnum):
@@ -141,7 +145,7 @@ class Policy:
     price_per_gb_satoshis: int = 0  # what a GB (10**9 bytes) read under it costs; for agents' cost estimates
 
     def limits(self, kind: Window, agent: bool) -> Usage:
-        """(bytes, requests) allowed in a window of ``kind`` (unlimited as 2**63 - 1)."""
+        """(bytes, requests) allowed in a window of ``kind`` (``UNLIMITED`` when none)."""
         return _limits(self, kind, agent)
 
     def allows_type(self, content_type: str) -> bool:
@@ -158,8 +162,7 @@ def _limits(policy: Policy, kind: Window, agent: bool) -> Usage:
     b = {Window.HOUR: p.bytes_per_hour, Window.DAY: p.bytes_per_day, Window.MONTH: p.bytes_per_month}[kind]
     r = {Window.HOUR: p.requests_per_hour, Window.DAY: p.requests_per_day, Window.MONTH: p.requests_per_month}[kind]
     scale = p.agent_multiplier if agent else 1.0
-    big = 2**63 - 1
-    return Usage(big if b is None else int(b * scale), big if r is None else int(r * scale))
+    return Usage(UNLIMITED if b is None else int(b * scale), UNLIMITED if r is None else int(r * scale))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from protocols.quota import (
+    UNLIMITED,
     Decision,
     GCounter,
     Policy,
@@ -38,7 +39,6 @@ from protocols.usage_sync import Entry, PolicyRecord, ReceiptRecord, UsageUpdate
 __all__ = ["QuotaBook", "Ticket", "UnknownReceipt", "LEASE_NEEDED"]
 
 LEASE_NEEDED = "lease_needed"
-_NO_LIMIT = 2**63 - 1
 _ZERO = Usage()
 _ALLOWED = Decision(True, "ok", {})
 
@@ -309,7 +309,7 @@ class QuotaBook:
     def over_threshold(self, receipt_id: str, fraction: float) -> bool:
         """Has this node counted, since it last published, ``fraction`` of the receipt's smallest byte limit?"""
         limit = min(self.policy_for(receipt_id).limits(kind, False).bytes for kind in Window)
-        return limit < _NO_LIMIT and self.unpublished[receipt_id] >= fraction * limit
+        return limit < UNLIMITED and self.unpublished[receipt_id] >= fraction * limit
 
     # -- gossip ---------------------------------------------------------------
 
