@@ -4,7 +4,6 @@ analytics (the seed's ``/v1/streaming/sessions`` and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -12,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from node.agents import AgentService, NotYours, new_session_id
 from node.hosts import host_options
-from node.quota_api import quota_status
+from node.quota_api import iso, quota_status
 from node.schemas import ErrorBody
 from protocols.agent_plan import ContentOption, HostOption, Requirements, make_plan
 from protocols.agent_session import AgentSession
@@ -223,10 +222,6 @@ class AnalyticsOut(BaseModel):
     recommendations: list[Advice]
 
 
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
 def agent_router(ctx: NodeContext, agents: AgentService, api_error: type[Exception]) -> APIRouter:
     router = APIRouter(tags=["agents"])
     settings, quotas, book = ctx.settings, ctx.quotas, ctx.quotas.book
@@ -347,8 +342,8 @@ def agent_router(ctx: NodeContext, agents: AgentService, api_error: type[Excepti
             ),
             progress=Progress(**s.progress()),
             status=s.status,  # type: ignore[arg-type]
-            createdAt=_iso(s.created_at) or "",
-            updatedAt=_iso(s.updated_at) or "",
+            createdAt=iso(s.created_at) or "",
+            updatedAt=iso(s.updated_at) or "",
         )
 
     @router.post(

@@ -29,7 +29,7 @@ from protocols.agent_session import SESSION_TYPES, AgentSession, Coverage
 from protocols.quota import UNLIMITED, Window
 from protocols.quota_book import UnknownReceipt
 from protocols.token_bucket import TokenBucket
-from storage import ContentStore
+from storage import ContentStore, Mismatch
 from storage.metadata import SessionRow
 
 if TYPE_CHECKING:
@@ -214,8 +214,7 @@ class AgentService:
 
     async def _prefetch_loop(self) -> None:
         """One prefetch at a time, in plan order, so agents' live reads keep the peers' bandwidth."""
-        from node.fetch import NotAvailable
-        from storage import Mismatch
+        from node.fetch import NotAvailable  # imports libp2p: only with an overlay
 
         async for digest in self._prefetch_receive:
             try:

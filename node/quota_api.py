@@ -16,7 +16,7 @@ from protocols.quota import UNLIMITED, Policy, Window, window_bounds
 from protocols.quota_book import UnknownReceipt
 from protocols.usage_sync import PolicyRecord, Receipt, ReceiptRecord, valid_receipt_id
 
-__all__ = ["quota_router", "PolicyIn", "ReceiptIn"]
+__all__ = ["quota_router", "quota_status", "iso", "PolicyIn", "ReceiptIn"]
 
 _COUNT = Field(default=None, ge=0, lt=2**63)
 
@@ -121,7 +121,7 @@ def _policy_out(record: PolicyRecord) -> PolicyOut:
     )
 
 
-def _iso(t: float | None) -> str | None:
+def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -136,7 +136,7 @@ def _receipt_out(record: ReceiptRecord) -> ReceiptOut:
         streamingConfig=json.loads(r.streaming_config),
         issuer=record.issuer.hex(),
         version=record.version,
-        createdAt=_iso(r.created_at) or "",
+        createdAt=iso(r.created_at) or "",
     )
 
 
@@ -239,10 +239,10 @@ def quota_status(quotas: QuotaService, record: ReceiptRecord, policy: Policy) ->
         exhaustion = None
         if allowed is not None and rate > 0:
             at = now + max(0, allowed - used.bytes) / rate
-            exhaustion = _iso(at) if at < end else None
+            exhaustion = iso(at) if at < end else None
         windows[kind.value] = {
-            "windowStart": _iso(start),
-            "windowEnd": _iso(end),
+            "windowStart": iso(start),
+            "windowEnd": iso(end),
             "bytesUsed": used.bytes,
             "bytesAllowed": allowed,
             "utilizationPercentage": round(100 * used.bytes / allowed, 2) if allowed else None,
@@ -267,7 +267,7 @@ def quota_status(quotas: QuotaService, record: ReceiptRecord, policy: Policy) ->
             "available": burst_on and burst_used < policy.burst_bytes_allowance and (active_until is None or now < active_until),
             "bytesAllowance": policy.burst_bytes_allowance,
             "bytesUsed": burst_used,
-            "activeUntil": _iso(active_until),
+            "activeUntil": iso(active_until),
             "durationMinutes": policy.burst_duration_minutes,
         },
         "concurrent": {
