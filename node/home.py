@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from config import render_default_toml
+from node.errors import HomeBusy
 from node.identity import KEY_FILE, Identity, create_identity, load_identity
 
-__all__ = ["HomeBusy", "init_home", "hold_home", "write_node_info", "read_node_info", "clear_node_info"]
+__all__ = ["init_home", "hold_home", "write_node_info", "read_node_info", "clear_node_info"]
 
 NODE_INFO = "node.json"
-
-
-class HomeBusy(Exception):
-    """Another process is writing to this home."""
 
 
 def init_home(home: Path) -> tuple[Identity, bool]:

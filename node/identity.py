@@ -1,7 +1,7 @@
 """The node's identity: one secp256k1 key (the BSV identity key).
 
-The 33-byte compressed public key names the node to peers and agents; later
-it is also the libp2p key, so peer ID and advertiser identity are one key.
+The 33-byte compressed public key names the node to peers and agents, and
+it is the libp2p key as well, so peer ID and advertiser identity are one key.
 The private key lives in ``HOME/identity.key`` as hex, mode 0600, created
 once by ``init`` and never overwritten.
 """
@@ -15,13 +15,11 @@ from pathlib import Path
 
 import coincurve
 
-__all__ = ["Identity", "IdentityError", "create_identity", "load_identity", "KEY_FILE"]
+from node.errors import IdentityError
+
+__all__ = ["Identity", "create_identity", "load_identity", "KEY_FILE"]
 
 KEY_FILE = "identity.key"
-
-
-class IdentityError(Exception):
-    """The key file is missing, unreadable, malformed or too widely readable."""
 
 
 @dataclass(frozen=True)

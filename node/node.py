@@ -1,14 +1,34 @@
-"""The ``Node``: owns the root nursery and starts each service in order.
+"""The ``Node``: builds every service, registers every protocol, starts them in order.
 
-Shutdown is cancellation: cancelling ``run`` stops the HTTP server within
-the configured grace period, aborts unfinished ingests (which clean up after
-themselves) and closes the database.
+``build_services`` is the one place the node is put together: each service
+gets its dependencies (and the node's one wall clock) when it is made, and
+nothing is wired afterwards. The daemon and the tests both build through it.
+
+``Node.run``, in order:
+
+1. holds the home, opens the content store and removes what an interrupted
+   add left behind;
+2. binds the API socket, so its URL is known to the services and a port in
+   use fails before anything else starts;
+3. builds the services and registers every protocol handler and gossip
+   validator on the libp2p host (``register``), before the host listens or
+   dials anyone;
+4. loads the quota records and usage;
+5. starts the libp2p host (listening, dialling bootstrap peers), then the
+   advert service, the fetcher, quotas, agents, and last the HTTP API;
+6. writes ``HOME/node.json``: the node is ready.
+
+``Node.stop`` first pushes this run's advert withdrawals to the connected
+peers (within ``api.shutdown_grace_s``), then cancels ``run``: the HTTP server
+stops within its grace, unfinished ingests clean up after themselves, the
+last usage is written and the database closed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -19,21 +39,21 @@ from hypercorn.trio import serve
 
 from config import Settings
 from node import __version__
-from node.adverts import AdvertService
-from node.agents import AgentService
-from node.api import NodeContext, Overlay, create_app
-from node.chunk_service import ChunkServer
-from node.data_plane import DataPlane
-from node.fetch import Fetcher
 from node.home import clear_node_info, hold_home, write_node_info
-from node.identity import load_identity
+from node.http import NodeContext, create_app
+from node.identity import Identity, load_identity
 from node.p2p import P2P
-from node.quotas import QuotaService
+from node.services import Overlay, Services
+from node.services.adverts import AdvertService
+from node.services.agents import AgentService
+from node.services.chunks import ChunkServer
+from node.services.fetch import Fetcher
+from node.services.quotas import QuotaService
+from protocols import ids
 from protocols.advert_cache import AdvertCache
-from protocols.chunk_wire import PROTOCOL_ID as CHUNK_PROTOCOL
 from storage import ContentStore, open_content_store
 
-__all__ = ["Node"]
+__all__ = ["Node", "build_services", "register"]
 
 log = logging.getLogger("overlay_node")
 
@@ -42,9 +62,64 @@ log = logging.getLogger("overlay_node")
 hypercorn.trio.tcp_server.MAX_RECV = 1 << 20
 
 
-def _hypercorn_config(settings: Settings) -> HypercornConfig:
+def build_services(
+    settings: Settings, identity: Identity, content: ContentStore, p2p: P2P | None, *, clock: Callable[[], float]
+) -> Services:
+    """Every service of a node, each given what it depends on. ``p2p`` is
+    None for a node that is not on an overlay (``uhrp.enabled = false``)."""
+    quotas = QuotaService(identity, settings, content.meta, p2p, clock=clock)
+    overlay = None
+    if p2p is not None:
+        cache = AdvertCache()
+        adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
+        on_fetched = adverts.announce if settings.p2p.advertise_cached else None
+        fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched, clock=clock)
+        chunks = ChunkServer(
+            content,
+            quotas,
+            max_streams_per_peer=settings.p2p.max_streams_per_peer,
+            timeout_s=settings.p2p.stream_timeout_s,
+            upload_limit_bps=settings.p2p.upload_limit_mib_s * 2**20,
+        )
+        overlay = Overlay(p2p, cache, adverts, fetcher, chunks)
+    agents = AgentService(settings, content, quotas, overlay.fetcher if overlay else None, clock=clock)
+    return Services(settings, identity, content, quotas, agents, overlay)
+
+
+def register(services: Services) -> None:
+    """Every protocol the node answers and every gossip topic it checks
+    (``protocols.ids``; the host itself answers ``ids.PEER_EXCHANGE``)."""
+    if (o := services.overlay) is None:
+        return
+    quotas = services.quotas
+    o.p2p.set_handler(ids.CHUNK, o.chunks.handle)
+    o.p2p.set_handler(ids.ADVERT_SYNC, o.adverts.serve_sync)
+    o.p2p.set_handler(ids.ADVERT_PUSH, o.adverts.serve_push)
+    o.p2p.set_validator(ids.ADVERT_TOPIC, o.adverts.validate)
+    o.p2p.set_handler(ids.USAGE_SYNC, quotas.serve_sync)
+    o.p2p.set_handler(ids.QUOTA_LEASE, quotas.serve_lease)
+    if quotas.topic is not None:
+        o.p2p.set_validator(quotas.topic, quotas.validate)
+
+
+def _bind_api(settings: Settings) -> tuple[socket.socket, str]:
+    """The API's listening socket, bound (hypercorn listens on it), and its URL."""
+    host = settings.api.host
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, settings.api.port))
+    except BaseException:
+        sock.close()
+        raise
+    bound, port = sock.getsockname()[:2]
+    return sock, f"http://{f'[{bound}]' if ':' in bound else bound}:{port}"
+
+
+def _hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
     cfg = HypercornConfig()
-    cfg.bind = [f"{settings.api.host}:{settings.api.port}"]
+    cfg.bind = [f"fd://{fd}"]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("overlay_node.http")
     cfg.graceful_timeout = settings.api.shutdown_grace_s
@@ -56,45 +131,28 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     return cfg
 
 
-async def _start_overlay(nursery: trio.Nursery, ctx: NodeContext, content: ContentStore) -> Overlay:
-    """libp2p host, chunk server, advert gossip and the fetcher."""
-    settings = ctx.settings
-    p2p = P2P(ctx.identity, settings.p2p)
-    ctx.quotas.attach(p2p)
-    await nursery.start(p2p.run)
-    server = ChunkServer(
-        content,
-        max_streams_per_peer=settings.p2p.max_streams_per_peer,
-        timeout_s=settings.p2p.stream_timeout_s,
-        upload_limit_bps=settings.p2p.upload_limit_mib_s * 2**20,
-        quotas=ctx.quotas,
-    )
-    p2p.set_handler(CHUNK_PROTOCOL, server.handle)
-    cache = AdvertCache()
-    adverts = AdvertService(ctx.identity, p2p, content, cache, settings.p2p)
-    await nursery.start(adverts.run)
-    on_fetched = adverts.announce if settings.p2p.advertise_cached else None
-    fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched)
-    await nursery.start(fetcher.run)
-    return Overlay(p2p, cache, adverts, fetcher, server)
-
-
 class Node:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.clock = clock  # wall clock for quota windows (tests move it)
+        self.clock = clock  # the wall clock of every service (tests move it)
         self.api_url = ""
-        self.overlay: Overlay | None = None
-        self.quotas: QuotaService | None = None
-        self.agents: AgentService | None = None
+        self.services: Services | None = None  # while running
         self._scope: trio.CancelScope | None = None
 
+    @property
+    def overlay(self) -> Overlay | None:
+        return self.services.overlay if self.services else None
+
+    @property
+    def quotas(self) -> QuotaService | None:
+        return self.services.quotas if self.services else None
+
     async def stop(self) -> None:
-        """Stop gracefully: queued advert withdrawals reach the peers first
-        (within ``api.shutdown_grace_s``), then ``run`` is cancelled."""
+        """Stop gracefully: this run's withdrawals reach the connected peers
+        first (within ``api.shutdown_grace_s``), then ``run`` is cancelled."""
         if self.overlay is not None:
             with trio.move_on_after(self.settings.api.shutdown_grace_s):
-                await self.overlay.adverts.drain()
+                await self.overlay.adverts.push_withdrawals()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -103,48 +161,40 @@ class Node:
         home = settings.home
         identity = load_identity(home)
         with hold_home(home):
-            content = await open_content_store(settings)
+            content = await open_content_store(settings, self.clock)
+            api_socket: socket.socket | None = None
             try:
                 removed = await content.recover()
                 if removed:
                     log.info("removed %d orphaned chunks left by an interrupted add", removed)
-                data = DataPlane(
-                    content,
-                    read_size=settings.streaming.read_size_kb * 1024,
-                    cache_ttl_s=settings.delivery.cdn_cache_ttl_seconds,
-                )
-                quotas = QuotaService(identity, settings, content.meta, clock=self.clock)
-                await quotas.load()
-                data.quotas = self.quotas = quotas
-                data.agents = self.agents = agents = AgentService(settings, content, quotas, clock=self.clock)
-                ctx = NodeContext(settings, identity, content, data, quotas, agents)
+                api_socket, self.api_url = _bind_api(settings)
+                p2p = P2P(identity, settings.p2p) if settings.uhrp.enabled else None
+                self.services = services = build_services(settings, identity, content, p2p, clock=self.clock)
+                register(services)
+                await services.quotas.load()
+                app = create_app(NodeContext(services, self.api_url))
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
-                    if settings.uhrp.enabled:
-                        self.overlay = ctx.overlay = await _start_overlay(nursery, ctx, content)
-                        data.download = self.overlay.fetcher.start
-                        agents.fetcher = self.overlay.fetcher
-                    await nursery.start(quotas.run)
-                    await nursery.start(agents.run)
-                    binds = await nursery.start(serve, create_app(ctx), _hypercorn_config(settings))
-                    self.api_url = ctx.api_url = binds[0]
-                    info = {
-                        "api": self.api_url,
-                        "pid": os.getpid(),
-                        "identityKey": identity.public_key_hex,
-                        "version": __version__,
-                    }
-                    if self.overlay:
-                        info |= {"peerId": self.overlay.p2p.peer_id, "addrs": self.overlay.p2p.addrs}
+                    if services.overlay is not None:
+                        await nursery.start(services.overlay.p2p.run)
+                        await nursery.start(services.overlay.adverts.run)
+                        await nursery.start(services.overlay.fetcher.run)
+                    await nursery.start(services.quotas.run)
+                    await nursery.start(services.agents.run)
+                    await nursery.start(serve, app, _hypercorn_config(settings, api_socket.detach()))
+                    info = {"api": self.api_url, "pid": os.getpid(), "identityKey": identity.public_key_hex, "version": __version__}
+                    if services.overlay is not None:
+                        info |= {"peerId": services.overlay.p2p.peer_id, "addrs": services.overlay.p2p.addrs}
                     write_node_info(home, info)
                     log.info("node %s: API listening on %s", identity.public_key_hex, self.api_url)
                     task_status.started(self)
             finally:
+                if api_socket is not None and api_socket.fileno() != -1:  # hypercorn never took it
+                    api_socket.close()
                 clear_node_info(home)
                 with trio.CancelScope(shield=True):
-                    with trio.move_on_after(settings.api.shutdown_grace_s):
-                        if self.quotas is not None:
-                            await self.quotas.flush()  # counts since the last flush
-                        if self.agents is not None:
-                            await self.agents.flush()
+                    if self.services is not None:
+                        with trio.move_on_after(settings.api.shutdown_grace_s):
+                            await self.services.quotas.flush()  # counts since the last flush
+                            await self.services.agents.flush()
                     await content.meta.aclose()

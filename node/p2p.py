@@ -24,7 +24,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-import msgpack
 import multiaddr
 import trio
 from libp2p import new_host
@@ -42,32 +41,16 @@ from libp2p.rcmgr import ResourceLimits, new_resource_manager
 from libp2p.tools.anyio_service import background_trio_service
 
 from config import P2pConfig
+from node.errors import PeerUnreachable, StreamClosed
 from node.identity import Identity
-from protocols.advert import MAX_ADDR_BYTES
-from protocols.codec import unpack
-from protocols.errors import RemoteProtocolError
+from protocols import ids, peer_exchange
 
-__all__ = ["P2P", "Stream", "StreamClosed", "PeerUnreachable", "peer_id_of", "identity_of"]
+__all__ = ["P2P", "Stream", "peer_id_of", "identity_of"]
 
 log = logging.getLogger("overlay_node.p2p")
 _READ_BUFFER = 1 << 20
 _CONNECTION_QUEUE = 256
 _BOOTSTRAP_BACKOFF_S = (1, 2, 5, 10, 30, 60)
-PEERS_PROTOCOL = "/uhrp-overlay/peers/1.0.0"
-_EXCHANGE_PEERS = 32
-_EXCHANGE_MAX_BYTES = 64 * 1024
-
-
-class PeerExchangeError(RemoteProtocolError):
-    """A peer list that does not decode within its limits."""
-
-
-class StreamClosed(Exception):
-    """The stream broke (reset or connection lost) while writing."""
-
-
-class PeerUnreachable(Exception):
-    """Could not connect to, or open a stream with, a peer in time."""
 
 
 class Stream(Protocol):
@@ -163,7 +146,7 @@ class P2P:
         self._events_send, self._events = trio.open_memory_channel[str](_CONNECTION_QUEUE)
         self._watchers: list[trio.MemorySendChannel[str]] = []
         self._host.get_network().register_notifee(_ConnectionEvents(self._events_send))
-        self.set_handler(PEERS_PROTOCOL, self._serve_peers)
+        self.set_handler(ids.PEER_EXCHANGE, self._serve_peers)
 
     @property
     def addrs(self) -> list[str]:
@@ -202,10 +185,10 @@ class P2P:
 
     async def _serve_peers(self, stream: Stream) -> None:
         peers = [p for p in self._host.get_connected_peers() if str(p) != stream.remote_peer]
-        sample = random.sample(peers, min(len(peers), _EXCHANGE_PEERS))
+        sample = random.sample(peers, min(len(peers), peer_exchange.MAX_PEERS))
         addrs = [a for p in sample for a in self._full_addrs(p)[:2]]
         with trio.move_on_after(self.config.stream_timeout_s):
-            await stream.send_all(msgpack.packb(addrs, use_bin_type=True))
+            await stream.send_all(peer_exchange.encode_addrs(addrs))
 
     async def _on_connections(self, nursery: trio.Nursery) -> None:
         async for peer in self._events:
@@ -219,28 +202,26 @@ class P2P:
 
     async def _exchange_with(self, peer: str) -> None:
         try:
-            stream = await self.open_stream(peer, PEERS_PROTOCOL)
+            stream = await self.open_stream(peer, ids.PEER_EXCHANGE)
         except PeerUnreachable:
             return
         data = b""
         try:
             with trio.move_on_after(self.config.stream_timeout_s):
-                while len(data) <= _EXCHANGE_MAX_BYTES and (piece := await stream.receive_some()):
+                while len(data) <= peer_exchange.MAX_BYTES and (piece := await stream.receive_some()):
                     data += piece
         finally:
             await stream.aclose()
         try:
-            addrs = unpack(data, PeerExchangeError, max_bin=0, max_str=MAX_ADDR_BYTES, max_array=4 * _EXCHANGE_PEERS)
-        except PeerExchangeError as exc:
+            addrs = peer_exchange.decode_addrs(data)
+        except peer_exchange.PeerExchangeError as exc:
             log.info("peer %s sent a bad peer list: %s", peer, exc)
-            return
-        if not isinstance(addrs, list):
             return
         random.shuffle(addrs)
         for addr in addrs:
             if len(self.connected_peers()) >= self.config.target_peers:
                 return
-            if isinstance(addr, str) and addr.rsplit("/p2p/", 1)[-1] not in self.connected_peers():
+            if addr.rsplit("/p2p/", 1)[-1] not in self.connected_peers():
                 with contextlib.suppress(PeerUnreachable):
                     await self.connect(addr)
 

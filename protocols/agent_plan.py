@@ -16,7 +16,7 @@ from typing import Any
 
 from protocols.agent_session import cost_satoshis
 
-__all__ = ["HostOption", "ContentOption", "Requirements", "make_plan"]
+__all__ = ["HostOption", "ContentOption", "Requirements", "make_plan", "unmet_requirements"]
 
 PARALLEL_HOSTS = 4  # hosts a download uses at once, for the time estimate
 
@@ -68,6 +68,21 @@ class Requirements:
     min_bandwidth_mbps: float | None = None
     max_latency_ms: float | None = None
     budget_satoshis: int | None = None
+
+
+def unmet_requirements(quality: dict[str, Any], option: ContentOption) -> list[str]:
+    """A session's quality requirements that nothing known meets, each with why."""
+    out = []
+    if quality.get("compressionRequired"):
+        out.append("compressionRequired: content is served as stored (uncompressed), so its hash verifies")
+    if not option.local:
+        for key, req in (
+            ("maxLatencyMs", Requirements(max_latency_ms=quality.get("maxLatencyMs"))),
+            ("minBandwidthMbps", Requirements(min_bandwidth_mbps=quality.get("minBandwidthMbps"))),
+        ):
+            if quality.get(key) is not None and not any(h.meets(req) for h in option.hosts):
+                out.append(f"{key}: no known host is measured to meet {quality[key]}")
+    return out
 
 
 def _seconds(c: ContentOption, hosts: list[HostOption]) -> float | None:

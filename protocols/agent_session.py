@@ -18,7 +18,9 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["SESSION_TYPES", "AgentSession", "Coverage", "cost_satoshis"]
+from protocols.quota import Policy
+
+__all__ = ["SESSION_TYPES", "SessionType", "AgentSession", "Coverage", "cost_satoshis", "priority_boost"]
 
 SessionType = Literal["priority", "standard", "bulk"]
 SESSION_TYPES: tuple[SessionType, ...] = ("priority", "standard", "bulk")  # highest claim on bandwidth first
@@ -29,6 +31,16 @@ GB = 10**9
 def cost_satoshis(nbytes: int, price_per_gb: int) -> int:
     """What ``nbytes`` cost at ``price_per_gb`` satoshis per GB, rounded up."""
     return -(-nbytes * price_per_gb // GB)
+
+
+def priority_boost(session_type: SessionType, *, node_allows: bool, policy: Policy | None, open_node: bool) -> bool:
+    """Whether a session's reads claim bandwidth first: a priority session on
+    a node that allows boosts (``AGENT_PRIORITY_BOOST``), under a policy that
+    grants them; with no receipt, only on a node that authenticates nobody
+    (there everyone is the operator)."""
+    if session_type != "priority" or not node_allows:
+        return False
+    return policy.agent_priority_boost if policy is not None else open_node
 
 
 @dataclass

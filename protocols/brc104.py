@@ -43,6 +43,8 @@ from protocols.errors import RemoteProtocolError
 __all__ = [
     "AUTH_VERSION",
     "AuthError",
+    "MalformedAuthMessage",
+    "HandshakeTooLarge",
     "AuthServer",
     "Session",
     "request_preimage",
@@ -68,6 +70,14 @@ class AuthError(RemoteProtocolError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class MalformedAuthMessage(AuthError):
+    """The handshake body is not a JSON object (a bad request rather than a failed authentication)."""
+
+
+class HandshakeTooLarge(AuthError):
+    """A handshake message over ``MAX_HANDSHAKE_BYTES``."""
 
 
 # -- primitives -------------------------------------------------------------
@@ -203,13 +213,13 @@ class AuthServer:
     def handshake(self, body: bytes, now: float) -> dict[str, Any]:
         """Answer an ``initialRequest`` (JSON bytes) with an ``initialResponse``."""
         if len(body) > MAX_HANDSHAKE_BYTES:
-            raise AuthError("too_large", f"handshake messages are at most {MAX_HANDSHAKE_BYTES} bytes")
+            raise HandshakeTooLarge("too_large", f"handshake messages are at most {MAX_HANDSHAKE_BYTES} bytes")
         try:
             message = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise AuthError("invalid_json", "the handshake body is not JSON") from None
+            raise MalformedAuthMessage("invalid_json", "the handshake body is not JSON") from None
         if not isinstance(message, dict):
-            raise AuthError("invalid_message", "the handshake body must be a JSON object")
+            raise MalformedAuthMessage("invalid_message", "the handshake body must be a JSON object")
         if message.get("version") != AUTH_VERSION:
             raise AuthError("unsupported_version", f"auth version must be {AUTH_VERSION!r}")
         if message.get("messageType") != "initialRequest":

@@ -1,4 +1,4 @@
-"""``/uhrp-overlay/chunk/1.0.0``: manifests and chunks between peers.
+"""``ids.CHUNK`` (``/uhrp-overlay/chunk/1.0.0``): manifests and chunks between peers.
 
 Participants: a client that wants content and a server that holds some or
 all of it.
@@ -7,7 +7,7 @@ Goals: pipelined requests on one stream (opening a libp2p stream costs
 frames before it allocates.
 Non-goals: trust. Every chunk is checked against the manifest, and the
 manifest against the content hash, by the fetcher, never here.
-Flow: each message is one frame, a 4-byte big-endian length then a msgpack
+Flow: each message is one frame (``protocols.framing``) holding a msgpack
 array whose first element is the message type. The client sends requests
 with increasing ids; the server answers them in order: ``GetManifest`` ->
 ``ManifestReply``, ``GetChunks`` -> one ``ChunkReply`` per index, ``GetHave``
@@ -19,7 +19,6 @@ Limits: ``MAX_FRAME`` bytes per frame, ``MAX_INDICES`` indices per request.
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +26,10 @@ import msgpack
 
 from protocols.codec import unpack
 from protocols.errors import RemoteProtocolError
+from protocols.framing import frame
 from protocols.manifest import MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_MANIFEST_BYTES
 
 __all__ = [
-    "PROTOCOL_ID",
     "MAX_FRAME",
     "MAX_INDICES",
     "ErrorCode",
@@ -42,15 +41,13 @@ __all__ = [
     "HaveReply",
     "ErrorReply",
     "Message",
-    "FrameDecoder",
     "encode",
+    "decode",
     "WireError",
 ]
 
-PROTOCOL_ID = "/uhrp-overlay/chunk/1.0.0"
 MAX_FRAME = max(MAX_MANIFEST_BYTES, MAX_CHUNK_SIZE) + 4096
 MAX_INDICES = 1024
-_HEADER = struct.Struct(">I")
 
 
 class WireError(RemoteProtocolError):
@@ -147,10 +144,7 @@ def encode(msg: Message) -> bytes:
         fields += [msg.request_id, int(msg.code), msg.message, float(msg.retry_after_s)]
     else:
         fields += list(msg.__dict__.values())
-    body: bytes = msgpack.packb(fields, use_bin_type=True)
-    if len(body) > MAX_FRAME:
-        raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
-    return _HEADER.pack(len(body)) + body
+    return frame(msgpack.packb(fields, use_bin_type=True), MAX_FRAME)
 
 
 def _u(v: Any, hi: int = 2**63) -> int:
@@ -171,7 +165,8 @@ def _b(v: Any) -> bytes:
     return v
 
 
-def _decode_body(body: bytes) -> Message:
+def decode(body: bytes) -> Message:
+    """One frame's body as a message; ``WireError`` if it is not one."""
     obj = unpack(body, WireError, max_bin=MAX_FRAME, max_str=1024, max_array=MAX_INDICES + 8)
     if not isinstance(obj, list) or not obj:
         raise WireError("a frame must hold a non-empty array")
@@ -207,30 +202,3 @@ def _decode_body(body: bytes) -> Message:
     if type(code) is not int or code not in ErrorCode._value2member_map_ or type(text) is not str or type(retry) is not float:
         raise WireError("malformed error reply")
     return ErrorReply(rid, ErrorCode(code), text, max(0.0, min(retry, 86400.0)))
-
-
-class FrameDecoder:
-    """Feed received bytes, get whole messages; rejects oversize frames at the header."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self._max = max_frame
-
-    def feed(self, data: bytes) -> list[Message]:
-        self._buf += data
-        out: list[Message] = []
-        while len(self._buf) >= _HEADER.size:
-            (n,) = _HEADER.unpack_from(self._buf)
-            if n > self._max:
-                raise WireError(f"frame of {n} bytes exceeds {self._max}")
-            if len(self._buf) < _HEADER.size + n:
-                break
-            body = bytes(self._buf[_HEADER.size : _HEADER.size + n])
-            del self._buf[: _HEADER.size + n]
-            out.append(_decode_body(body))
-        return out
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an unfinished frame (non-zero at EOF means truncation)."""
-        return len(self._buf)

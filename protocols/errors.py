@@ -4,6 +4,11 @@
 something impossible (a bug or bad local input); ``RemoteProtocolError`` means
 bytes from outside were malformed or lied. Callers that face the network catch
 ``RemoteProtocolError`` and end only that peer's conversation.
+
+Errors that are neither (a lookup that finds nothing, a range outside the
+content) derive from ``ProtocolError`` directly, next to the module that
+raises them. ``node.errors`` maps every one of them to an HTTP status, a
+JSON code and a chunk-wire code.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PeerStats", "ALPHA", "DEFAULT_LATENCY_S", "DEFAULT_THROUGHPUT_BPS"]
+__all__ = ["PeerStats", "Figures", "figures", "rank_key", "ALPHA", "DEFAULT_LATENCY_S", "DEFAULT_THROUGHPUT_BPS"]
 
 ALPHA = 0.3  # weight of the newest sample
 DEFAULT_LATENCY_S = 0.05  # before the first sample: optimistic, so new peers get tried
@@ -53,6 +53,17 @@ class PeerStats:
         self.failures += 1
         self.last_seen = now
 
+    def record_report(self, *, success: bool, latency_s: float | None, rate_bps: float | None, nbytes: int, now: float) -> None:
+        """Someone else's word on one transfer (``report-host``); what it leaves
+        out is taken as this peer's current estimate (a megabyte if no size)."""
+        if not success:
+            self.record_failure(now)
+            return
+        nbytes = nbytes or 2**20
+        rate = rate_bps or self.throughput_bps
+        latency = latency_s if latency_s is not None else self.latency_s
+        self.record(latency_s=latency, transfer_s=nbytes / rate, nbytes=nbytes, now=now)
+
     @property
     def success_rate(self) -> float:
         """Laplace-smoothed, so one early failure does not condemn a peer."""
@@ -79,3 +90,33 @@ class PeerStats:
         server waits, then sends at full speed, so its throughput alone
         would make it look fast."""
         return self.latency_s + nbytes / self.throughput_bps
+
+
+def rank_key(failures: int, stats: PeerStats | None, chunk_bytes: int) -> tuple[int, float]:
+    """How hosts are ranked everywhere (downloads, resolve, plans): fewest
+    failures first, then the quickest expected fetch of one chunk."""
+    return failures, (stats or PeerStats()).expected_time(chunk_bytes)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What has been measured of a peer, with nothing invented for what has not."""
+
+    availability: float  # Laplace-smoothed success rate; 1.0 before any request
+    latency_ms: float | None  # None until measured
+    bandwidth_mbps: float | None
+    successes: int
+    failures: int
+
+
+def figures(stats: PeerStats | None) -> Figures:
+    if stats is None:
+        return Figures(1.0, None, None, 0, 0)
+    measured = stats.samples > 0
+    return Figures(
+        round(stats.success_rate, 4),
+        round(stats.latency_s * 1000, 3) if measured else None,
+        round(stats.throughput_bps * 8 / 1e6, 3) if measured else None,
+        stats.successes,
+        stats.failures,
+    )

@@ -19,8 +19,10 @@ from __future__ import annotations
 import calendar
 import enum
 import functools
+import types
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -32,6 +34,8 @@ __all__ = [
     "GCounter",
     "Usage",
     "Policy",
+    "PolicyField",
+    "POLICY_FIELDS",
     "Decision",
     "decide",
     "current_windows",
@@ -122,27 +126,42 @@ class GCounter:
         return GCounter(dict(self.entries))
 
 
+def _setting(default: Any, doc: str = "", **bounds: float) -> Any:
+    """A policy field: its default, its bounds (``ge``/``gt``/``le``/``lt``, or
+    ``max_length`` for a list) and what it means, in one place."""
+    return field(default=default, metadata={"bounds": bounds, "doc": doc})
+
+
+def _limit() -> Any:
+    """A limit that may be unset (None: no limit)."""
+    return _setting(None, ge=0, lt=UNLIMITED + 1)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The seed's ``quota_policies`` fields (None = no limit)."""
+    """The seed's ``quota_policies`` fields (None = no limit).
+
+    This is the one definition of a policy's fields: the API's request and
+    response models, the stored columns and the signed gossip record are
+    derived from it (``POLICY_FIELDS``), in this order."""
 
     name: str
-    bytes_per_hour: int | None = None
-    bytes_per_day: int | None = None
-    bytes_per_month: int | None = None
-    requests_per_hour: int | None = None
-    requests_per_day: int | None = None
-    requests_per_month: int | None = None
-    max_concurrent_streams: int = 1
-    max_bandwidth_mbps: float | None = None
-    burst_bytes_allowance: int = 0
-    burst_duration_minutes: int = 5
-    max_file_size_bytes: int | None = None
-    allowed_content_types: tuple[str, ...] = ()  # empty = any; "video/*" matches a family
-    agent_multiplier: float = 1.0
-    agent_priority_boost: bool = False
-    is_active: bool = True
-    price_per_gb_satoshis: int = 0  # what a GB (10**9 bytes) read under it costs; for agents' cost estimates
+    bytes_per_hour: int | None = _limit()
+    bytes_per_day: int | None = _limit()
+    bytes_per_month: int | None = _limit()
+    requests_per_hour: int | None = _limit()
+    requests_per_day: int | None = _limit()
+    requests_per_month: int | None = _limit()
+    max_concurrent_streams: int = _setting(1, ge=1, le=1 << 20)
+    max_bandwidth_mbps: float | None = _setting(None, gt=0, lt=1e9)
+    burst_bytes_allowance: int = _setting(0, ge=0, lt=UNLIMITED + 1)
+    burst_duration_minutes: int = _setting(5, ge=0, le=60)
+    max_file_size_bytes: int | None = _limit()
+    allowed_content_types: tuple[str, ...] = _setting((), 'media types or families ("video/*"); empty = any', max_length=64)
+    agent_multiplier: float = _setting(1.0, "agents' reads count this many times", ge=0, le=1000)
+    agent_priority_boost: bool = _setting(False, "priority sessions under this policy get bandwidth first")
+    is_active: bool = _setting(True)
+    price_per_gb_satoshis: int = _setting(0, "satoshis per GB (10^9 bytes) read; agents' cost estimates use it", ge=0, lt=2**53)
 
     def limits(self, kind: Window, agent: bool) -> Usage:
         """(bytes, requests) allowed in a window of ``kind`` (``UNLIMITED`` when none)."""
@@ -154,6 +173,36 @@ class Policy:
         media = content_type.split(";", 1)[0].strip().lower()
         family = media.split("/", 1)[0] + "/*"
         return any(t.lower() in (media, family) for t in self.allowed_content_types)
+
+
+@dataclass(frozen=True)
+class PolicyField:
+    """One field of ``Policy`` as the layers that copy it need to know it."""
+
+    name: str
+    kind: type  # int, float, bool, or tuple (of media types)
+    nullable: bool  # None means "no limit"
+    default: Any
+    bounds: Mapping[str, float]
+    doc: str
+
+
+def _policy_fields() -> tuple[PolicyField, ...]:
+    hints = typing.get_type_hints(Policy)
+    out = []
+    for f in fields(Policy):
+        if f.name == "name":
+            continue
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        kind = typing.get_origin(hints[f.name]) or hints[f.name]
+        nullable = kind in (types.UnionType, typing.Union)
+        if nullable:
+            kind = args[0]
+        out.append(PolicyField(f.name, kind, nullable, f.default, f.metadata["bounds"], f.metadata["doc"]))
+    return tuple(out)
+
+
+POLICY_FIELDS = _policy_fields()  # every field but the name, in declaration order
 
 
 @functools.lru_cache(maxsize=4096)

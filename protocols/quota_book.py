@@ -21,6 +21,7 @@ import functools
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from protocols.errors import ProtocolError
 from protocols.quota import (
     UNLIMITED,
     Decision,
@@ -36,7 +37,7 @@ from protocols.quota import (
 from protocols.token_bucket import TokenBucket
 from protocols.usage_sync import Entry, PolicyRecord, ReceiptRecord, UsageUpdate
 
-__all__ = ["QuotaBook", "Ticket", "UnknownReceipt", "LEASE_NEEDED"]
+__all__ = ["QuotaBook", "Ticket", "Served", "UnknownReceipt", "UnknownPolicy", "LEASE_NEEDED"]
 
 LEASE_NEEDED = "lease_needed"
 _ZERO = Usage()
@@ -50,8 +51,12 @@ def _window_keys(hour_start: int) -> tuple[tuple[Window, int], ...]:
 
 
 
-class UnknownReceipt(Exception):
-    """No receipt (or no policy for it) with this id is known here."""
+class UnknownReceipt(ProtocolError):
+    """No receipt with this id is known here."""
+
+
+class UnknownPolicy(UnknownReceipt):
+    """The receipt names a policy that is not known here (so it cannot be used either)."""
 
 
 @dataclass
@@ -64,6 +69,22 @@ class Ticket:
     started_at: float
     sent: int = 0
     lease_bytes: int = 0  # strict mode: bytes taken from the lease, refunded if unsent
+
+
+@dataclass
+class Served:
+    """What the serving path reports when a request ends (a ``streaming_usage`` row)."""
+
+    content_hash: bytes
+    method: str  # "http" or "libp2p"
+    client: str
+    first_byte_s: float | None
+    error: bool = False
+    local_hit: bool = True
+    session_id: str | None = None
+    agent_id: str | None = None
+    failovers: int = 0
+    hosts_used: tuple[str, ...] = ()
 
 
 @dataclass
@@ -131,7 +152,7 @@ class QuotaBook:
             raise UnknownReceipt(f"no receipt {receipt_id!r} is known on this node")
         policy_record = self.policies.get(record.receipt.policy_name)
         if policy_record is None:
-            raise UnknownReceipt(f"receipt {receipt_id!r} names policy {record.receipt.policy_name!r}, which is not known here")
+            raise UnknownPolicy(f"receipt {receipt_id!r} names policy {record.receipt.policy_name!r}, which is not known here")
         policy = policy_record.policy
         if record.receipt.concurrent_streams_allowed > 0:
             streams = min(policy.max_concurrent_streams, record.receipt.concurrent_streams_allowed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from protocols.errors import InvalidRange
+from protocols.errors import InvalidRange, ProtocolError
 
 __all__ = ["ByteRange", "Unsatisfiable", "parse_range", "MAX_RANGE_HEADER"]
 
@@ -36,7 +36,7 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{size}"
 
 
-class Unsatisfiable(Exception):
+class Unsatisfiable(ProtocolError):
     """A well-formed range that selects no byte of the representation (416)."""
 
 

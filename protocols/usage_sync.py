@@ -38,7 +38,7 @@ import msgpack
 from protocols import brc42
 from protocols.codec import unpack
 from protocols.errors import RemoteProtocolError
-from protocols.quota import Policy, Window, window_bounds
+from protocols.quota import POLICY_FIELDS, Policy, Window, window_bounds
 
 __all__ = [
     "InvalidUsageMessage",
@@ -149,23 +149,9 @@ class Receipt:
     created_at: int = 0
 
 
-_POLICY_FIELDS = (
-    ("bytes_per_hour", int),
-    ("bytes_per_day", int),
-    ("bytes_per_month", int),
-    ("requests_per_hour", int),
-    ("requests_per_day", int),
-    ("requests_per_month", int),
-    ("max_concurrent_streams", int),
-    ("max_bandwidth_mbps", float),
-    ("burst_bytes_allowance", int),
-    ("burst_duration_minutes", int),
-    ("max_file_size_bytes", int),
-    ("agent_multiplier", float),
-    ("agent_priority_boost", bool),
-    ("is_active", bool),
-    ("price_per_gb_satoshis", int),
-)
+# The signed record lists the policy's scalar fields in ``Policy``'s order;
+# its media types follow as a list of their own.
+_POLICY_FIELDS = tuple((f.name, f.kind, f.nullable) for f in POLICY_FIELDS if f.kind is not tuple)
 # Records without a price omit it, so they encode (and verify) as they did
 # before prices existed.
 _PRICE_OPTIONAL = len(_POLICY_FIELDS) - 1
@@ -181,7 +167,7 @@ class PolicyRecord:
 
     def _body(self) -> list[object]:
         p = self.policy
-        values = [getattr(p, name) for name, _ in _POLICY_FIELDS]
+        values = [getattr(p, name) for name, _, _ in _POLICY_FIELDS]
         if not p.price_per_gb_satoshis:
             values.pop()
         return [_KIND_POLICY, self.issuer, self.version, p.name, self.description, values, list(p.allowed_content_types)]
@@ -291,9 +277,8 @@ def _decode_policy(obj: list[Any]) -> PolicyRecord:
     _check(isinstance(values, list) and len(values) in (_PRICE_OPTIONAL, len(_POLICY_FIELDS)), "policy fields")
     _check(isinstance(types, list) and len(types) <= 64, "allowed content types")
     fields: dict[str, Any] = {}
-    for (field_name, kind), v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
+    for (field_name, kind, nullable), v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
         value = _optional(v, kind, field_name)
-        nullable = field_name.startswith(("bytes_", "requests_", "max_file", "max_bandwidth"))
         _check(value is not None or nullable, f"{field_name} is required")
         if value is not None:
             fields[field_name] = value

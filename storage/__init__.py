@@ -1,15 +1,18 @@
 """Chunk files on disk and the metadata database behind one async interface.
 
-No SQL outside this package. ``open_metadata`` picks the backend from config.
+No SQL outside this package. ``open_content_store`` picks the backend from config.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from config import Settings
-from storage.chunks import ChunkMissing, ChunkStore
-from storage.content import ContentStore, IngestResult, Mismatch, TooLarge
+from storage.chunks import ChunkStore
+from storage.content import ContentStore, IngestResult
+from storage.errors import ChunkMissing, Mismatch, StorageError, TooLarge
 from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
 from storage.sqlite import SqliteMetadataStore
 
@@ -22,14 +25,16 @@ __all__ = [
     "IngestResult",
     "Mismatch",
     "MetadataStore",
+    "StorageError",
     "StoreStats",
     "TooLarge",
     "open_content_store",
 ]
 
 
-async def open_content_store(settings: Settings) -> ContentStore:
-    """The content store of ``settings.home`` (the caller holds the home lock)."""
+async def open_content_store(settings: Settings, clock: Callable[[], float] = time.time) -> ContentStore:
+    """The content store of ``settings.home`` (the caller holds the home lock);
+    ``clock`` is the wall clock it stamps records with."""
     home: Path = settings.home
     meta: MetadataStore
     if settings.storage.backend == "postgres":
@@ -43,4 +48,5 @@ async def open_content_store(settings: Settings) -> ContentStore:
         meta,
         chunk_size=settings.chunk_size,
         write_threads=settings.storage.write_threads,
+        clock=clock,
     )

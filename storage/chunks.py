@@ -22,13 +22,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["ChunkStore", "ChunkMissing", "read_nowait"]
+from storage.errors import ChunkMissing
+
+__all__ = ["ChunkStore", "read_nowait"]
 
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
-
-
-class ChunkMissing(FileNotFoundError):
-    """A chunk the metadata refers to is not on disk."""
 
 
 def read_nowait(fd: int, length: int, offset: int) -> bytearray | None:
@@ -72,7 +70,7 @@ class ChunkStore:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
-            raise ChunkMissing(digest.hex()) from None
+            raise ChunkMissing(f"chunk {digest.hex()} is not on disk") from None
 
     # -- writing ---------------------------------------------------------
 
@@ -161,7 +159,7 @@ class ChunkStore:
         try:
             return os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError:
-            raise ChunkMissing(digest.hex()) from None
+            raise ChunkMissing(f"chunk {digest.hex()} is not on disk") from None
 
     def read(self, digest: bytes, offset: int = 0, length: int = -1) -> bytes:
         fd = self.open(digest)

@@ -28,20 +28,13 @@ import trio
 from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
 from protocols.merkle import merkle_root
 from storage.chunks import ChunkStore, read_nowait
+from storage.errors import Mismatch, TooLarge
 from storage.metadata import ContentRecord, MetadataStore
 
-__all__ = ["ContentStore", "IngestResult", "TooLarge", "Mismatch", "rechunk"]
+__all__ = ["ContentStore", "IngestResult", "rechunk"]
 
 _SWEEP_BATCH = 4096
 PARTIAL_TTL_S = 7 * 24 * 3600  # an unfinished download's chunks are kept this long
-
-
-class TooLarge(Exception):
-    """The stream exceeded the size the caller allowed."""
-
-
-class Mismatch(Exception):
-    """The bytes do not match the manifest they were fetched for."""
 
 
 @dataclass(frozen=True)

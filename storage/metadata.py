@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from protocols.manifest import Manifest
+from protocols.usage_sync import PolicyRecord
 
 __all__ = [
     "ContentRecord",
     "HostPerformance",
     "StoreStats",
-    "PolicyRow",
     "ReceiptRow",
     "UsageWindowRow",
     "StreamRow",
@@ -55,34 +55,6 @@ class HostPerformance:
     failed_requests: int
     bytes_served: int
     last_check: float
-
-
-@dataclass(frozen=True)
-class PolicyRow:
-    """A ``quota_policies`` row; ``record`` is the signed message it came in."""
-
-    policy_name: str
-    description: str
-    bytes_per_hour: int | None
-    bytes_per_day: int | None
-    bytes_per_month: int | None
-    requests_per_hour: int | None
-    requests_per_day: int | None
-    requests_per_month: int | None
-    max_concurrent_streams: int
-    max_bandwidth_mbps: float | None
-    burst_bytes_allowance: int
-    burst_duration_minutes: int
-    max_file_size_bytes: int | None
-    allowed_content_types: str  # JSON array
-    agent_multiplier: float
-    agent_priority_boost: bool
-    is_active: bool
-    issuer: str
-    version: int
-    record: bytes
-    updated_at: float
-    price_per_gb_satoshis: int = 0
 
 
 @dataclass(frozen=True)
@@ -227,8 +199,9 @@ class MetadataStore(ABC):
         """Each host's most recent row (start-up reloads the peer model from it)."""
 
     @abstractmethod
-    async def put_policy(self, row: PolicyRow) -> None:
-        """Insert or replace by name."""
+    async def put_policy(self, record: PolicyRecord, encoded: bytes, updated_at: float) -> None:
+        """Insert or replace by name: every field of the policy in its own
+        column (for operators' queries), and the signed record it came in."""
 
     @abstractmethod
     async def put_receipt(self, row: ReceiptRow) -> None:

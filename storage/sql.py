@@ -10,16 +10,18 @@ functions are plain blocking code.
 from __future__ import annotations
 
 import dataclasses
+import json
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from protocols.manifest import Manifest
+from protocols.quota import POLICY_FIELDS
+from protocols.usage_sync import PolicyRecord
 from storage.metadata import (
     ContentRecord,
     HostPerformance,
     MetadataStore,
-    PolicyRow,
     ReceiptRow,
     SessionRow,
     StoreStats,
@@ -46,9 +48,9 @@ def _distinct_chunks(manifest: Manifest) -> dict[str, int]:
     return {h.hex(): manifest.chunk_length(i) for i, h in enumerate(manifest.chunk_hashes)}
 
 
-def _upsert(table: str, row_type: type, key: tuple[str, ...]) -> tuple[str, list[str]]:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for a dataclass's columns."""
-    cols = [f.name for f in dataclasses.fields(row_type)]
+def _upsert(table: str, row_type: type | list[str], key: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for a dataclass's (or a list of) columns."""
+    cols = row_type if isinstance(row_type, list) else [f.name for f in dataclasses.fields(row_type)]
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
     sql = (
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
@@ -62,7 +64,21 @@ def _values(row: Any) -> tuple[Any, ...]:
     return tuple(int(v) if isinstance(v, bool) else v for v in dataclasses.astuple(row))
 
 
-_POLICY_UPSERT, _ = _upsert("quota_policies", PolicyRow, ("policy_name",))
+# A policy's columns are its fields (``Policy``), between its name and its record.
+_POLICY_UPSERT, _ = _upsert(
+    "quota_policies",
+    ["policy_name", "description", *(f.name for f in POLICY_FIELDS), "issuer", "version", "record", "updated_at"],
+    ("policy_name",),
+)
+
+
+def _policy_values(record: PolicyRecord, encoded: bytes, updated_at: float) -> tuple[Any, ...]:
+    p = record.policy
+    fields = [getattr(p, f.name) for f in POLICY_FIELDS]
+    values = [p.name, record.description, *fields, record.issuer.hex(), record.version, encoded, updated_at]
+    # Media types as a JSON array, booleans as integers (both backends store them so).
+    return tuple(json.dumps(list(v)) if isinstance(v, tuple) else int(v) if isinstance(v, bool) else v for v in values)
+
 _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
 _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
@@ -269,8 +285,8 @@ class SqlMetadataStore(MetadataStore):
             for r in rows
         ]
 
-    async def put_policy(self, row: PolicyRow) -> None:
-        await self._run(lambda db: db.execute(_POLICY_UPSERT, _values(row)))
+    async def put_policy(self, record: PolicyRecord, encoded: bytes, updated_at: float) -> None:
+        await self._run(lambda db: db.execute(_POLICY_UPSERT, _policy_values(record, encoded, updated_at)))
 
     async def put_receipt(self, row: ReceiptRow) -> None:
         await self._run(lambda db: db.execute(_RECEIPT_UPSERT, _values(row)))

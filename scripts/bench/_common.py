@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from node import launcher  # the project, installed in the venv (or a snapshot on PYTHONPATH)
+from node.cli import launcher  # the project, installed in the venv (or a snapshot on PYTHONPATH)
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
@@ -42,7 +42,7 @@ def _project_root() -> Path:
 
 @contextlib.contextmanager
 def _in_project_root() -> Iterator[None]:
-    """``node.launcher`` runs ``python -m node``, which imports from the current
+    """``node.cli.launcher`` runs ``python -m node``, which imports from the current
     directory first: spawn from the root of the copy this process imported, so
     the daemons run the same code (also when a snapshot is on PYTHONPATH)."""
     with contextlib.chdir(_project_root()):
@@ -241,7 +241,7 @@ def run(cmd: Sequence[str], timeout: float, env: dict[str, str] | None = None) -
 
 # -- the node ----------------------------------------------------------------
 #
-# Daemons are started and stopped by ``node.launcher`` (the project's one
+# Daemons are started and stopped by ``node.cli.launcher`` (the project's one
 # launcher: ``overlay-node run`` on 127.0.0.1:0 with libp2p on
 # /ip4/127.0.0.1/tcp/0, in its own session, ready once ``HOME/node.json``
 # names it, log in ``HOME/daemon.log``). What the benches add on top: an
@@ -254,7 +254,7 @@ START_TIMEOUT_S = 60.0
 
 
 class NodeDaemon:
-    """One ``overlay-node run`` for ``home``, through ``node.launcher``."""
+    """One ``overlay-node run`` for ``home``, through ``node.cli.launcher``."""
 
     def __init__(self, home: Path, *, bootstrap: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
         self.home = home

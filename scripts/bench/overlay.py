@@ -42,7 +42,7 @@ Three sections, each printing the anchor and ours side by side with the ratio
     that knows several adverts, against the HTTP floor of the same server (a
     404 path, ``GET /v1/nowhere``), interleaved in blocks.
 
-Every daemon is started through ``node.launcher`` on 127.0.0.1 (API port 0,
+Every daemon is started through ``node.cli.launcher`` on 127.0.0.1 (API port 0,
 libp2p ``/ip4/127.0.0.1/tcp/0``), in its own process group, stopped with
 SIGTERM (then SIGKILL) when the script ends; every wait has a deadline. Run
 with the project venv:

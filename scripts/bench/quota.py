@@ -5,7 +5,7 @@
    work: admit, charge, finish) against GCRA, redis-cell's algorithm, written
    out in Python as the cheapest single-counter limiter. Goal >= 200 000
    decisions/s and p99 < 50 us per decision.
-2. Overshoot: the scenario runner (``protocols/quota_sim.py``), measured
+2. Overshoot: the scenario runner (``tests/sim/quota_sim.py``), measured
    overshoot / limit next to the stated bound; a plain CRDT counter with no
    coordination (the anchor's failure mode) would let every node admit up to
    the whole limit, up to N x.
@@ -36,7 +36,7 @@ from http_serve import LUA_DONE, require_tools, wrk_run
 
 from protocols.quota import Policy
 from protocols.quota_book import QuotaBook
-from protocols.quota_sim import SCENARIOS, run
+from tests.sim.quota_sim import SCENARIOS, run
 from protocols.usage_sync import PolicyRecord, Receipt, ReceiptRecord
 
 GOAL_RATE = 200_000

@@ -1,4 +1,4 @@
-"""What ``Node.run`` builds for the API, minus the overlay and the server."""
+"""A node's services and HTTP context as ``Node.run`` builds them, minus the overlay and the server."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import time
 from collections.abc import Callable
 
 from config import Settings
-from node.agents import AgentService
-from node.api import NodeContext
-from node.data_plane import DataPlane
 from node.home import init_home
-from node.quotas import QuotaService
+from node.http import NodeContext
+from node.node import build_services
 from protocols.quota import Window, window_bounds
 from storage import ContentStore
 
@@ -27,7 +25,4 @@ class Clock:
 
 def make_context(settings: Settings, content: ContentStore, clock: Callable[[], float] = time.time) -> NodeContext:
     identity, _ = init_home(settings.home)
-    data = DataPlane(content, read_size=50_000, cache_ttl_s=60)
-    data.quotas = QuotaService(identity, settings, content.meta, clock=clock)
-    data.agents = AgentService(settings, content, data.quotas, clock=clock)
-    return NodeContext(settings, identity, content, data, data.quotas, data.agents)
+    return NodeContext(build_services(settings, identity, content, None, clock=clock), api_url="")

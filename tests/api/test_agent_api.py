@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from config import Settings
-from node.api import NodeContext, create_app
+from node.http import NodeContext, create_app
 from storage import ContentStore
 from tests.api.context import Clock, make_context
 

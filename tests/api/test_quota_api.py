@@ -12,8 +12,9 @@ import pytest
 import trio
 
 from config import Settings
-from node.api import NodeContext, create_app
-from node.quotas import QuotaService
+from node.http import NodeContext, create_app
+from node.http.data import DataPlane
+from node.services.quotas import QuotaService
 from protocols.quota import Window
 from storage import ContentStore
 from tests.api.context import Clock
@@ -89,7 +90,7 @@ async def test_reads_are_charged_then_refused_with_429_until_the_hour_rolls(clie
 async def test_unknown_and_malformed_receipts(client: httpx.AsyncClient) -> None:
     url = f"/v1/streaming/data/{HASH}"
     r = await client.get(url, params={"receiptId": "nobody"})
-    assert r.status_code == 403 and r.json()["error"] == "unknown_receipt"
+    assert r.status_code == 404 and r.json()["error"] == "unknown_receipt"  # one status per code (was 403 here only)
     r = await client.get(url, params={"receiptId": "no such receipt"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_receipt_id"
     assert (await client.get("/v1/streaming/quotas/nobody")).status_code == 404
@@ -111,7 +112,7 @@ async def test_a_read_cut_short_is_charged_for_what_left(client: httpx.AsyncClie
 
     scope = {"type": "http", "method": "GET", "headers": [], "query_string": f"receiptId={rid}".encode(), "client": ("127.0.0.1", 1)}
     with pytest.raises(OSError):
-        await ctx.data.serve(scope, HASH, send, receive)
+        await DataPlane(ctx).serve(scope, HASH, send, receive)
     status = (await client.get(f"/v1/streaming/quotas/{rid}")).json()
     assert 0 < status["windows"]["hour"]["bytesUsed"] == sum(sent) < len(DATA)
     assert status["concurrent"]["activeStreams"] == 0 and status["performance"]["errorRate"] == 1.0
@@ -124,7 +125,7 @@ async def test_usage_and_records_survive_a_restart(settings: Settings, content: 
     rid = await setup_receipt(client, bytesPerHour=10**6)
     await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid})
     await ctx.quotas.flush()
-    again = QuotaService(ctx.identity, settings, content.meta, clock=clock)
+    again = QuotaService(ctx.identity, settings, content.meta, None, clock=clock)
     await again.load()
     assert again.book.usage(rid, clock())[Window.HOUR].bytes == 200_000
     assert again.book.policy_for(rid).name == "agents"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.launcher import Daemon, start
+from node.cli.launcher import Daemon, start
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

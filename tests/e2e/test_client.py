@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from node.cli.launcher import start
 from node.client import ApiFailure, AsyncNodeClient, NodeClient, _Auth
-from node.launcher import start
 from tests.e2e.conftest import Daemon, start_daemon
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from node.launcher import Daemon
+from node.cli.launcher import Daemon
 from tests.e2e.conftest import cli, start_daemon
 
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.agents import BandwidthShare
+from node.services.agents import BandwidthShare
 
 RATE = 1_000_000  # bytes/s
 PIECE = 100_000  # the bucket holds one piece (a tenth of a second)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +12,10 @@ import trio
 import trio.testing
 
 from config import Settings
-from node.chunk_service import ChunkClient, ChunkServer, RemoteError
+from node.errors import RemoteError, StreamClosed
+from node.home import init_home
+from node.services.chunks import ChunkClient, ChunkServer
+from node.services.quotas import QuotaService
 from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
 from protocols.manifest import Manifest
 from protocols.quota import Window
@@ -40,10 +44,15 @@ async def pieces() -> AsyncIterator[bytes]:
     yield DATA
 
 
+def quota_service(settings: Settings, content: ContentStore) -> QuotaService:
+    identity, _ = init_home(settings.home)
+    return QuotaService(identity, settings, content.meta, None, clock=time.time)
+
+
 @pytest.fixture
-async def server(content: ContentStore) -> ChunkServer:
+async def server(content: ContentStore, settings: Settings) -> ChunkServer:
     await content.ingest(pieces())
-    return ChunkServer(content, max_streams_per_peer=2, timeout_s=5)
+    return ChunkServer(content, quota_service(settings, content), max_streams_per_peer=2, timeout_s=5)
 
 
 def pair(nursery: trio.Nursery, server: ChunkServer, peer: str = "peer-a") -> ChunkClient:
@@ -121,8 +130,10 @@ async def test_a_bad_frame_closes_the_stream(server: ChunkServer) -> None:
         assert await left.receive_some(10) == b""
 
 
-async def test_a_frozen_peer_is_dropped_after_the_timeout(content: ContentStore, autojump_clock: trio.testing.MockClock) -> None:
-    server = ChunkServer(content, max_streams_per_peer=1, timeout_s=30)
+async def test_a_frozen_peer_is_dropped_after_the_timeout(
+    content: ContentStore, settings: Settings, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = ChunkServer(content, quota_service(settings, content), max_streams_per_peer=1, timeout_s=30)
     left, right = trio.testing.memory_stream_pair()
     with trio.fail_after(60):  # virtual time: the server gives up at 30 s
         await server.handle(Peer(right, "frozen"))
@@ -132,8 +143,6 @@ async def test_a_frozen_peer_is_dropped_after_the_timeout(content: ContentStore,
 
 async def test_a_client_vanishing_mid_reply_ends_only_its_stream(server: ChunkServer) -> None:
     """Through the libp2p handler wrapper: StreamClosed must not escape into libp2p."""
-    from node.p2p import StreamClosed
-
     digest = hashlib.sha256(DATA).digest()
 
     class Vanishing(Peer):
@@ -148,17 +157,14 @@ async def test_a_client_vanishing_mid_reply_ends_only_its_stream(server: ChunkSe
 
 
 async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(content: ContentStore, settings: Settings) -> None:
-    from node.home import init_home
-    from node.quotas import QuotaService
     from protocols.quota import Policy
     from protocols.usage_sync import Receipt
 
     m = (await content.ingest(pieces())).manifest
-    identity, _ = init_home(settings.home)
-    quotas = QuotaService(identity, settings, content.meta)
+    quotas = quota_service(settings, content)
     await quotas.put_policy(Policy("p", bytes_per_hour=m.chunk_length(0) + m.chunk_length(1), max_concurrent_streams=4))
     await quotas.put_receipt(Receipt("agent-1", "p"))
-    server = ChunkServer(content, max_streams_per_peer=2, timeout_s=5, quotas=quotas)
+    server = ChunkServer(content, quotas, max_streams_per_peer=2, timeout_s=5)
     digest = m.content_hash
     async with trio.open_nursery() as nursery:
         client = pair(nursery, server)

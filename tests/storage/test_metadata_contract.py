@@ -11,7 +11,9 @@ import pytest
 
 from protocols.manifest import Manifest
 from storage import MetadataStore
-from storage.metadata import PolicyRow, ReceiptRow, SessionRow, StreamRow, UsageWindowRow
+from protocols.quota import Policy
+from protocols.usage_sync import PolicyRecord
+from storage.metadata import ReceiptRow, SessionRow, StreamRow, UsageWindowRow
 from storage.postgres import PostgresMetadataStore
 from storage.sqlite import SqliteMetadataStore
 from tests.conftest import POSTGRES_URL
@@ -151,15 +153,14 @@ async def test_host_performance_accumulates_and_reports_the_latest(meta: Metadat
     assert (mine.successful_requests, mine.failed_requests, mine.bytes_served) == (8, 1, 800)
 
 
-def _policy(name: str, version: int, record: bytes) -> PolicyRow:
-    return PolicyRow(
-        name, "d", 1000, None, None, 10, None, None, 2, 1.5, 0, 5, None, '["video/*"]', 1.0, False, True, "ab", version, record, 1.0
-    )
+def _policy(name: str, version: int) -> PolicyRecord:
+    policy = Policy(name, 1000, None, None, 10, None, None, 2, 1.5, 0, 5, None, ("video/*",), 1.0, False, True)
+    return PolicyRecord(b"\xab", version, policy, "d")
 
 
 async def test_policies_and_receipts_are_replaced_by_key(meta: MetadataStore) -> None:
-    await meta.put_policy(_policy("gold", 1, b"p1"))
-    await meta.put_policy(_policy("gold", 2, b"p2"))
+    await meta.put_policy(_policy("gold", 1), b"p1", 1.0)
+    await meta.put_policy(_policy("gold", 2), b"p2", 1.0)
     await meta.put_receipt(ReceiptRow("r-1", "", "gold", "standard", 1, "{}", "ab", 1, b"r1", 5.0))
     assert await meta.quota_records() == [b"p2", b"r1"]
 

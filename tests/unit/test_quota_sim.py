@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.quota_sim import SCENARIOS, Scenario, run
+from tests.sim.quota_sim import SCENARIOS, Scenario, run
 
 BY_NAME = {s.name: s for s in SCENARIOS}
 WITHIN_BOUND = [

@@ -1,8 +1,4 @@
-"""``overlay-node``: run a node and use it from the shell.
-
-Bad input gets one clear line on stderr and a non-zero exit code: 1 for a
-failed operation, 2 for a usage error.
-"""
+"""The ``overlay-node`` commands, one function each (``main`` parses and dispatches)."""
 
 from __future__ import annotations
 
@@ -20,16 +16,17 @@ from typing import Any
 
 import trio
 
-from config import ConfigError, load_settings, resolve_home
+from config import load_settings
 from node import __version__
-from node.client import ApiFailure, ConnectionLost, NodeClient, NodeUnavailable, find_api
-from node.home import HomeBusy, hold_home, init_home
-from node.identity import IdentityError, load_identity
+from node.client import NodeClient, NodeUnavailable, find_api
+from node.errors import IdentityError
+from node.home import hold_home, init_home
+from node.identity import load_identity
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import valid_content_type
 from protocols.uhrp import parse_content_id, url_for_hash
 
-__all__ = ["main"]
+__all__ = ["CliError", "POLICY_OPTIONS", "size"]
 
 
 class CliError(Exception):
@@ -95,7 +92,7 @@ def _parse_bind(text: str) -> tuple[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from node.node import Node
+    from node.node import Node  # the daemon: libp2p and the web stack load only for `run`
 
     overrides: dict[str, Any] = {}
     if args.bind:
@@ -240,7 +237,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     """A byte count: digits with an optional K, M, G or T (powers of 1024), e.g. 10G."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1] if t and t[-1] in _UNITS else ""
@@ -250,19 +247,19 @@ def _size(text: str) -> int:
     return int(number) * _UNITS[unit]
 
 
-_POLICY_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+POLICY_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # option: (body field, type)
-    "bytes_per_hour": ("bytesPerHour", _size),
-    "bytes_per_day": ("bytesPerDay", _size),
-    "bytes_per_month": ("bytesPerMonth", _size),
+    "bytes_per_hour": ("bytesPerHour", size),
+    "bytes_per_day": ("bytesPerDay", size),
+    "bytes_per_month": ("bytesPerMonth", size),
     "requests_per_hour": ("requestsPerHour", int),
     "requests_per_day": ("requestsPerDay", int),
     "requests_per_month": ("requestsPerMonth", int),
     "max_streams": ("maxConcurrentStreams", int),
     "max_bandwidth_mbps": ("maxBandwidthMbps", float),
-    "burst_bytes": ("burstBytesAllowance", _size),
+    "burst_bytes": ("burstBytesAllowance", size),
     "burst_minutes": ("burstDurationMinutes", int),
-    "max_file_size": ("maxFileSizeBytes", _size),
+    "max_file_size": ("maxFileSizeBytes", size),
     "agent_multiplier": ("agentMultiplier", float),
     "price_per_gb": ("pricePerGbSatoshis", int),
 }
@@ -279,7 +276,7 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         "isActive": not args.inactive,
         "agentPriorityBoost": args.priority_boost,
     }
-    body |= {field: getattr(args, opt) for opt, (field, _) in _POLICY_OPTIONS.items() if getattr(args, opt) is not None}
+    body |= {field: getattr(args, opt) for opt, (field, _) in POLICY_OPTIONS.items() if getattr(args, opt) is not None}
     if args.content_type:
         body["allowedContentTypes"] = args.content_type
     with _client(args) as client:
@@ -339,115 +336,3 @@ def cmd_session_show(args: argparse.Namespace) -> None:
         f"receipt   {s.get('receiptId') or '-'}",
     ]
     _print(args, s, "\n".join(lines))
-
-
-# -- argument parsing ----------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="overlay-node", description="A content node for a BSV overlay network (UHRP).")
-    p.add_argument("--home", help="data dir (env OVERLAY_NODE_HOME, default ~/.overlay-node)")
-    p.add_argument("--api", help="URL of a running node's API (default: from HOME/node.json)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--version", action="version", version=f"overlay-node {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("init", help="create the data dir: identity key and default config").set_defaults(fn=cmd_init)
-
-    run = sub.add_parser("run", help="run the node daemon")
-    run.add_argument("--api", dest="bind", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:8700; port 0 picks one)")
-    run.add_argument("--listen", action="append", metavar="MULTIADDR", help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)")
-    run.add_argument("--bootstrap", action="append", metavar="MULTIADDR", help="peer to join through, ending in /p2p/<id> (repeatable)")
-    run.set_defaults(fn=cmd_run)
-
-    add = sub.add_parser("add", help="add a file; prints its UHRP URL")
-    add.add_argument("file", type=Path)
-    add.add_argument("--content-type", help="media type (default application/octet-stream)")
-    add.add_argument("--no-pin", action="store_true", help="store as cache (may be evicted) instead of pinned")
-    add.set_defaults(fn=cmd_add)
-
-    get = sub.add_parser("get", help="download content by hash or UHRP URL")
-    get.add_argument("content", metavar="HASH|URL")
-    get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
-    get.set_defaults(fn=cmd_get)
-
-    ls = sub.add_parser("ls", help="list stored content")
-    ls.add_argument("--limit", type=int, default=1000)
-    ls.set_defaults(fn=cmd_ls)
-
-    rm = sub.add_parser("rm", help="delete content")
-    rm.add_argument("content", metavar="HASH|URL")
-    rm.set_defaults(fn=cmd_rm)
-
-    sub.add_parser("status", help="show the running node's identity and storage").set_defaults(fn=cmd_status)
-
-    policy = sub.add_parser("policy", help="quota policies (replicated to the overlay)")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
-    pset = policy_sub.add_parser("set", help="create or update a policy (sizes like 500M, 10G)")
-    pset.add_argument("name")
-    for opt, (_, kind) in _POLICY_OPTIONS.items():
-        pset.add_argument("--" + opt.replace("_", "-"), type=kind)
-    pset.add_argument("--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)")
-    pset.add_argument("--description", default="")
-    pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")
-    pset.add_argument("--priority-boost", action="store_true", help="its agents' priority sessions get bandwidth first")
-    pset.set_defaults(fn=cmd_policy_set)
-    policy_sub.add_parser("ls", help="list policies").set_defaults(fn=cmd_policy_ls)
-
-    receipt = sub.add_parser("receipt", help="receipts: who may read, under which policy")
-    receipt_sub = receipt.add_subparsers(dest="receipt_command", required=True, metavar="ACTION")
-    rnew = receipt_sub.add_parser("new", help="issue a receipt; prints its id")
-    rnew.add_argument("policy")
-    rnew.add_argument("--id", help="receipt id (default: a new UUID)")
-    rnew.add_argument("--identity-key", help="hex identity key of the holder")
-    rnew.add_argument("--tier", default="standard")
-    rnew.add_argument("--streams", type=int, help="concurrent streams allowed")
-    rnew.set_defaults(fn=cmd_receipt_new)
-    rshow = receipt_sub.add_parser("show", help="quota status of a receipt across the overlay")
-    rshow.add_argument("id")
-    rshow.set_defaults(fn=cmd_receipt_show)
-
-    session = sub.add_parser("session", help="streaming sessions: reads counted together, with progress")
-    session_sub = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
-    snew = session_sub.add_parser("new", help="open a session for content; prints its id")
-    snew.add_argument("content", metavar="HASH|URL")
-    snew.add_argument("--receipt", help="charge the session's reads to this receipt")
-    snew.add_argument("--agent", help="the agent's id (for its analytics)")
-    snew.add_argument("--type", choices=("standard", "priority", "bulk"), default="standard")
-    snew.set_defaults(fn=cmd_session_new)
-    sshow = session_sub.add_parser("show", help="a session's status and progress")
-    sshow.add_argument("id")
-    sshow.set_defaults(fn=cmd_session_show)
-
-    get.add_argument("--receipt", help="charge the read to this receipt")
-    get.add_argument("--session", help="count the read toward this session")
-    for parser in (*(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")), pset, policy_sub.choices["ls"], rnew, rshow, snew, sshow):
-        parser.add_argument("--json", action="store_true", help="print JSON")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.json = getattr(args, "json", False)
-    args.home = resolve_home(args.home)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("libp2p").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    try:
-        args.fn(args)
-    except (CliError, ConfigError, IdentityError, HomeBusy, NodeUnavailable, ConnectionLost, ApiFailure, InvalidUhrpUrl) as exc:
-        print(f"overlay-node: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 141
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

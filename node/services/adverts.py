@@ -9,41 +9,46 @@
   delivers or forwards a message; what passes goes into the ``AdvertCache``.
   Every drop is counted by reason.
 - Anti-entropy: gossip is lossy and a node may join late, so on every new
-  connection the node pulls the peer's live adverts over
-  ``/uhrp-overlay/adverts/1.0.0`` (a stream of length-prefixed messages).
+  connection the node pulls the peer's live adverts over ``ids.ADVERT_SYNC``
+  (a stream of frames).
+- Stopping: gossipsub's publish only queues a message (py-libp2p writes it
+  later, from another task), so a node that stops right after a delete would
+  take the withdrawal with it. ``push_withdrawals`` sends this run's
+  withdrawals straight to every connected peer over ``ids.ADVERT_PUSH`` and
+  waits until each has applied them.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 import trio
 import trio.lowlevel
 
 from config import P2pConfig
+from node.errors import PeerUnreachable, StreamClosed
 from node.identity import Identity
-from node.p2p import P2P, PeerUnreachable, Stream, StreamClosed
+from node.p2p import P2P, Stream
+from node.services.streams import FrameReader, send_frame
+from protocols import ids
 from protocols.advert import MAX_MESSAGE_BYTES, Advert, InvalidAdvert, OverlayAdvert, Withdrawal, decode_message
 from protocols.advert_cache import MAX_FUTURE_EXPIRY_S, AdvertCache
+from protocols.framing import FrameError, FrameTooLarge
 from protocols.manifest import Manifest
 from protocols.uhrp import url_for_hash
 from storage import ContentStore
 
-__all__ = ["AdvertService", "TOPIC", "SYNC_PROTOCOL"]
+__all__ = ["AdvertService"]
 
 log = logging.getLogger("overlay_node.adverts")
-TOPIC = "tm_uhrp"
-SYNC_PROTOCOL = "/uhrp-overlay/adverts/1.0.0"
-_HEADER = struct.Struct(">I")
 _PUBLISH_QUEUE = 4096
 _PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts; 100 messages/s is safe (measured)
 _SYNC_MAX_BYTES = 64 << 20
-_PRUNE_EVERY_S = 60.0
 _LIST_PAGE = 1000
+_WITHDRAWALS_KEPT = 4096  # this run's withdrawals, pushed to peers at stop
 
 
 class AdvertService:
@@ -55,7 +60,7 @@ class AdvertService:
         cache: AdvertCache,
         config: P2pConfig,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
     ) -> None:
         self.identity = identity
         self.p2p = p2p
@@ -67,6 +72,8 @@ class AdvertService:
         # (is a withdrawal, encoded message)
         self._outbox, self._outbox_recv = trio.open_memory_channel[tuple[bool, bytes]](_PUBLISH_QUEUE)
         self.last_refresh = 0.0
+        self._withdrawals: OrderedDict[bytes, bytes] = OrderedDict()  # content hash -> encoded, newest last
+        # Watched from before the host connects, so every peer is synced with.
         self._connections = p2p.watch_connections()
 
     # -- what others see ---------------------------------------------------
@@ -95,7 +102,12 @@ class AdvertService:
         self._queue(OverlayAdvert.create(key, advert, tuple(self.p2p.addrs), self._sequence()))
 
     def withdraw(self, content_hash: bytes) -> None:
-        self._queue(Withdrawal.create(self.identity.private_key.secret, content_hash, self._sequence()))
+        withdrawal = Withdrawal.create(self.identity.private_key.secret, content_hash, self._sequence())
+        self._withdrawals[content_hash] = withdrawal.encode()
+        self._withdrawals.move_to_end(content_hash)
+        while len(self._withdrawals) > _WITHDRAWALS_KEPT:
+            self._withdrawals.popitem(last=False)
+        self._queue(withdrawal)
 
     # -- what we accept ----------------------------------------------------
 
@@ -124,8 +136,6 @@ class AdvertService:
     # -- services ------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.p2p.set_validator(TOPIC, self.validate)
-        self.p2p.set_handler(SYNC_PROTOCOL, self._serve_sync)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._publish_loop)
             nursery.start_soon(self._receive_loop)
@@ -138,23 +148,64 @@ class AdvertService:
             await self._publish(data)
 
     async def _publish(self, data: bytes) -> None:
-        await self.p2p.publish(TOPIC, data)
+        await self.p2p.publish(ids.ADVERT_TOPIC, data)
         self.counters["published"] += 1
         await trio.sleep(_PUBLISH_GAP_S)
 
-    async def drain(self) -> None:
-        """Before stopping: publish the withdrawals still queued (adverts from
-        a node that is going away can wait for its return)."""
+    async def push_withdrawals(self) -> None:
+        """Before stopping: gossip the withdrawals still queued (adverts from a
+        node that is going away can wait for its return), then push this run's
+        withdrawals to every connected peer and wait for each to apply them."""
         while True:
             try:
                 withdrawal, data = self._outbox_recv.receive_nowait()
             except trio.WouldBlock:
-                return
+                break
             if withdrawal:
                 await self._publish(data)
+        messages = list(self._withdrawals.values())
+        if messages:
+            async with trio.open_nursery() as nursery:
+                for peer in self.p2p.connected_peers():
+                    nursery.start_soon(self._push_to, peer, messages)
+
+    async def _push_to(self, peer: str, messages: list[bytes]) -> None:
+        timeout = self.config.stream_timeout_s
+        try:
+            stream = await self.p2p.open_stream(peer, ids.ADVERT_PUSH)
+        except PeerUnreachable as exc:
+            log.info("withdrawals to %s: %s", peer, exc)
+            return
+        try:
+            for data in [*messages, b""]:  # an empty frame ends the push
+                await send_frame(stream, data, max_frame=MAX_MESSAGE_BYTES, timeout_s=timeout)
+            if await FrameReader(stream, max_frame=0, timeout_s=timeout).next() is None:
+                raise StreamClosed("the peer closed the stream before acknowledging")
+            self.counters["pushed_to_peers"] += 1
+        except (StreamClosed, FrameError, trio.TooSlowError) as exc:
+            log.info("withdrawals to %s were not acknowledged: %s", peer, exc)
+        finally:
+            await stream.aclose()
+
+    async def serve_push(self, stream: Stream) -> None:
+        """``ids.ADVERT_PUSH``: a stopping peer's withdrawals (checked as gossip
+        is), acknowledged with an empty frame once applied."""
+        frames = FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self.config.stream_timeout_s)
+        try:
+            for _ in range(_WITHDRAWALS_KEPT + 1):
+                data = await frames.next()
+                if data is None:
+                    return
+                if not data:
+                    await send_frame(stream, b"", max_frame=0, timeout_s=self.config.stream_timeout_s)
+                    return
+                self._take(data)
+            self.counters["invalid"] += 1  # more than any node pushes
+        except (FrameError, trio.TooSlowError) as exc:
+            log.info("withdrawals from %s: %s", stream.remote_peer, exc)
 
     async def _receive_loop(self) -> None:
-        async for data in self.p2p.subscribe(TOPIC):
+        async for data in self.p2p.subscribe(ids.ADVERT_TOPIC):
             self._take(data)
 
     async def _refresh_loop(self) -> None:
@@ -178,42 +229,33 @@ class AdvertService:
 
     async def _pull_from(self, peer: str) -> None:
         try:
-            stream = await self.p2p.open_stream(peer, SYNC_PROTOCOL)
+            stream = await self.p2p.open_stream(peer, ids.ADVERT_SYNC)
         except PeerUnreachable as exc:
             log.debug("anti-entropy with %s: %s", peer, exc)
             return
-        buf, total = bytearray(), 0
+        frames = FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self.config.stream_timeout_s)
+        total = 0
         try:
-            while True:
-                with trio.fail_after(self.config.stream_timeout_s):
-                    data = await stream.receive_some()
-                if not data:
-                    break
+            while (data := await frames.next()) is not None:
                 total += len(data)
                 if total > _SYNC_MAX_BYTES:
                     log.info("anti-entropy with %s: more than %d bytes; stopped", peer, _SYNC_MAX_BYTES)
                     break
-                buf += data
-                while len(buf) >= _HEADER.size:
-                    (n,) = _HEADER.unpack_from(buf)
-                    if n > MAX_MESSAGE_BYTES:
-                        self.counters["invalid"] += 1
-                        return
-                    if len(buf) < _HEADER.size + n:
-                        break
-                    self._take(bytes(buf[_HEADER.size : _HEADER.size + n]))
-                    del buf[: _HEADER.size + n]
+                self._take(data)
             self.counters["synced_from_peers"] += 1
+        except FrameTooLarge:
+            self.counters["invalid"] += 1
+        except FrameError as exc:
+            log.info("anti-entropy with %s: %s", peer, exc)
         except trio.TooSlowError:
             log.info("anti-entropy with %s timed out", peer)
         finally:
             await stream.aclose()
 
-    async def _serve_sync(self, stream: Stream) -> None:
+    async def serve_sync(self, stream: Stream) -> None:
+        """``ids.ADVERT_SYNC``: this node's view of the live adverts, for a newly connected peer."""
         try:
             for message in self.cache.live(self.clock()):
-                data = message.encode()
-                with trio.fail_after(self.config.stream_timeout_s):
-                    await stream.send_all(_HEADER.pack(len(data)) + data)
+                await send_frame(stream, message.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.config.stream_timeout_s)
         except (StreamClosed, trio.TooSlowError):
             pass

@@ -7,43 +7,44 @@ served by this same handler, so the OpenAPI document describes it.
 
 Content is immutable and named by its hash, so the ETag is the hash, caches
 may keep it, and ``If-None-Match`` / ``If-Range`` are exact comparisons.
+A request is checked whole before its response starts (``_prepare``), so
+every refusal is a JSON error; once bytes flow, a failure can only cut the
+body short.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import trio
 
-from protocols.errors import InvalidRange, InvalidUhrpUrl
+from node.errors import InvalidReceiptId, NodeError, NotAvailable, NotHeld
+from node.http.context import NodeContext
+from node.http.errors import Headers, Send, send_error
+from protocols.agent_session import AgentSession
+from protocols.errors import InvalidRange, ProtocolError
 from protocols.manifest import Manifest
-from protocols.ranges import Unsatisfiable, parse_range
+from protocols.quota_book import Served, Ticket
+from protocols.ranges import ByteRange, Unsatisfiable, parse_range
 from protocols.uhrp import parse_content_id
-from protocols.usage_sync import valid_receipt_id as _valid_receipt
-from storage import ContentStore, Mismatch
+from protocols.usage_sync import valid_receipt_id
+from storage import Mismatch, StorageError
 
 if TYPE_CHECKING:
-    from node.agents import AgentService
-    from node.fetch import Download
-    from node.quotas import QuotaService
-    from protocols.agent_session import AgentSession
-    from protocols.quota_book import Ticket
+    from node.services.fetch import Download
 
-__all__ = ["DataPlane", "DATA_PREFIX", "json_response"]
+__all__ = ["DataPlane"]
 
-DATA_PREFIX = "/v1/streaming/data/"
 _MANIFEST_CACHE = 4096
 
 Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Emit = Callable[[bytes | bytearray, bool], Awaitable[None]]
 
@@ -61,35 +62,45 @@ async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def json_response(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class _Refused(Exception):
+    """A refusal that carries response headers (416's ``Content-Range``)."""
+
+    def __init__(self, error: Exception, headers: Headers) -> None:
+        self.error, self.headers = error, headers
+
+
+@dataclass
+class _Read:
+    """A request that passed every check: what to send, and who is charged."""
+
+    digest: bytes
+    manifest: Manifest
+    range: ByteRange | None
+    common: Headers
+    session: AgentSession | None
+    receipt_id: str | None
+    identity: str | None
+    download: Download | None
+    not_modified: bool = False
+
+    @property
+    def start(self) -> int:
+        return self.range.start if self.range else 0
+
+    @property
+    def stop(self) -> int:
+        return self.range.end + 1 if self.range else self.manifest.size
 
 
 class DataPlane:
-    def __init__(self, content: ContentStore, *, read_size: int, cache_ttl_s: int) -> None:
-        self.content = content
-        self.read_size = read_size
-        self.cache_control = f"public, max-age={cache_ttl_s}, immutable".encode()
+    def __init__(self, ctx: NodeContext) -> None:
+        self.content = ctx.content
+        self.quotas = ctx.quotas
+        self.agents = ctx.agents
+        self.fetcher = ctx.fetcher
+        self.read_size = ctx.settings.streaming.read_size_kb * 1024
+        self.cache_control = f"public, max-age={ctx.settings.delivery.cdn_cache_ttl_seconds}, immutable".encode()
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
-        # Set when the node is on an overlay: starts (or joins) the download
-        # of content it lacks.
-        self.download: Callable[[bytes], Download] | None = None
-        # Reads with ?receiptId= are admitted and charged here.
-        self.quotas: QuotaService | None = None
-        # Reads with ?sessionId= count toward an agent session.
-        self.agents: AgentService | None = None
 
     def forget(self, digest: bytes) -> None:
         """Drop a cached manifest (the content was deleted)."""
@@ -107,150 +118,118 @@ class DataPlane:
             self._manifests.popitem(last=False)
         return record.manifest
 
-    async def _download(self, digest: bytes, send: Send) -> Download | None:
-        """Start or join a download; None (request answered) if no manifest comes."""
-        from node.fetch import NotAvailable  # node.fetch imports libp2p; load it only when used
-
-        assert self.download is not None
-        download = self.download(digest)
-        try:
-            await download.wait_manifest()
-            return download
-        except NotAvailable as exc:
-            await json_response(send, 404, {"error": "not_found", "message": f"not held here and {exc}"})
-        except Mismatch as exc:
-            await json_response(send, 502, {"error": "fetch_failed", "message": f"fetching {digest.hex()} failed: {exc}"})
-        return None
-
     async def serve(self, scope: Scope, content_id: str, send: Send, receive: Receive | None = None) -> None:
         try:
-            digest = parse_content_id(content_id)
-        except InvalidUhrpUrl as exc:
-            await json_response(send, 400, {"error": "invalid_content_id", "message": f"{content_id!r}: {exc}"})
+            read = await self._prepare(scope, content_id)
+            ticket = await self._admit(read, scope["method"])
+        except _Refused as refused:
+            await send_error(send, refused.error, refused.headers)
             return
+        except (NodeError, ProtocolError, StorageError) as exc:
+            await send_error(send, exc)
+            return
+        if read.not_modified:
+            await send({"type": "http.response.start", "status": 304, "headers": read.common})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self._respond(read, ticket, scope, send, receive)
+
+    def _common(self, etag: bytes) -> Headers:
+        return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control)]
+
+    async def _prepare(self, scope: Scope, content_id: str) -> _Read:
+        """Every check a read must pass before its response starts."""
+        digest = parse_content_id(content_id)
         receipt_id, session_id, range_param = _params(scope)
-        if receipt_id is not None and not _valid_receipt(receipt_id):
-            await json_response(send, 400, {"error": "invalid_receipt_id", "message": f"{receipt_id!r} is not a receipt id"})
-            return
-        identity = scope.get("overlay.identity")  # set by node.auth for authenticated requests
+        if receipt_id is not None and not valid_receipt_id(receipt_id):
+            raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")
+        identity = scope.get("overlay.identity")  # set by node.http.auth for authenticated requests
         session = None
         if session_id is not None:
-            refusal = await self._session(session_id, digest, receipt_id, identity)
-            if isinstance(refusal, tuple):
-                await json_response(send, refusal[0], {"error": refusal[1], "message": refusal[2]})
-                return
-            session = refusal
+            session = await self.agents.session_for_read(session_id, digest, receipt_id, identity)
             receipt_id = session.receipt_id
         manifest = await self._manifest(digest)
         download = None
-        if manifest is None and self.download is not None:
-            download = await self._download(digest, send)
-            if download is None:
-                if session is not None and self.agents is not None:
+        if manifest is None and self.fetcher is not None:
+            download = self.fetcher.start(digest)
+            try:
+                manifest = await download.wait_manifest()
+            except (NotAvailable, Mismatch) as exc:
+                if session is not None:
                     session.request_ended(error=True, unavailable=True, failovers=0, now=self.agents.clock())
                     self.agents.keep(session)
-                return
-            manifest = download.manifest
+                if isinstance(exc, NotAvailable):
+                    raise NotAvailable(f"not held here and {exc}") from None
+                raise Mismatch(f"fetching {digest.hex()} failed: {exc}") from None
         if manifest is None:
-            await json_response(send, 404, {"error": "not_found", "message": f"content {digest.hex()} is not held by this node"})
-            return
+            raise NotHeld(f"content {digest.hex()} is not held by this node")
+
         request_headers = dict(scope["headers"])
         etag = f'"{digest.hex()}"'.encode()
-        common = [
-            (b"etag", etag),
-            (b"accept-ranges", b"bytes"),
-            (b"cache-control", self.cache_control),
-        ]
+        read = _Read(digest, manifest, None, self._common(etag), session, receipt_id, identity, download)
         inm = request_headers.get(b"if-none-match")
         if inm is not None and (inm.strip() == b"*" or etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]):
-            await send({"type": "http.response.start", "status": 304, "headers": common})
-            await send({"type": "http.response.body", "body": b""})
-            return
-
+            read.not_modified = True
+            return read
         size = manifest.size
         raw_range = request_headers.get(b"range")
         if raw_range is None and range_param:
             # For clients that cannot send a Range header (AuthFetch signs only a few headers).
             raw_range = (range_param if range_param.startswith("bytes=") else f"bytes={range_param}").encode("latin-1", "replace")
         if_range = request_headers.get(b"if-range")
-        try:
-            rng = None if raw_range is None or (if_range is not None and if_range.strip() != etag) else parse_range(raw_range.decode("latin-1"), size)
-        except InvalidRange:
-            rng = None  # RFC 9110: a server may ignore a Range it cannot parse
-        except Unsatisfiable:
-            await json_response(
-                send,
-                416,
-                {"error": "range_not_satisfiable", "message": f"range {raw_range.decode('latin-1')!r} is outside {size} bytes"},  # type: ignore[union-attr]
-                [(b"content-range", f"bytes */{size}".encode()), *common],
-            )
-            return
-
-        start, stop = (rng.start, rng.end + 1) if rng else (0, size)
-        ticket = None
-        if session is None and receipt_id is None and identity is not None and self.quotas is not None:
-            receipt_id = self.quotas.receipt_for(identity)
-        if receipt_id is not None and self.quotas is not None and scope["method"] == "GET":
-            from node.quotas import NotYourReceipt, QuotaDenied, UnknownReceipt
-
+        rng = None
+        if raw_range is not None and (if_range is None or if_range.strip() == etag):
             try:
-                ticket = await self.quotas.admit(
-                    receipt_id,
-                    nbytes=stop - start,
-                    content_size=size,
-                    content_type=manifest.content_type,
-                    identity=identity,
-                    agent=session is not None,
-                )
-            except QuotaDenied as exc:
-                retry = [(b"retry-after", str(math.ceil(exc.retry_after_s)).encode())] if exc.retry_after_s else []
-                await json_response(send, 429, exc.body(), retry)
-                return
-            except UnknownReceipt as exc:
-                await json_response(send, 403, {"error": "unknown_receipt", "message": str(exc)})
-                return
-            except NotYourReceipt as exc:
-                await json_response(send, 403, {"error": "receipt_not_yours", "message": str(exc)})
-                return
+                rng = parse_range(raw_range.decode("latin-1"), size)
+            except InvalidRange:
+                pass  # RFC 9110: a server may ignore a Range it cannot parse
+            except Unsatisfiable:
+                message = f"range {raw_range.decode('latin-1')!r} is outside {size} bytes"
+                raise _Refused(Unsatisfiable(message), [(b"content-range", f"bytes */{size}".encode()), *read.common]) from None
+        read.range = rng
+        if session is None and receipt_id is None and identity is not None:
+            read.receipt_id = self.quotas.receipt_for(identity)
+        return read
+
+    async def _admit(self, read: _Read, method: str) -> Ticket | None:
+        """A GET charged to a receipt is admitted (or refused) before it starts."""
+        if read.receipt_id is None or method != "GET" or read.not_modified:
+            return None
+        return await self.quotas.admit(
+            read.receipt_id,
+            nbytes=read.stop - read.start,
+            content_size=read.manifest.size,
+            content_type=read.manifest.content_type,
+            identity=read.identity,
+            agent=read.session is not None,
+        )
+
+    async def _respond(self, read: _Read, ticket: Ticket | None, scope: Scope, send: Send, receive: Receive | None) -> None:
+        manifest, start, stop = read.manifest, read.start, read.stop
         headers = [
             (b"content-type", manifest.content_type.encode()),
             (b"content-length", str(stop - start).encode()),
-            *common,
+            *read.common,
         ]
-        if rng:
-            headers.append((b"content-range", rng.content_range(size).encode()))
-        await send({"type": "http.response.start", "status": 206 if rng else 200, "headers": headers})
+        if read.range:
+            headers.append((b"content-range", read.range.content_range(manifest.size).encode()))
+        await send({"type": "http.response.start", "status": 206 if read.range else 200, "headers": headers})
+        session = read.session
         if session is not None:
-            session.total_bytes = size  # the manifest's word over an advert's
+            session.total_bytes = manifest.size  # the manifest's word over an advert's
         if scope["method"] == "HEAD" or start == stop:
             await send({"type": "http.response.body", "body": b""})
             if ticket is not None or session is not None:
-                assert self.quotas is not None  # a ticket or a session means quotas are wired
-                self._finish(ticket, session, scope, digest, self.quotas.clock(), 0, 0, None, False, download)
+                self._finish(ticket, session, scope, read.digest, self.quotas.clock(), 0, 0, None, False, read.download)
             return
         if ticket is None and session is None:
 
             async def emit(piece: bytes | bytearray, more: bool) -> None:
                 await send({"type": "http.response.body", "body": piece, "more_body": more})
 
-            await self._body(manifest, start, stop, download, emit)
+            await self._body(manifest, start, stop, read.download, emit)
             return
-        await self._tracked(ticket, session, scope, send, receive, manifest, start, stop, download)
-
-    async def _session(self, session_id: str, digest: bytes, receipt_id: str | None, identity: str | None) -> AgentSession | tuple[int, str, str]:
-        """The session a read names, or why it may not use it (status, code, message)."""
-        if self.agents is None or not self.agents.settings.agent.streaming_enabled:
-            return 404, "agent_streaming_disabled", "agent sessions are off on this node (AGENT_STREAMING_ENABLED)"
-        session = await self.agents.lookup(session_id) if _valid_receipt(session_id) else None
-        if session is None:
-            return 404, "unknown_session", f"no session {session_id!r} on this node"
-        if session.identity_key and session.identity_key != identity:
-            return 403, "session_not_yours", "the session belongs to another identity; authenticate as its holder"
-        if session.content_hash != digest:
-            return 400, "wrong_content", f"session {session_id!r} is for content {session.content_hash.hex()}"
-        if receipt_id is not None and receipt_id != session.receipt_id:
-            return 400, "receipt_mismatch", f"session {session_id!r} is charged to receipt {session.receipt_id!r}"
-        return session
+        await self._tracked(ticket, session, scope, send, receive, manifest, start, stop, read.download)
 
     async def _tracked(
         self,
@@ -269,9 +248,8 @@ class DataPlane:
         toward the session as it leaves; a client that goes away is charged
         for what it got."""
         quotas, agents, began = self.quotas, self.agents, time.monotonic()
-        assert quotas is not None and (session is None or agents is not None)
         started_at = quotas.clock()
-        if session is not None and agents is not None:
+        if session is not None:
             session.sending(agents.clock())
         first_byte: list[float] = []
         sent = [start]  # the next offset to go out
@@ -286,14 +264,14 @@ class DataPlane:
         def count(n: int) -> None:
             if ticket is not None:
                 quotas.sent(ticket, n)
-            if session is not None and agents is not None:
+            if session is not None:
                 session.delivered(sent[0], n, agents.clock())
             sent[0] += n
 
         async def emit(piece: bytes | bytearray, more: bool) -> None:
             if ticket is not None:
                 await quotas.pace(ticket, len(piece))
-            if session is not None and agents is not None:
+            if session is not None:
                 await agents.share.take(session.bandwidth_class, len(piece))
             if not more:
                 # The stream's slot is free before the client can see the
@@ -307,7 +285,7 @@ class DataPlane:
             if more:
                 count(len(piece))
 
-        share = agents.share.reading(session.bandwidth_class) if session is not None and agents is not None else contextlib.nullcontext()
+        share = agents.share.reading(session.bandwidth_class) if session is not None else contextlib.nullcontext()
         try:
             with share:
                 async with trio.open_nursery() as nursery:
@@ -333,9 +311,6 @@ class DataPlane:
         error: bool,
         download: Download | None,
     ) -> None:
-        from node.quotas import Served
-
-        assert self.quotas is not None
         client = scope.get("client") or ("", 0)
         who = hashlib.sha256(str(client[0]).encode()).hexdigest()[:16]
         failovers = download.failovers if download is not None else 0
@@ -355,7 +330,7 @@ class DataPlane:
             self.quotas.finish(ticket, served)
         else:
             self.quotas.record(served, None, started_at, sent, requested)
-        if session is not None and self.agents is not None:
+        if session is not None:
             unavailable = download is not None and download.error is not None
             session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())
             self.agents.keep(session)

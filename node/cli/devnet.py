@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from node.launcher import Daemon, LaunchError, start, stop_all
+from node.cli.launcher import Daemon, LaunchError, start, stop_all
 
 __all__ = ["main"]
 

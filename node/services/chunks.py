@@ -1,10 +1,11 @@
-"""The chunk protocol over a ``Stream``: the server side and a client.
+"""The chunk protocol (``ids.CHUNK``) over a ``Stream``: the server side and a client.
 
 Server: one task per inbound stream answers requests in order, shaped by the
-node's upload cap (``p2p.upload_limit_mib_s``). A peer may
-hold at most ``max_streams_per_peer`` streams at once (more get ``busy``),
-and every read from the peer has a deadline, so a frozen peer costs one slot
-for at most ``stream_timeout_s``.
+node's upload cap (``p2p.upload_limit_mib_s``). A peer may hold at most
+``max_streams_per_peer`` streams at once (more get ``busy``), and every read
+from the peer has a deadline, so a frozen peer costs one slot for at most
+``stream_timeout_s``. A request that cannot be served gets the error's
+chunk-wire code from ``node.errors`` and ends only that request.
 
 Client: ``ChunkClient`` pipelines requests on one stream and returns bytes
 exactly as the server sent them; verifying them is the fetcher's job.
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import trio
 
+from node.errors import BadRequest, Busy, NodeError, NotHeld, RemoteError, StreamClosed, describe
 from node.p2p import Stream, identity_of
-from node.quotas import NotYourReceipt, QuotaDenied, QuotaService, Served, UnknownReceipt
+from node.services.quotas import QuotaService
+from node.services.streams import FrameReader
 from protocols.chunk_wire import (
+    MAX_FRAME,
     ChunkReply,
-    ErrorCode,
     ErrorReply,
-    FrameDecoder,
     GetChunks,
     GetHave,
     GetManifest,
@@ -32,35 +34,31 @@ from protocols.chunk_wire import (
     ManifestReply,
     Message,
     WireError,
+    decode,
     encode,
 )
+from protocols.errors import ProtocolError, RemoteProtocolError
+from protocols.framing import FrameDecoder
 from protocols.manifest import Manifest
+from protocols.quota_book import Served
 from protocols.token_bucket import TokenBucket
-from storage import ChunkMissing, ContentStore
+from storage import ContentStore, StorageError
 
-__all__ = ["ChunkServer", "ChunkClient", "RemoteError"]
+__all__ = ["ChunkServer", "ChunkClient"]
 
 log = logging.getLogger("overlay_node.chunks")
 _RECEIVE = 1 << 20
-
-
-class RemoteError(Exception):
-    """The peer answered a request with a typed error."""
-
-    def __init__(self, reply: ErrorReply) -> None:
-        super().__init__(f"{reply.code.name.lower()}: {reply.message}")
-        self.reply = reply
 
 
 class ChunkServer:
     def __init__(
         self,
         content: ContentStore,
+        quotas: QuotaService,
         *,
         max_streams_per_peer: int,
         timeout_s: float,
         upload_limit_bps: float = 0.0,
-        quotas: QuotaService | None = None,
     ) -> None:
         self.content = content
         self.quotas = quotas
@@ -78,12 +76,12 @@ class ChunkServer:
             if self._streams[peer] >= self.max_streams_per_peer:
                 # Request id 0 answers the stream itself: no request is served on it.
                 with trio.move_on_after(self.timeout_s):
-                    await stream.send_all(encode(ErrorReply(0, ErrorCode.BUSY, "too many streams from this peer", 1.0)))
+                    await stream.send_all(self._error(0, Busy("too many streams from this peer")))
                 return
             self._streams[peer] += 1
             try:
                 await self._serve(stream)
-            except WireError as exc:
+            except RemoteProtocolError as exc:
                 log.info("peer %s sent a bad frame: %s", peer, exc)
             except trio.TooSlowError:
                 log.info("peer %s went quiet for %.0f s; closing its stream", peer, self.timeout_s)
@@ -95,84 +93,69 @@ class ChunkServer:
             await stream.aclose()
 
     async def _serve(self, stream: Stream) -> None:
-        decoder = FrameDecoder()
-        while True:
-            with trio.fail_after(self.timeout_s):
-                data = await stream.receive_some(_RECEIVE)
-            if not data:
-                return
-            for msg in decoder.feed(data):
+        frames = FrameReader(stream, max_frame=MAX_FRAME, timeout_s=self.timeout_s)
+        while (body := await frames.next()) is not None:
+            msg = decode(body)
+            try:
                 await self._answer(stream, msg)
+            except StreamClosed:
+                raise  # the peer is gone: nothing to answer
+            except (NodeError, ProtocolError, StorageError) as exc:  # ends this request only
+                await self._send(stream, self._error(msg.request_id, exc))
+
+    @staticmethod
+    def _error(request_id: int, exc: Exception) -> bytes:
+        failure = describe(exc)
+        return encode(ErrorReply(request_id, failure.wire, failure.message, failure.retry_after_s))
+
+    async def _send(self, stream: Stream, frame: bytes) -> None:
+        with trio.fail_after(self.timeout_s):
+            await stream.send_all(frame)
 
     async def _answer(self, stream: Stream, msg: Message) -> None:
-        async def send(reply: Message) -> None:
-            with trio.fail_after(self.timeout_s):
-                await stream.send_all(encode(reply))
-
         if not isinstance(msg, GetManifest | GetChunks | GetHave):
-            await send(ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST, "servers answer requests only"))
-            return
+            raise BadRequest("servers answer requests only")
         record = await self.content.get(msg.content_hash)
         if record is None:
-            await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, "content not held"))
-            return
+            raise NotHeld("content not held")
         m = record.manifest
         if isinstance(msg, GetManifest):
-            await send(ManifestReply(msg.request_id, m.encode()))
+            await self._send(stream, encode(ManifestReply(msg.request_id, m.encode())))
         elif isinstance(msg, GetHave):
-            await send(HaveReply.from_indices(msg.request_id, len(m.chunk_hashes), set(range(len(m.chunk_hashes)))))
+            held = set(range(len(m.chunk_hashes)))
+            await self._send(stream, encode(HaveReply.from_indices(msg.request_id, len(m.chunk_hashes), held)))
+        elif any(i >= len(m.chunk_hashes) for i in msg.indices):
+            raise BadRequest("chunk index out of range")
+        elif msg.receipt_id:
+            await self._metered(stream, msg, m)
         else:
-            if any(i >= len(m.chunk_hashes) for i in msg.indices):
-                await send(ErrorReply(msg.request_id, ErrorCode.BAD_REQUEST, "chunk index out of range"))
-                return
-            if msg.receipt_id:
-                await self._metered(stream, send, msg, m)
-                return
             for i in msg.indices:
-                try:
-                    data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
-                except ChunkMissing:
-                    await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, f"chunk {i} missing"))
-                    return
+                data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
                 if pause := self.upload.delay(len(data), trio.current_time()):
                     await trio.sleep(pause)
-                await send(ChunkReply(msg.request_id, i, data))
+                await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
                 self.served_bytes += len(data)
 
-
-    async def _metered(self, stream: Stream, send: Callable[[Message], Awaitable[None]], msg: GetChunks, m: Manifest) -> None:
+    async def _metered(self, stream: Stream, msg: GetChunks, m: Manifest) -> None:
         """Chunks charged to a receipt: admitted first, charged as each leaves."""
-        if self.quotas is None:
-            await send(ErrorReply(msg.request_id, ErrorCode.UNAUTHORISED, "this node does not meter receipts"))
-            return
-        nbytes = sum(m.chunk_length(i) for i in msg.indices)
-        try:
-            peer_key = identity_of(stream.remote_peer)  # peers are authenticated by their libp2p key
-            ticket = await self.quotas.admit(
-                msg.receipt_id,
-                nbytes=nbytes,
-                content_size=m.size,
-                content_type=m.content_type,
-                identity=peer_key.hex() if peer_key else None,
-            )
-        except QuotaDenied as exc:
-            await send(ErrorReply(msg.request_id, ErrorCode.QUOTA_EXCEEDED, exc.reason, exc.retry_after_s))
-            return
-        except (UnknownReceipt, NotYourReceipt) as exc:
-            await send(ErrorReply(msg.request_id, ErrorCode.UNAUTHORISED, str(exc)))
-            return
+        peer_key = identity_of(stream.remote_peer)  # peers are authenticated by their libp2p key
+        ticket = await self.quotas.admit(
+            msg.receipt_id,
+            nbytes=sum(m.chunk_length(i) for i in msg.indices),
+            content_size=m.size,
+            content_type=m.content_type,
+            identity=peer_key.hex() if peer_key else None,
+        )
         began, first, complete = trio.current_time(), None, False
         try:
             for i in msg.indices:
                 data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
                 await self.quotas.pace(ticket, len(data))
-                await send(ChunkReply(msg.request_id, i, data))
+                await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
                 first = first if first is not None else trio.current_time() - began
                 self.quotas.sent(ticket, len(data))
                 self.served_bytes += len(data)
             complete = True
-        except ChunkMissing:
-            await send(ErrorReply(msg.request_id, ErrorCode.NOT_FOUND, "chunk missing"))
         finally:
             self.quotas.finish(ticket, Served(m.content_hash, "libp2p", stream.remote_peer, first, not complete))
 
@@ -183,7 +166,7 @@ class ChunkClient:
     def __init__(self, stream: Stream, *, timeout_s: float) -> None:
         self.stream = stream
         self.timeout_s = timeout_s
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(MAX_FRAME)
         self._pending: list[Message] = []
         self._next_id = 1
         self.first_byte_at = 0.0  # when the first byte of the last reply arrived
@@ -202,7 +185,7 @@ class ChunkClient:
                 raise WireError("stream ended before the reply" + (" (truncated frame)" if self._decoder.pending else ""))
             if not self.first_byte_at:
                 self.first_byte_at = trio.current_time()
-            self._pending.extend(self._decoder.feed(data))
+            self._pending.extend(decode(body) for body in self._decoder.feed(data))
         reply = self._pending.pop(0)
         if self._pending or self._decoder.pending:
             self.first_byte_at = trio.current_time()  # the next reply has started already

@@ -23,20 +23,23 @@ import contextlib
 import json
 import logging
 import random
-import struct
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import trio
 
 from config import Settings
+from node.errors import NotYourReceipt, PeerUnreachable, QuotaDenied, RecordsFull, StreamClosed, StreamingConfigTooLarge
 from node.identity import Identity
-from node.p2p import P2P, PeerUnreachable, Stream, StreamClosed, identity_of, peer_id_of
+from node.p2p import P2P, Stream, identity_of, peer_id_of
+from node.services.streams import FrameReader, send_frame
+from protocols import ids
+from protocols.framing import FrameError
 from protocols.quota import Policy, Usage, Window, current_windows, window_bounds
-from protocols.quota_book import LEASE_NEEDED, QuotaBook, Ticket, UnknownReceipt
+from protocols.quota_book import LEASE_NEEDED, QuotaBook, Served, Ticket, UnknownPolicy, UnknownReceipt
+from protocols.quota_status import QuotaStatus, quota_status
 from protocols.usage_sync import (
     MAX_ENTRIES,
     MAX_MESSAGE_BYTES,
@@ -55,17 +58,15 @@ from protocols.usage_sync import (
     encode_lease_request,
 )
 from storage import MetadataStore
-from storage.metadata import PolicyRow, ReceiptRow, StreamRow, UsageWindowRow
+from storage.metadata import ReceiptRow, StreamRow, UsageWindowRow
 
-__all__ = ["QuotaService", "QuotaDenied", "NotYourReceipt", "RecordsFull", "UnknownReceipt", "SYNC_PROTOCOL", "LEASE_PROTOCOL"]
+__all__ = ["QuotaService"]
 
 log = logging.getLogger("overlay_node.quotas")
-SYNC_PROTOCOL = "/uhrp-overlay/usage/1.0.0"
-LEASE_PROTOCOL = "/uhrp-overlay/quota-lease/1.0.0"
-_HEADER = struct.Struct(">I")
 _OUTBOX = 1024
-_PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts (see node.adverts)
+_PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts (see node.services.adverts)
 _SYNC_MAX_BYTES = 64 << 20
+_LEASE_FRAME = 1024
 _STREAM_ROWS = 10_000
 _CLEANUP_EVERY_S = 3600.0
 _SYNC_PEERS = 1
@@ -73,77 +74,7 @@ _MAX_POLICIES = 10_000
 _MAX_RECEIPTS = 1_000_000
 _SYNC_DELAY_S = 0.5
 _OWNER_RETRY_S = 5.0
-
-
-class RecordsFull(Exception):
-    """No room for another policy or receipt (HTTP 507)."""
-
-
-class NotYourReceipt(Exception):
-    """The receipt is bound to another identity key (HTTP 403)."""
-
-
-class QuotaDenied(Exception):
-    """A request does not fit its receipt's quota (HTTP 429, libp2p QUOTA_EXCEEDED)."""
-
-    def __init__(self, reason: str, retry_after_s: float, remaining: Mapping[Window, Usage] | None = None) -> None:
-        super().__init__(f"quota exceeded: {reason}")
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-        self.remaining = dict(remaining or {})
-
-    def body(self) -> dict[str, object]:
-        return {
-            "error": "quota_exceeded",
-            "reason": self.reason,
-            "message": f"the receipt's quota does not allow this request ({self.reason})",
-            "retryAfterSeconds": round(self.retry_after_s, 3),
-            "remaining": {k.value: {"bytes": u.bytes, "requests": u.requests} for k, u in self.remaining.items()},
-        }
-
-
-@dataclass
-class Served:
-    """What the serving path reports when a request ends (a ``streaming_usage`` row)."""
-
-    content_hash: bytes
-    method: str  # "http" or "libp2p"
-    client: str
-    first_byte_s: float | None
-    error: bool = False
-    local_hit: bool = True
-    session_id: str | None = None
-    agent_id: str | None = None
-    failovers: int = 0
-    hosts_used: tuple[str, ...] = ()
-
-
-def _policy_row(record: PolicyRecord, encoded: bytes, now: float) -> PolicyRow:
-    p = record.policy
-    return PolicyRow(
-        p.name,
-        record.description,
-        p.bytes_per_hour,
-        p.bytes_per_day,
-        p.bytes_per_month,
-        p.requests_per_hour,
-        p.requests_per_day,
-        p.requests_per_month,
-        p.max_concurrent_streams,
-        p.max_bandwidth_mbps,
-        p.burst_bytes_allowance,
-        p.burst_duration_minutes,
-        p.max_file_size_bytes,
-        json.dumps(list(p.allowed_content_types)),
-        p.agent_multiplier,
-        p.agent_priority_boost,
-        p.is_active,
-        record.issuer.hex(),
-        record.version,
-        encoded,
-        now,
-        p.price_per_gb_satoshis,
-    )
+_MAX_STREAMING_CONFIG = 8192
 
 
 def _receipt_row(record: ReceiptRecord, encoded: bytes) -> ReceiptRow:
@@ -168,10 +99,12 @@ class QuotaService:
         identity: Identity,
         settings: Settings,
         meta: MetadataStore,
-        p2p: P2P | None = None,
+        p2p: P2P | None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
     ) -> None:
+        """``p2p`` is None when the node is not on an overlay: quotas are then
+        this node's alone."""
         self.identity = identity
         self.settings = settings
         self.sync = settings.usage_sync
@@ -193,14 +126,17 @@ class QuotaService:
         self._stream_rows: list[StreamRow] = []
         self._pending_records: list[tuple[Message, bytes]] = []
         self._lease_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._connections: trio.MemoryReceiveChannel[str] | None = None
-        if p2p is not None:
-            self.attach(p2p)
+        # Watched from before the host connects, so every peer is synced with.
+        self._connections = p2p.watch_connections() if p2p is not None else None
 
-    def attach(self, p2p: P2P) -> None:
-        """Gossip over ``p2p`` (call before it connects, to sync with every peer)."""
-        self.p2p = p2p
-        self._connections = p2p.watch_connections()
+    @property
+    def _timeout_s(self) -> float:
+        return self.settings.p2p.stream_timeout_s
+
+    @property
+    def topic(self) -> str | None:
+        """The gossipsub topic of usage messages (the first of ``usage_sync.topics``)."""
+        return self.sync.topics[0] if self.sync.topics else None
 
     # -- start-up -------------------------------------------------------------
 
@@ -249,12 +185,36 @@ class QuotaService:
 
     async def _store_record(self, record: Message, encoded: bytes) -> None:
         if isinstance(record, PolicyRecord):
-            await self.meta.put_policy(_policy_row(record, encoded, self.clock()))
+            await self.meta.put_policy(record, encoded, self.clock())
         elif isinstance(record, ReceiptRecord):
             await self.meta.put_receipt(_receipt_row(record, encoded))
 
-    def new_receipt_id(self) -> str:
-        return str(uuid.uuid4())
+    async def issue_receipt(
+        self,
+        policy_name: str,
+        *,
+        receipt_id: str | None,
+        identity_key: str,
+        quota_tier: str,
+        streams: int | None,
+        streaming_config: dict[str, object],
+    ) -> tuple[ReceiptRecord, bool]:
+        """Issue (or re-issue) a receipt under a known policy; (record, new)."""
+        if policy_name not in self.book.policies:
+            raise UnknownPolicy(f"no policy {policy_name!r}; create it first")
+        config = json.dumps(streaming_config, separators=(",", ":"))
+        if len(config) > _MAX_STREAMING_CONFIG:
+            raise StreamingConfigTooLarge(f"streamingConfig must encode to at most {_MAX_STREAMING_CONFIG} bytes")
+        rid = receipt_id or str(uuid.uuid4())
+        old = self.book.receipts.get(rid)
+        created = old.receipt.created_at if old else int(self.clock())
+        streams = streams or self.settings.streaming.max_concurrent_streams_per_user
+        receipt = Receipt(rid, policy_name, identity_key.lower(), quota_tier, streams, config, created)
+        return await self.put_receipt(receipt), old is None
+
+    def status(self, receipt_id: str) -> QuotaStatus:
+        """The receipt's quota status across the overlay, as this node has heard it."""
+        return quota_status(self.book, receipt_id, self.clock(), cut_off=self.cut_off())
 
     @property
     def origins_heard(self) -> int:
@@ -366,7 +326,7 @@ class QuotaService:
         else:
             try:
                 give, reason, retry = await self._ask_owner(owner, receipt_id, want)
-            except (PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidUsageMessage) as exc:
+            except (PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidUsageMessage, FrameError) as exc:
                 log.info("lease for %s from its owner failed: %s", receipt_id, exc)
                 if self.settings.quota.on_partition == "deny":
                     raise QuotaDenied("quota_owner_unreachable", _OWNER_RETRY_S) from None
@@ -387,22 +347,26 @@ class QuotaService:
     async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
         if self.p2p is None:
             raise PeerUnreachable("not on an overlay")
-        timeout = self.settings.p2p.stream_timeout_s
-        stream = await self.p2p.open_stream(peer_id_of(owner), LEASE_PROTOCOL)
+        stream = await self.p2p.open_stream(peer_id_of(owner), ids.QUOTA_LEASE)
         try:
-            with trio.fail_after(timeout):
-                await stream.send_all(_frame(encode_lease_request(receipt_id, want.bytes, want.requests)))
-                reply = await _read_frame(stream, 1024)
+            request = encode_lease_request(receipt_id, want.bytes, want.requests)
+            await send_frame(stream, request, max_frame=_LEASE_FRAME, timeout_s=self._timeout_s)
+            reply = await self._one_frame(stream)
         finally:
             await stream.aclose()
         b, r, reason, retry = decode_lease_reply(reply)
         return Usage(b, r), reason, retry
 
-    async def _serve_lease(self, stream: Stream) -> None:
-        timeout = self.settings.p2p.stream_timeout_s
+    async def _one_frame(self, stream: Stream) -> bytes:
+        body = await FrameReader(stream, max_frame=_LEASE_FRAME, timeout_s=self._timeout_s).next()
+        if body is None:
+            raise InvalidUsageMessage("the stream ended before the message")
+        return body
+
+    async def serve_lease(self, stream: Stream) -> None:
+        """``ids.QUOTA_LEASE``: a peer asks this node, a receipt's owner, for a lease."""
         try:
-            with trio.fail_after(timeout):
-                receipt_id, b, r = decode_lease_request(await _read_frame(stream, 1024))
+            receipt_id, b, r = decode_lease_request(await self._one_frame(stream))
             requester = identity_of(stream.remote_peer)
             if requester is None:
                 reply = encode_lease_reply(0, 0, "unknown_requester", 0.0)
@@ -414,9 +378,8 @@ class QuotaService:
                     reply = encode_lease_reply(give.bytes, give.requests, reason, retry)
                 except UnknownReceipt:
                     reply = encode_lease_reply(0, 0, "unknown_receipt", 0.0)
-            with trio.fail_after(timeout):
-                await stream.send_all(_frame(reply))
-        except (trio.TooSlowError, InvalidUsageMessage) as exc:
+            await send_frame(stream, reply, max_frame=_LEASE_FRAME, timeout_s=self._timeout_s)
+        except (trio.TooSlowError, InvalidUsageMessage, FrameError) as exc:
             log.info("lease request from %s: %s", stream.remote_peer, exc)
 
     # -- gossip -------------------------------------------------------------------
@@ -516,15 +479,11 @@ class QuotaService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             if self.p2p is not None:
-                if self.sync.topics:
-                    topic = self.sync.topics[0]
-                    self.p2p.set_validator(topic, self.validate)
-                    nursery.start_soon(self._receive_loop, topic)
-                    nursery.start_soon(self._publish_loop, topic)
+                if self.topic is not None:
+                    nursery.start_soon(self._receive_loop, self.topic)
+                    nursery.start_soon(self._publish_loop, self.topic)
                 else:
                     log.warning("usage_sync.topics is empty: quota state is not gossiped (sync on connect only)")
-                self.p2p.set_handler(SYNC_PROTOCOL, self._serve_sync)
-                self.p2p.set_handler(LEASE_PROTOCOL, self._serve_lease)
                 nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._tick_loop)
             task_status.started()
@@ -613,55 +572,27 @@ class QuotaService:
         # After the connection's own set-up (identify, gossipsub, adverts).
         await trio.sleep(_SYNC_DELAY_S * (1 + random.random()))
         try:
-            stream = await self.p2p.open_stream(peer, SYNC_PROTOCOL)
+            stream = await self.p2p.open_stream(peer, ids.USAGE_SYNC)
         except PeerUnreachable as exc:
             log.debug("usage sync with %s: %s", peer, exc)
             return
         total = 0
+        frames = FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self._timeout_s)
         try:
-            while True:
-                with trio.fail_after(self.settings.p2p.stream_timeout_s):
-                    data = await _read_frame(stream, MAX_MESSAGE_BYTES, eof_ok=True)
-                if not data:
-                    break
+            while (data := await frames.next()) is not None:
                 total += len(data)
                 if total > _SYNC_MAX_BYTES:
                     break
                 self._take(data)
             self.counters["synced_from_peers"] += 1
-        except (trio.TooSlowError, InvalidUsageMessage, StreamClosed) as exc:
+        except (trio.TooSlowError, FrameError, StreamClosed) as exc:
             log.info("usage sync with %s ended early: %s", peer, exc)
         finally:
             await stream.aclose()
 
-    async def _serve_sync(self, stream: Stream) -> None:
-        """Everything a peer may lack: records, then the usage messages worth keeping."""
+    async def serve_sync(self, stream: Stream) -> None:
+        """``ids.USAGE_SYNC``: everything a peer may lack: records, then the usage messages worth keeping."""
         messages = list(self.records.values()) + self.ledger.messages()
         with contextlib.suppress(trio.TooSlowError):
             for data in messages:
-                with trio.fail_after(self.settings.p2p.stream_timeout_s):
-                    await stream.send_all(_frame(data))
-
-
-def _frame(data: bytes) -> bytes:
-    return _HEADER.pack(len(data)) + data
-
-
-async def _read_frame(stream: Stream, limit: int, *, eof_ok: bool = False) -> bytes:
-    """One length-prefixed frame; b"" at a clean end of stream when ``eof_ok``."""
-    buf = bytearray()
-    need = _HEADER.size
-    while len(buf) < need:
-        piece = await stream.receive_some(need - len(buf))
-        if not piece:
-            if eof_ok and not buf:
-                return b""
-            raise InvalidUsageMessage("stream ended inside a frame")
-        buf += piece
-        if len(buf) == _HEADER.size and need == _HEADER.size:
-            (n,) = _HEADER.unpack(buf)
-            if n > limit:
-                raise InvalidUsageMessage(f"frame of {n} bytes exceeds {limit}")
-            need += n
-    return bytes(buf[_HEADER.size :])
-
+                await send_frame(stream, data, max_frame=MAX_MESSAGE_BYTES, timeout_s=self._timeout_s)

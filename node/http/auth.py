@@ -25,6 +25,15 @@ from typing import Any
 
 import trio
 
+from node.errors import (
+    ClientDisconnected,
+    MethodNotAllowed,
+    RequestTooLarge,
+    ResponseTooLarge,
+    Unauthenticated,
+    describe,
+)
+from node.http.errors import send_error, send_json
 from node.identity import Identity
 from protocols.brc104 import MAX_HANDSHAKE_BYTES, AuthError, AuthServer, session_secret
 
@@ -43,19 +52,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class _TooLarge(Exception):
-    pass
-
-
-async def _json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    """The app's response passed ``MAX_AUTH_BODY``."""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -63,10 +60,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _TooLarge("the client went away")  # nothing to answer
+            raise ClientDisconnected("the client went away")  # nothing to answer
         body += message.get("body", b"")
         if len(body) > limit:
-            raise _TooLarge(f"authenticated request bodies are at most {limit} bytes")
+            raise RequestTooLarge(f"authenticated request bodies are at most {limit} bytes")
         if not message.get("more_body", False):
             return bytes(body)
 
@@ -89,7 +86,7 @@ class AuthMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if "x-bsv-auth-version" not in headers:
             if self.mode == "required":
-                await _json(send, 401, {"error": "unauthenticated", "message": f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})"})
+                await send_error(send, Unauthenticated(f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})"))
                 return
             await self.app(scope, receive, send)
             return
@@ -97,24 +94,21 @@ class AuthMiddleware:
 
     async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _json(send, 405, {"error": "method_not_allowed", "message": f"{AUTH_PATH} takes POST"})
+            await send_error(send, MethodNotAllowed(f"{AUTH_PATH} takes POST"))
             return
         try:
             body = await _read_body(receive, MAX_HANDSHAKE_BYTES)
             reply = self.server.handshake(body, self.clock())
-        except _TooLarge as exc:
-            await _json(send, 413, {"error": "too_large", "message": str(exc)})
+        except (ClientDisconnected, RequestTooLarge, AuthError) as exc:
+            await send_error(send, exc)
             return
-        except AuthError as exc:
-            await _json(send, 401 if exc.code != "invalid_json" else 400, {"error": exc.code, "message": str(exc)})
-            return
-        await _json(send, 200, reply)
+        await send_json(send, 200, reply)
 
     async def _authenticated(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         try:
             body = await _read_body(receive, MAX_AUTH_BODY)
-        except _TooLarge as exc:
-            await _json(send, 413, {"error": "too_large", "message": str(exc)})
+        except (ClientDisconnected, RequestTooLarge) as exc:
+            await send_error(send, exc)
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
@@ -129,7 +123,7 @@ class AuthMiddleware:
                 self.clock(),
             )
         except AuthError as exc:
-            await _json(send, 401, {"error": exc.code, "message": str(exc)})
+            await send_error(send, exc)
             return
 
         delivered = False
@@ -158,9 +152,10 @@ class AuthMiddleware:
         try:
             await self.app(inner, replay, capture)
         except _TooLarge:
+            failure = describe(ResponseTooLarge(f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"))
             start.clear()
-            out[:] = json.dumps({"error": "response_too_large", "message": f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"}).encode()
-            start.update({"status": 413, "headers": [(b"content-type", b"application/json")]})
+            out[:] = json.dumps(failure.body()).encode()
+            start.update({"status": failure.status, "headers": [(b"content-type", b"application/json")]})
         status = int(start.get("status", 500))
         kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         signed = self.server.sign_response(

@@ -9,36 +9,47 @@ is hashed on arrival; a peer that sends a bad one is dropped from this
 download and counted against. Chunks leave a reorder buffer in order for
 ``ContentStore.ingest(expect=manifest)``, which checks them again and the
 whole file before recording it. Peer measurements persist across downloads
-(``Fetcher.stats``) and rank hosts in ``resolve``.
+(``Fetcher.stats``); ``Fetcher.ranked`` orders hosts by them for downloads,
+``resolve`` and agents' plans alike (``peer_stats.rank_key``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
 from config import Settings
-from node.chunk_service import ChunkClient, RemoteError
-from node.p2p import P2P, PeerUnreachable, StreamClosed, peer_id_of
+from node.errors import InvalidPublicKey, NotAvailable, PeerUnreachable, RemoteError, StreamClosed
+from node.p2p import P2P, peer_id_of
+from node.services.chunks import ChunkClient
+from protocols import ids
 from protocols.advert import OverlayAdvert
 from protocols.advert_cache import AdvertCache
-from protocols.chunk_wire import PROTOCOL_ID, WireError
-from protocols.errors import InvalidManifest
+from protocols.errors import InvalidManifest, RemoteProtocolError
 from protocols.manifest import Manifest
-from protocols.peer_stats import PeerStats
+from protocols.peer_stats import PeerStats, rank_key
 from protocols.scheduler import Scheduler
 from storage import ContentStore, HostPerformance, Mismatch
 
-__all__ = ["Download", "Fetcher", "NotAvailable"]
+__all__ = ["Download", "Fetcher", "Host"]
 
 log = logging.getLogger("overlay_node.fetch")
-_PEER_ERRORS = (RemoteError, WireError, PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidManifest)
+_PEER_ERRORS = (RemoteError, RemoteProtocolError, PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidManifest)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host advertising a content, as the node ranks it."""
+
+    advert: OverlayAdvert
+    peer_id: str
+    local: bool  # this node
+    stats: PeerStats | None  # None: never measured
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,6 @@ class _Event:
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-class NotAvailable(Exception):
-    """No host could provide the content."""
 
 
 class Download:
@@ -131,7 +138,7 @@ class Fetcher:
         cache: AdvertCache,
         *,
         on_fetched: Callable[[Manifest], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.p2p = p2p
@@ -144,20 +151,35 @@ class Fetcher:
         self._downloads: dict[bytes, Download] = {}
         self._nursery: trio.Nursery | None = None
 
-    def hosts(self, content_hash: bytes) -> list[OverlayAdvert]:
-        """Other hosts advertising ``content_hash``, fewest failures first."""
-        mine = self.p2p.peer_id
-        found = [
-            m for m in self.cache.hosts(content_hash, self.clock()) if m.addrs and peer_id_of(m.advert.identity_key) != mine
-        ]
+    def ranked(self, content_hash: bytes) -> list[Host]:
+        """Every live advert of ``content_hash``: this node first, then by ``rank_key``."""
+        hosts = []
+        for m in self.cache.hosts(content_hash, self.clock()):
+            peer = peer_id_of(m.advert.identity_key)
+            hosts.append(Host(m, peer, peer == self.p2p.peer_id, self.stats.get(peer)))
         chunk = self.settings.chunk_size
-        found.sort(
-            key=lambda m: (
-                self.failures[m.advert.identity_key],
-                self.stats.get(peer_id_of(m.advert.identity_key), PeerStats()).expected_time(chunk),
-            )
-        )
-        return found[: self.settings.uhrp.max_failover_hosts]
+        hosts.sort(key=lambda h: (not h.local, *rank_key(self.failures[h.advert.advert.identity_key], h.stats, chunk)))
+        return hosts
+
+    def hosts(self, content_hash: bytes) -> list[OverlayAdvert]:
+        """The other hosts a download of ``content_hash`` asks, best first."""
+        others = [h.advert for h in self.ranked(content_hash) if not h.local and h.advert.addrs]
+        return others[: self.settings.uhrp.max_failover_hosts]
+
+    async def report(
+        self, content_hash: bytes, host_key: bytes, *, success: bool, latency_s: float | None, rate_bps: float | None, nbytes: int, host_url: str
+    ) -> tuple[str, PeerStats]:
+        """Someone's report of how a host performed: into the peer model and
+        ``uhrp_host_performance``; returns the host's peer ID and figures."""
+        try:
+            peer = peer_id_of(host_key)
+        except ValueError:
+            raise InvalidPublicKey("hostPublicKey is not a point on secp256k1") from None
+        stats = self.stats.setdefault(peer, PeerStats())
+        stats.record_report(success=success, latency_s=latency_s, rate_bps=rate_bps, nbytes=nbytes, now=self.clock())
+        row = self.performance(content_hash, None, host_key, stats, int(success), int(not success), nbytes)
+        await self.content.meta.record_hosts([replace(row, host_url=host_url) if host_url else row])
+        return peer, stats
 
     def performance(self, content_hash: bytes, host: OverlayAdvert | None, key: bytes, stats: PeerStats, ok: int, bad: int, nbytes: int) -> HostPerformance:
         return HostPerformance(
@@ -222,7 +244,7 @@ class Fetcher:
             del self._downloads[download.content_hash]
 
     async def _client(self, host: OverlayAdvert) -> ChunkClient:
-        stream = await self.p2p.open_stream(peer_id_of(host.advert.identity_key), PROTOCOL_ID, host.addrs)
+        stream = await self.p2p.open_stream(peer_id_of(host.advert.identity_key), ids.CHUNK, host.addrs)
         return ChunkClient(stream, timeout_s=self.settings.p2p.stream_timeout_s)
 
     def _blame(self, host: OverlayAdvert, why: object) -> None:
@@ -449,7 +471,7 @@ class Fetcher:
                         except RemoteError as exc:
                             await events.send(_Event(peer, index, None, fatal=True, why=exc))
                             return
-                        except (WireError, StreamClosed, trio.TooSlowError) as exc:
+                        except (RemoteProtocolError, StreamClosed, trio.TooSlowError) as exc:
                             await gone(nursery, exc)
                             return
                         now = trio.current_time()

@@ -1,0 +1,83 @@
+"""The HTTP API for local agents: FastAPI for validation and an OpenAPI
+document that cannot drift from the code, with the data endpoint on a raw
+ASGI fast path (``node.http.data``).
+
+Every error is a JSON body in one shape, ``{"error": code, "message": text}``
+(``node.http.errors``), with the status the one error table gives its code;
+unknown paths and methods included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from node import __version__
+from node.errors import RequestTooLarge
+from node.http.agents import agent_router
+from node.http.auth import AuthMiddleware
+from node.http.content import content_router
+from node.http.context import DATA_PREFIX, NodeContext
+from node.http.data import DataPlane, Receive
+from node.http.errors import Send, documented, install_handlers, send_error
+from node.http.overlay import overlay_router
+from node.http.quotas import quota_router
+from protocols.brc104 import AuthError
+
+__all__ = ["create_app", "MAX_JSON_BODY"]
+
+MAX_JSON_BODY = 1 << 20  # every body but an upload's is a small JSON document
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises once the request body passes ``limit`` bytes."""
+    seen = 0
+
+    async def bounded() -> MutableMapping[str, Any]:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise RequestTooLarge(f"request bodies here are at most {limit} bytes")
+        return message
+
+    return bounded
+
+
+def create_app(ctx: NodeContext) -> Any:
+    """The node's ASGI app: data reads go straight to the data plane."""
+    app = FastAPI(
+        title="overlay-node",
+        version=__version__,
+        description="Content-addressed storage and delivery for a BSV overlay network (UHRP, BRC-26).",
+        responses=documented(AuthError, RequestTooLarge, AuthError="authentication required or failed (BRC-103/104, when enabled)"),
+    )
+    install_handlers(app)
+    data = DataPlane(ctx)
+    app.include_router(content_router(ctx, data))
+    app.include_router(overlay_router(ctx))
+    app.include_router(quota_router(ctx))
+    app.include_router(agent_router(ctx))
+
+    async def asgi(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(DATA_PREFIX):
+            await data.serve(scope, scope["path"][len(DATA_PREFIX) :], send, receive)
+            return
+        if scope["type"] == "http" and scope["path"] != "/v1/content":
+            declared = dict(scope["headers"]).get(b"content-length", b"0")
+            if not declared.isdigit() or int(declared) > MAX_JSON_BODY:
+                await send_error(send, RequestTooLarge(f"request bodies here are at most {MAX_JSON_BODY} bytes"))
+                return
+            receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses
+        await app(scope, receive, send)
+
+    asgi.fastapi = app  # type: ignore[attr-defined]
+    asgi.data = data  # type: ignore[attr-defined]
+    if ctx.settings.quota.enforcement == "off":
+        return asgi
+    authenticated = AuthMiddleware(asgi, ctx.identity, ctx.settings.quota.enforcement)
+    authenticated.fastapi = app  # type: ignore[attr-defined]
+    authenticated.data = data  # type: ignore[attr-defined]
+    return authenticated

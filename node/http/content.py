@@ -1,0 +1,190 @@
+"""Content routes: add, list, describe, delete, and the read route's declaration
+(its requests are served by ``node.http.data`` before FastAPI routes them)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.requests import ClientDisconnect
+
+from node.errors import (
+    ClientDisconnected,
+    InsufficientStorage,
+    InvalidContentLength,
+    InvalidContentType,
+    InvalidReceiptId,
+    NotHeld,
+    NotYourReceipt,
+    QuotaDenied,
+    ReceiptMismatch,
+    SessionNotYours,
+    UnknownSession,
+    WrongContent,
+)
+from node.http.context import DATA_PREFIX, NodeContext
+from node.http.data import DataPlane, Receive, Scope
+from node.http.errors import Send, documented
+from node.http.models import AddedContent, ContentInfo, ContentList, Deleted
+from protocols.errors import InvalidUhrpUrl
+from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest, valid_content_type
+from protocols.quota_book import UnknownReceipt
+from protocols.ranges import Unsatisfiable
+from protocols.uhrp import parse_content_id, url_for_hash
+from storage import ContentRecord, Mismatch, TooLarge
+
+__all__ = ["content_router", "content_info"]
+
+
+def content_info(m: Manifest, pinned: bool, created_at: float) -> dict[str, Any]:
+    return {
+        "uhrpUrl": url_for_hash(m.content_hash),
+        "contentHash": m.content_hash.hex(),
+        "size": m.size,
+        "chunks": len(m.chunk_hashes),
+        "chunkSize": m.chunk_size,
+        "merkleRoot": m.merkle_root.hex(),
+        "manifestHash": m.manifest_hash.hex(),
+        "contentType": m.content_type,
+        "pinned": pinned,
+        "createdAt": created_at,
+    }
+
+
+def _record_info(r: ContentRecord) -> ContentInfo:
+    return ContentInfo(**content_info(r.manifest, r.pinned, r.created_at))
+
+
+class _DataResponse(Response):
+    """Lets the FastAPI route hand the request to the data plane."""
+
+    def __init__(self, data: DataPlane, content_id: str) -> None:
+        self._data, self._content_id = data, content_id
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._data.serve(scope, self._content_id, send, receive)
+
+
+def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
+    router = APIRouter(tags=["content"])
+    settings = ctx.settings
+
+    @router.post(
+        "/v1/content",
+        status_code=201,
+        response_model=AddedContent,
+        summary="Add content",
+        description=(
+            "The request body is streamed into the chunk store. The content type is the "
+            "`contentType` parameter, else the request's Content-Type. Answers 201 when the "
+            "content is new, 200 when the node already held it."
+        ),
+        responses={
+            200: {"model": AddedContent, "description": "already held"},
+            **documented(InvalidContentType, TooLarge, InsufficientStorage),
+        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def add_content(
+        request: Request,
+        response: Response,
+        contentType: str | None = Query(None, max_length=255),
+        pin: bool = True,
+    ) -> AddedContent:
+        ctype = contentType or request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
+        if not valid_content_type(ctype):
+            raise InvalidContentType(f"{ctype!r} is not a media type")
+        limit = settings.api.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidContentLength("Content-Length must be a number")
+            if int(declared) > limit:
+                raise TooLarge(f"content of {declared} bytes exceeds the limit of {limit}")
+            free = shutil.disk_usage(settings.home).free - settings.storage.min_free_disk_mb * 2**20
+            if int(declared) > free:
+                raise InsufficientStorage(f"{declared} bytes do not fit: {max(free, 0)} bytes free")
+        try:
+            result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
+        except ClientDisconnect:
+            raise ClientDisconnected("the request body ended early") from None
+        record = await ctx.content.get(result.manifest.content_hash)
+        assert record is not None
+        if ctx.overlay is not None and (pin or settings.p2p.advertise_cached):
+            ctx.overlay.adverts.announce(record.manifest)
+        response.status_code = 201 if result.new else 200
+        return AddedContent(**content_info(record.manifest, record.pinned, record.created_at), new=result.new)
+
+    @router.get("/v1/content", response_model=ContentList, summary="List stored content, newest first")
+    async def list_content(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**40)) -> ContentList:
+        records = await ctx.content.meta.list_contents(limit=limit, offset=offset)
+        stats = await ctx.content.meta.stats()
+        return ContentList(contents=[_record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset)
+
+    @router.get("/v1/content/{contentId}", response_model=ContentInfo, summary="Describe stored content", responses=documented(InvalidUhrpUrl, NotHeld))
+    async def get_content(contentId: str) -> ContentInfo:
+        digest = parse_content_id(contentId)
+        record = await ctx.content.get(digest)
+        if record is None:
+            raise NotHeld(f"content {digest.hex()} is not held by this node")
+        return _record_info(record)
+
+    @router.delete(
+        "/v1/content/{contentId}", response_model=Deleted, summary="Delete content and free its chunks", responses=documented(InvalidUhrpUrl, NotHeld)
+    )
+    async def delete_content(contentId: str) -> Deleted:
+        digest = parse_content_id(contentId)
+        removed = await ctx.content.delete(digest)
+        if removed is None:
+            raise NotHeld(f"content {digest.hex()} is not held by this node")
+        data.forget(digest)
+        if ctx.overlay is not None:
+            ctx.overlay.adverts.withdraw(digest)
+        return Deleted(contentHash=digest.hex(), deleted=True, chunksRemoved=removed)
+
+    data_doc: dict[str, Any] = dict(
+        summary="Read content (Range supported)",
+        description=(
+            "`contentId` is the hex SHA-256 or the UHRP URL (`XU...`, `uhrp:XU...`, `uhrp://XU...`). "
+            "Supports a single `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`), `If-None-Match` and `If-Range`; "
+            "the ETag is the content hash."
+        ),
+        response_class=Response,
+        responses={
+            200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the whole content, with its own content type"},
+            206: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the requested range"},
+            304: {"description": "not modified (If-None-Match)"},
+            **documented(
+                InvalidUhrpUrl,
+                InvalidReceiptId,
+                WrongContent,
+                ReceiptMismatch,
+                NotYourReceipt,
+                SessionNotYours,
+                NotHeld,
+                UnknownReceipt,
+                UnknownSession,
+                Unsatisfiable,
+                QuotaDenied,
+                Mismatch,
+                NotHeld="content not held here, and no live advert names it",
+                QuotaDenied="over the receipt's quota; Retry-After says when to try again",
+                Mismatch="content not held here and no host served a usable copy",
+            ),
+        },
+    )
+
+    # ":path" because a UHRP URL may arrive as "uhrp://XU...".
+    @router.get(DATA_PREFIX + "{contentId:path}", **data_doc)
+    @router.head(DATA_PREFIX + "{contentId:path}", **data_doc)
+    async def read_content(
+        contentId: str,
+        receiptId: str | None = Query(None, description="charge the read to this receipt (default: the authenticated caller's)"),
+        sessionId: str | None = Query(None, description="count the read toward this agent session (and charge its receipt)"),
+        range_: str | None = Query(None, alias="range", description="`bytes=a-b` (or `a-b`), as the Range header, for clients that cannot send one; the header wins"),
+    ) -> Response:
+        return _DataResponse(data, contentId)
+
+    return router

@@ -1,0 +1,493 @@
+"""Request and response bodies of the HTTP API, in the seed's camelCase.
+
+All of them, in one place, kept apart from the routes so both read on their
+own; FastAPI turns these into the OpenAPI document. The policy models are
+derived from ``protocols.quota.Policy``, the one definition of its fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, create_model, field_validator
+
+from protocols.manifest import MAX_CONTENT_TYPE, valid_content_type
+from protocols.quota import POLICY_FIELDS, Policy
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+# -- content, node and overlay ----------------------------------------------------
+
+class ErrorBody(BaseModel):
+    """Every error the node answers has this shape (``node.errors`` lists the codes)."""
+
+    error: str = Field(description="machine-readable code, one HTTP status per code")
+    message: str
+    reason: str | None = Field(None, description="quota_exceeded: what was exceeded")
+    retryAfterSeconds: float | None = Field(None, description="quota_exceeded: when the request may succeed")
+    remaining: dict[str, dict[str, int]] | None = Field(None, description="quota_exceeded: bytes and requests left per window")
+    details: list[dict[str, Any]] | None = Field(None, description="invalid_request: each invalid field")
+
+
+class ContentInfo(BaseModel):
+    uhrpUrl: str
+    contentHash: str
+    size: int
+    chunks: int
+    chunkSize: int
+    merkleRoot: str
+    manifestHash: str
+    contentType: str
+    pinned: bool
+    createdAt: float = Field(description="Unix seconds")
+
+
+class AddedContent(ContentInfo):
+    new: bool = Field(description="false when the node already held this content")
+
+
+class ContentList(BaseModel):
+    contents: list[ContentInfo]
+    total: int
+    limit: int
+    offset: int
+
+
+class Deleted(BaseModel):
+    contentHash: str
+    deleted: bool
+    chunksRemoved: int
+
+
+class StorageInfo(BaseModel):
+    contents: int
+    contentBytes: int
+    chunks: int
+    chunkBytes: int
+    chunkSize: int
+    diskFreeBytes: int
+
+
+class OverlayInfo(BaseModel):
+    peerId: str
+    addrs: list[str]
+    connectedPeers: int
+    advertsCached: int
+    advertCounters: dict[str, int] = Field(description="adverts accepted and dropped, by reason")
+    bytesServedToPeers: int
+
+
+class NodeInfo(BaseModel):
+    identityKey: str
+    version: str
+    api: str
+    uptimeSeconds: float
+    storage: StorageInfo
+    overlay: OverlayInfo | None = None
+
+
+class SignedAdvert(BaseModel):
+    identityKey: str
+    contentHash: str
+    url: str
+    expiry: int = Field(description="Unix seconds")
+    size: int
+    signature: str = Field(description="DER ECDSA over the five fields (BRC-26 / BRC-42, key ID 1, counterparty anyone), hex")
+
+
+class PerformanceInfo(BaseModel):
+    availabilityScore: float
+    averageLatencyMs: float | None = None
+    bandwidthMbps: float | None = None
+    uptimePercentage: float | None = None
+
+
+class HostStatistics(BaseModel):
+    totalRequests: int
+    successfulRequests: int
+    failedRequests: int
+
+
+class ResolvedHost(BaseModel):
+    hostUrl: str
+    publicKey: str
+    peerId: str
+    addrs: list[str]
+    local: bool
+    performance: PerformanceInfo
+    statistics: HostStatistics
+    expiresAt: int
+    advert: SignedAdvert
+
+
+class ReportHost(BaseModel):
+    contentHash: str = Field(pattern="^[0-9a-fA-F]{64}$")
+    hostPublicKey: str = Field(pattern="^0[23][0-9a-fA-F]{64}$", description="33-byte compressed identity key, hex")
+    success: bool
+    latencyMs: float | None = Field(None, ge=0, le=600_000)
+    bandwidthMbps: float | None = Field(None, gt=0, le=1_000_000)
+    bytes: int = Field(0, ge=0, le=2**50)
+    hostUrl: str = Field("", max_length=2048)
+
+
+class HostReport(BaseModel):
+    hostPublicKey: str
+    peerId: str
+    performance: PerformanceInfo
+    statistics: HostStatistics
+
+
+class Recommendations(BaseModel):
+    primaryHost: str | None
+    failoverOrder: list[str]
+    routingStrategy: str
+
+
+class Resolved(BaseModel):
+    contentHash: str
+    uhrpUrl: str
+    hosts: list[ResolvedHost]
+    recommendations: Recommendations
+
+
+# -- quotas -----------------------------------------------------------------------
+
+
+def camel(name: str) -> str:
+    """A policy field's name in the API (``bytes_per_hour`` -> ``bytesPerHour``)."""
+    first, *rest = name.split("_")
+    return first + "".join(word.title() for word in rest)
+
+
+class _PolicyBase(BaseModel):
+    @field_validator("allowedContentTypes", check_fields=False)
+    @classmethod
+    def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for t in value:
+            if len(t) > MAX_CONTENT_TYPE or not (valid_content_type(t) or (t.endswith("/*") and valid_content_type(t[:-1] + "x"))):
+                raise ValueError(f"{t!r} is not a media type or a family like video/*")
+        return value
+
+
+def _policy_field(f: Any) -> tuple[Any, Any]:
+    kind = list[str] if f.kind is tuple else f.kind
+    default = list(f.default) if f.kind is tuple else f.default
+    return (kind | None if f.nullable else kind), Field(default, description=f.doc or None, **f.bounds)
+
+
+_POLICY_IN: dict[str, Any] = {
+    "policyName": (str, Field(min_length=1, max_length=100)),
+    "description": (str, Field(default="", max_length=4096)),
+    **{camel(f.name): _policy_field(f) for f in POLICY_FIELDS},
+}
+
+if TYPE_CHECKING:  # the models are built from ``Policy``; type checkers see their fixed part
+
+    class PolicyIn(BaseModel):
+        policyName: str
+        description: str
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    class PolicyOut(PolicyIn):
+        issuer: str
+        version: int
+
+else:
+    PolicyIn = create_model(
+        "PolicyIn",
+        __base__=_PolicyBase,
+        __doc__="The seed's ``quota_policies`` fields in camelCase; a null limit means none.",
+        **_POLICY_IN,
+    )
+    PolicyOut = create_model(
+        "PolicyOut",
+        __base__=PolicyIn,
+        issuer=(str, Field(description="identity key of the node that last wrote the policy")),
+        version=(int, ...),
+    )
+
+
+def policy_of(body: PolicyIn) -> Policy:
+    fields = {f.name: getattr(body, camel(f.name)) for f in POLICY_FIELDS}
+    fields["allowed_content_types"] = tuple(fields["allowed_content_types"])
+    return Policy(name=body.policyName, **fields)
+
+
+def policy_fields(policy: Policy) -> dict[str, Any]:
+    """A policy's fields in the API's names."""
+    out: dict[str, Any] = {"policyName": policy.name}
+    for f in POLICY_FIELDS:
+        value = getattr(policy, f.name)
+        out[camel(f.name)] = list(value) if f.kind is tuple else value
+    return out
+
+
+class PolicyList(BaseModel):
+    policies: list[PolicyOut]
+
+
+class ReceiptIn(BaseModel):
+    policyName: str = Field(min_length=1, max_length=100)
+    receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN)
+    identityKey: str = Field(default="", pattern=r"^(|0[23][0-9a-fA-F]{64})$")
+    quotaTier: str = Field(default="standard", max_length=20)
+    concurrentStreamsAllowed: int | None = Field(default=None, ge=1, le=1 << 20)
+    streamingConfig: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReceiptOut(BaseModel):
+    receiptId: str
+    policyName: str
+    identityKey: str
+    quotaTier: str
+    concurrentStreamsAllowed: int
+    streamingConfig: dict[str, Any]
+    issuer: str = Field(description="identity key of the node that issued it; in strict mode it grants the leases")
+    version: int
+    createdAt: str
+
+
+class WindowOut(BaseModel):
+    windowStart: str
+    windowEnd: str
+    bytesUsed: int
+    bytesAllowed: int | None
+    utilizationPercentage: float | None
+    requestsUsed: int
+    requestsAllowed: int | None
+
+
+class BurstOut(BaseModel):
+    available: bool
+    bytesAllowance: int
+    bytesUsed: int
+    activeUntil: str | None
+    durationMinutes: int
+
+
+class ConcurrentOut(BaseModel):
+    activeStreams: int
+    maxAllowed: int
+    peakBandwidthMbps: float
+
+
+class QuotaPerformance(BaseModel):
+    averageLatencyMs: float | None
+    errorRate: float
+    cacheHitRate: float | None
+
+
+class QuotaOverlay(BaseModel):
+    strict: bool
+    owner: str
+    hourBytesByNode: dict[str, int]
+    cutOff: bool
+
+
+class QuotaStatusOut(BaseModel):
+    receiptId: str
+    quotaPolicy: dict[str, str]
+    windows: dict[str, WindowOut]
+    burst: BurstOut
+    concurrent: ConcurrentOut
+    projections: dict[str, str | None]
+    performance: QuotaPerformance
+    overlay: QuotaOverlay
+
+
+# -- agents -----------------------------------------------------------------------
+
+class QualityRequirements(BaseModel):
+    minBandwidthMbps: float | None = Field(default=None, gt=0, le=1e6)
+    maxLatencyMs: float | None = Field(default=None, gt=0, le=600_000)
+    compressionRequired: bool = False
+
+
+class StreamingConfigIn(BaseModel):
+    chunkSize: int | None = Field(default=None, ge=4096, le=16 << 20, description="bytes per read the agent should ask for")
+    bufferSize: int | None = Field(default=None, ge=64 << 10, le=1 << 36, description="bytes the agent should keep ahead")
+    quality: Literal["auto", "low", "medium", "high"] = "auto"
+
+
+class SessionIn(BaseModel):
+    contentHash: str = Field(min_length=1, max_length=256, description="hex SHA-256 or UHRP URL")
+    receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN, description="default: the authenticated caller's receipt")
+    agentId: str | None = Field(default=None, pattern=ID_PATTERN, description="default: the caller's identity key, else \"local\"")
+    sessionType: Literal["standard", "priority", "bulk"] = "standard"
+    qualityRequirements: QualityRequirements = QualityRequirements()
+    streamingConfig: StreamingConfigIn = StreamingConfigIn()
+
+
+class StreamingConfigOut(BaseModel):
+    chunkSize: int
+    bufferSize: int
+    compression: str = Field(description='"none": content is served as stored, so its hash still verifies')
+    quality: str
+
+
+class HostOut(BaseModel):
+    url: str
+    publicKey: str
+    local: bool
+    availabilityScore: float
+    latencyMs: float | None
+    bandwidthMbps: float | None
+    meetsRequirements: bool | None = Field(description="null when the host has not been measured")
+
+
+class DeliveryOptions(BaseModel):
+    method: Literal["local", "uhrp"]
+    hosts: list[HostOut]
+    primaryHost: str | None
+    failoverEnabled: bool
+
+
+class QuotaSummary(BaseModel):
+    currentWindow: Literal["hour"]
+    bytesUsed: int
+    bytesAllowed: int | None
+    requestsUsed: int
+    requestsAllowed: int | None
+    burstAvailable: int
+    estimatedExhaustion: str | None
+
+
+class AgentSessionOut(BaseModel):
+    agentId: str
+    sessionType: str
+    priorityBoost: bool = Field(description="whether the session's reads get bandwidth first")
+    qualityRequirements: QualityRequirements
+    estimatedCostSatoshis: int
+    pricePerGbSatoshis: int
+    unmetRequirements: list[str]
+
+
+class Progress(BaseModel):
+    totalBytes: int
+    bytesDelivered: int
+    distinctBytesDelivered: int
+    completionPercentage: float
+    requests: int
+    errors: int
+    failovers: int
+    rateMbps: float | None
+    etaSeconds: float | None
+    actualCostSatoshis: int
+
+
+class SessionOut(BaseModel):
+    sessionId: str
+    receiptId: str | None
+    contentHash: str
+    uhrpUrl: str
+    dataUrl: str
+    streamingConfig: StreamingConfigOut
+    deliveryOptions: DeliveryOptions
+    quotaStatus: QuotaSummary | None
+    agentSession: AgentSessionOut
+    progress: Progress
+    status: Literal["active", "completed", "failed"]
+    createdAt: str
+    updatedAt: str
+
+
+class PlanRequirements(BaseModel):
+    minBandwidthMbps: float | None = Field(default=None, gt=0, le=1e6)
+    maxLatencyMs: float | None = Field(default=None, gt=0, le=600_000)
+    budgetSatoshis: int | None = Field(default=None, ge=0, lt=2**53)
+
+
+class OptimizeIn(BaseModel):
+    contentHashes: list[str] = Field(min_length=1, max_length=256)
+    agentId: str | None = Field(default=None, pattern=ID_PATTERN)
+    receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN)
+    requirements: PlanRequirements = PlanRequirements()
+    prefetch: bool = Field(default=False, description="queue the planned content for download into the local cache (AGENT_PREFETCH_ENABLED)")
+
+
+class Advice(BaseModel):
+    code: str
+    message: str
+
+
+class PlanContent(BaseModel):
+    contentHash: str
+    size: int | None
+    local: bool
+    hosts: list[HostOut]
+    meetsRequirements: bool
+    estimatedSeconds: float | None
+    estimatedCostSatoshis: int | None
+    prefetch: Literal["held", "unavailable", "planned", "over_budget", "over_quota", "queued", "skipped"]
+
+
+class PlanTotals(BaseModel):
+    bytes: int
+    estimatedCostSatoshis: int
+    estimatedSeconds: float | None
+
+
+class PlanOut(BaseModel):
+    agentId: str
+    receiptId: str | None
+    pricePerGbSatoshis: int
+    quotaBytesLeft: int | None
+    prefetchEnabled: bool
+    contents: list[PlanContent]
+    prefetchOrder: list[str]
+    totals: PlanTotals
+    requirements: PlanRequirements
+    recommendations: list[Advice]
+
+
+class UsagePoint(BaseModel):
+    start: str
+    bytes: int
+    requests: int
+
+
+class Period(BaseModel):
+    start: str = Field(alias="from")
+    to: str
+    hours: int
+    bucketSeconds: int
+
+
+class Totals(BaseModel):
+    bytes: int
+    requests: int
+    errors: int
+    sessions: int
+
+
+class Efficiency(BaseModel):
+    bytesPerRequest: int | None
+    cacheHitRate: float | None
+    failovers: int
+    errorRate: float | None
+    averageLatencyMs: float | None
+
+
+class SessionCounts(BaseModel):
+    standard: int
+    priority: int
+    bulk: int
+
+
+class Cost(BaseModel):
+    actualSatoshis: int
+    estimatedSatoshis: int
+
+
+class AnalyticsOut(BaseModel):
+    agentId: str
+    period: Period
+    usage: list[UsagePoint]
+    totals: Totals
+    efficiency: Efficiency
+    sessions: SessionCounts
+    cost: Cost
+    recommendations: list[Advice]

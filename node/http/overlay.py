@@ -1,0 +1,138 @@
+"""Node and overlay routes: ``/v1/node``, resolve, report-host."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from fastapi import APIRouter
+
+from node import __version__
+from node.errors import InvalidPublicKey, OverlayDisabled
+from node.http.context import NodeContext
+from node.http.errors import documented
+from node.http.models import (
+    HostReport,
+    HostStatistics,
+    NodeInfo,
+    OverlayInfo,
+    PerformanceInfo,
+    Recommendations,
+    ReportHost,
+    Resolved,
+    ResolvedHost,
+    SignedAdvert,
+    StorageInfo,
+)
+from protocols.errors import InvalidUhrpUrl
+from protocols.peer_stats import PeerStats, figures
+from protocols.uhrp import parse_content_id, url_for_hash
+
+__all__ = ["overlay_router"]
+
+
+def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]:
+    """The seed's performance and statistics fields."""
+    f = figures(stats)
+    return (
+        PerformanceInfo(availabilityScore=f.availability, averageLatencyMs=f.latency_ms, bandwidthMbps=f.bandwidth_mbps),
+        HostStatistics(totalRequests=f.successes + f.failures, successfulRequests=f.successes, failedRequests=f.failures),
+    )
+
+
+def overlay_router(ctx: NodeContext) -> APIRouter:
+    router = APIRouter(tags=["overlay"])
+    settings = ctx.settings
+
+    @router.get(
+        "/v1/streaming/resolve/{contentId}",
+        response_model=Resolved,
+        summary="Hosts that hold content, from the local advert cache",
+        description="Answered from adverts this node has heard (no network round trip). Expired adverts never appear. "
+        "Each host carries its signed BRC-26 advert fields so a client can verify them independently.",
+        responses=documented(InvalidUhrpUrl, OverlayDisabled),
+    )
+    async def resolve(contentId: str) -> Resolved:
+        digest = parse_content_id(contentId)
+        overlay = ctx.require_overlay()
+        hosts = []
+        for h in overlay.fetcher.ranked(digest):
+            performance, statistics = _measured(h.stats)
+            hosts.append(
+                ResolvedHost(
+                    hostUrl=h.advert.advert.url,
+                    publicKey=h.advert.advert.identity_key.hex(),
+                    peerId=h.peer_id,
+                    addrs=list(h.advert.addrs),
+                    local=h.local,
+                    performance=performance,
+                    statistics=statistics,
+                    expiresAt=h.advert.advert.expiry,
+                    advert=SignedAdvert(**h.advert.advert.as_json()),
+                )
+            )
+        urls = [h.hostUrl for h in hosts]
+        return Resolved(
+            contentHash=digest.hex(),
+            uhrpUrl=url_for_hash(digest),
+            hosts=hosts,
+            recommendations=Recommendations(
+                primaryHost=urls[0] if urls else None,
+                failoverOrder=urls[1:],
+                routingStrategy="local-first, then fewest failures",
+            ),
+        )
+
+    @router.post(
+        "/v1/streaming/report-host",
+        response_model=HostReport,
+        summary="Report how a host performed",
+        description="Feeds the peer performance model that ranks hosts in resolve and in downloads, "
+        "and records it in uhrp_host_performance.",
+        responses=documented(InvalidPublicKey, OverlayDisabled),
+    )
+    async def report_host(report: ReportHost) -> HostReport:
+        overlay = ctx.require_overlay()
+        key = bytes.fromhex(report.hostPublicKey)
+        peer, stats = await overlay.fetcher.report(
+            bytes.fromhex(report.contentHash),
+            key,
+            success=report.success,
+            latency_s=report.latencyMs / 1000 if report.latencyMs is not None else None,
+            rate_bps=report.bandwidthMbps * 1e6 / 8 if report.bandwidthMbps else None,
+            nbytes=report.bytes,
+            host_url=report.hostUrl,
+        )
+        performance, statistics = _measured(stats)
+        return HostReport(hostPublicKey=key.hex(), peerId=peer, performance=performance, statistics=statistics)
+
+    @router.get("/v1/node", response_model=NodeInfo, summary="Node identity, version, storage and overlay")
+    async def node_info() -> NodeInfo:
+        stats = await ctx.content.meta.stats()
+        overlay = None
+        if (o := ctx.overlay) is not None:
+            overlay = OverlayInfo(
+                peerId=o.p2p.peer_id,
+                addrs=o.p2p.addrs,
+                connectedPeers=len(o.p2p.connected_peers()),
+                advertsCached=len(o.cache),
+                advertCounters=dict(o.cache.counters + o.adverts.counters),
+                bytesServedToPeers=o.chunks.served_bytes,
+            )
+        return NodeInfo(
+            overlay=overlay,
+            identityKey=ctx.identity.public_key_hex,
+            version=__version__,
+            api=ctx.api_url,
+            uptimeSeconds=round(time.monotonic() - ctx.started_at, 3),
+            storage=StorageInfo(
+                contents=stats.contents,
+                contentBytes=stats.content_bytes,
+                chunks=stats.chunks,
+                chunkSize=settings.chunk_size,
+                chunkBytes=stats.chunk_bytes,
+                diskFreeBytes=shutil.disk_usage(settings.home).free,
+            ),
+        )
+
+    return router

@@ -1,0 +1,52 @@
+"""The node's services: each one a role, given its dependencies explicitly.
+
+- ``chunks``: serves the chunk protocol to peers (and its client).
+- ``adverts``: tells the overlay what this node holds; remembers what others hold.
+- ``fetch``: downloads content from the hosts that advertise it; ranks hosts.
+- ``quotas``: policies, receipts, admission, usage gossip, strict-mode leases.
+- ``agents``: agent sessions, plans, prefetching, analytics, shared bandwidth.
+- ``streams``: length-prefixed frames over the p2p stream seam.
+
+``node.node`` builds them (``build_services``), registers their protocol
+handlers and starts them, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config import Settings
+from node.identity import Identity
+from node.p2p import P2P
+from node.services.adverts import AdvertService
+from node.services.agents import AgentService
+from node.services.chunks import ChunkServer
+from node.services.fetch import Fetcher
+from node.services.quotas import QuotaService
+from protocols.advert_cache import AdvertCache
+from storage import ContentStore
+
+__all__ = ["Overlay", "Services"]
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The services that exist only on an overlay (``uhrp.enabled``)."""
+
+    p2p: P2P
+    cache: AdvertCache
+    adverts: AdvertService
+    fetcher: Fetcher
+    chunks: ChunkServer
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a running node is made of, as ``build_services`` made it."""
+
+    settings: Settings
+    identity: Identity
+    content: ContentStore
+    quotas: QuotaService
+    agents: AgentService
+    overlay: Overlay | None
