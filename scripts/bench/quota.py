@@ -36,8 +36,8 @@ from http_serve import LUA_DONE, require_tools, wrk_run
 
 from protocols.quota import Policy
 from protocols.quota_book import QuotaBook
-from tests.sim.quota_sim import SCENARIOS, run
 from protocols.usage_sync import PolicyRecord, Receipt, ReceiptRecord
+from tests.sim.quota_sim import SCENARIOS, run
 
 GOAL_RATE = 200_000
 GOAL_P99_US = 50.0

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from protocols.manifest import Manifest
-from storage import MetadataStore
 from protocols.quota import Policy
 from protocols.usage_sync import PolicyRecord
+from storage import MetadataStore
 from storage.metadata import ReceiptRow, SessionRow, StreamRow, UsageWindowRow
 from storage.postgres import PostgresMetadataStore
 from storage.sqlite import SqliteMetadataStore

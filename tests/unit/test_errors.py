@@ -32,7 +32,7 @@ def _auth_codes() -> set[tuple[type[Exception], str]]:
 
 def test_every_code_answers_one_status() -> None:
     statuses: defaultdict[str, set[int]] = defaultdict(set)
-    for klass, rule in ERRORS.items():
+    for rule in ERRORS.values():
         if rule.code is not None:
             statuses[rule.code].add(rule.status)
     auth = _auth_codes()
