@@ -167,9 +167,7 @@ class Settings:
         return self.storage.chunk_size_kb * 1024
 
 
-SECTIONS: dict[str, type] = {
-    name: hint for name, hint in typing.get_type_hints(Settings).items() if name != "home"
-}
+SECTIONS: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(Settings).items() if name != "home"}
 
 # The seed's environment variables and the setting each one sets.
 ENV_VARS: dict[str, str] = {

@@ -135,7 +135,13 @@ class _Auth:
             reply = r.json()
             server_key, server_nonce = bytes.fromhex(reply["identityKey"]), str(reply["initialNonce"])
             data = base64.b64decode(self.nonce) + base64.b64decode(server_nonce)
-            ok = brc42.verify(server_key, data, bytes(reply["signature"]), self._invoice(f"{self.nonce} {server_nonce}"), self.private_key)
+            ok = brc42.verify(
+                server_key,
+                data,
+                bytes(reply["signature"]),
+                self._invoice(f"{self.nonce} {server_nonce}"),
+                self.private_key,
+            )
         except (KeyError, ValueError, TypeError):
             ok = False
         if not ok:
@@ -147,8 +153,17 @@ class _Auth:
         request_id, nonce = os.urandom(32), base64.b64encode(os.urandom(32)).decode()
         path, _, query = request.url.raw_path.decode("latin-1").partition("?")
         ctype = request.headers.get("content-type")
-        preimage = request_preimage(request_id, request.method, path, f"?{query}" if query else "", [("content-type", ctype)] if ctype else [], request.content)
-        signature = brc42.sign(self.private_key, preimage, self._invoice(f"{nonce} {self.server_nonce}"), self.server_key)
+        preimage = request_preimage(
+            request_id,
+            request.method,
+            path,
+            f"?{query}" if query else "",
+            [("content-type", ctype)] if ctype else [],
+            request.content,
+        )
+        signature = brc42.sign(
+            self.private_key, preimage, self._invoice(f"{nonce} {self.server_nonce}"), self.server_key
+        )
         request.headers.update(
             {
                 "x-bsv-auth-version": AUTH_VERSION,
@@ -191,7 +206,9 @@ class AsyncNodeClient:
 
     def __init__(self, base_url: str, *, timeout_s: float = 300.0, identity_key: bytes | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=3.0), trust_env=False)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=3.0), trust_env=False
+        )
         self._identity_key = identity_key
         self._auth: _Auth | None = None
         self._handshaking = trio.Lock()
@@ -269,7 +286,12 @@ class AsyncNodeClient:
         return await self._json("GET", "/v1/node")
 
     async def add(
-        self, path: Path, *, content_type: str | None = None, pin: bool = True, progress: Callable[[int], None] | None = None
+        self,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        pin: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Upload a file; ``progress`` is called with each block's size as it is read."""
         await self._learn_auth()
@@ -295,7 +317,13 @@ class AsyncNodeClient:
         return await self._json("GET", f"/v1/streaming/resolve/{_seg(content_id)}")
 
     async def read(
-        self, content_id: str, *, start: int = 0, end: int | None = None, session_id: str | None = None, receipt_id: str | None = None
+        self,
+        content_id: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        session_id: str | None = None,
+        receipt_id: str | None = None,
     ) -> bytes:
         """Bytes ``start``..``end`` (inclusive; to the end when None) in one request;
         a negative ``start`` reads the last ``-start`` bytes. Signed reads are at most 64 MiB."""
@@ -361,7 +389,11 @@ class AsyncNodeClient:
                     break  # empty content has no byte 0; the caller's hash check still applies
                 raise
             if size is None:
-                size = int(r.headers.get("content-range", "/0").rsplit("/", 1)[1]) if r.status_code == 206 else len(r.content)
+                size = (
+                    int(r.headers.get("content-range", "/0").rsplit("/", 1)[1])
+                    if r.status_code == 206
+                    else len(r.content)
+                )
                 if on_size:
                     on_size(size)
             if not r.content:
@@ -424,14 +456,22 @@ class AsyncNodeClient:
         prefetch: bool = False,
     ) -> dict[str, Any]:
         """A delivery plan for several contents; ``requirements`` in the API's camelCase."""
-        body = {"contentHashes": [*content_ids], "requirements": requirements or {}, "receiptId": receipt_id, "agentId": agent_id, "prefetch": prefetch}
+        body = {
+            "contentHashes": [*content_ids],
+            "requirements": requirements or {},
+            "receiptId": receipt_id,
+            "agentId": agent_id,
+            "prefetch": prefetch,
+        }
         return await self._json("POST", "/v1/streaming/agents/optimize", json=_present(body))
 
     async def analytics(self, agent_id: str, *, hours: int = 24) -> dict[str, Any]:
         return await self._json("GET", f"/v1/streaming/agents/{_seg(agent_id)}/analytics", params={"hours": hours})
 
 
-def _blocking(method: Callable[Concatenate[AsyncNodeClient, P], Awaitable[T]]) -> Callable[Concatenate[NodeClient, P], T]:
+def _blocking(
+    method: Callable[Concatenate[AsyncNodeClient, P], Awaitable[T]],
+) -> Callable[Concatenate[NodeClient, P], T]:
     """``AsyncNodeClient.method`` as a blocking ``NodeClient`` method (same signature, same doc)."""
 
     @functools.wraps(method, assigned=("__name__", "__doc__"))

@@ -182,7 +182,12 @@ class Node:
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
                     await nursery.start(serve, app, _hypercorn_config(settings, api_socket.detach()))
-                    info = {"api": self.api_url, "pid": os.getpid(), "identityKey": identity.public_key_hex, "version": __version__}
+                    info = {
+                        "api": self.api_url,
+                        "pid": os.getpid(),
+                        "identityKey": identity.public_key_hex,
+                        "version": __version__,
+                    }
                     if services.overlay is not None:
                         info |= {"peerId": services.overlay.p2p.peer_id, "addrs": services.overlay.p2p.addrs}
                     write_node_info(home, info)

@@ -309,4 +309,3 @@ class P2P:
         while True:
             msg: Any = await sub.get()
             yield bytes(msg.data)
-

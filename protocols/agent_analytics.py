@@ -96,14 +96,23 @@ def summarise(
         if errors / n > _HIGH_ERROR_RATE:
             recommend("errors", f"{100 * errors / n:.1f}% of reads failed or were cut short")
         if failovers / n > _FAILOVERS_PER_REQUEST:
-            recommend("unreliable_hosts", f"{failovers} hosts were given up on mid-transfer; prefer content with more hosts, or prefetch it")
+            recommend(
+                "unreliable_hosts",
+                f"{failovers} hosts were given up on mid-transfer; prefer content with more hosts, or prefetch it",
+            )
     for receipt, used in sorted(quota_utilisation.items()):
         if used >= _QUOTA_PRESSURE:
-            recommend("quota_pressure", f"receipt {receipt} has used {100 * used:.0f}% of a window's quota; spread reads or raise its policy")
+            recommend(
+                "quota_pressure",
+                f"receipt {receipt} has used {100 * used:.0f}% of a window's quota; spread reads or raise its policy",
+            )
     by_type = Counter(s.session_type for s in sessions)
     actual, estimated = sum(s.actual_cost for s in sessions), sum(s.estimated_cost for s in sessions)
     if estimated and actual > _REREAD * estimated:
-        recommend("rereads", f"sessions cost {actual} satoshis against {estimated} for their content once; keep what was read instead of reading it again")
+        recommend(
+            "rereads",
+            f"sessions cost {actual} satoshis against {estimated} for their content once; keep what was read instead of reading it again",
+        )
     return {
         "period": {"from": _iso(since), "to": _iso(now), "hours": hours, "bucketSeconds": bucket_s},
         "usage": [{"start": _iso(t), "bytes": b, "requests": k} for t, (b, k) in sorted(buckets.items())],

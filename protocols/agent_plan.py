@@ -125,7 +125,12 @@ def make_plan(
         if not c.local and not ranked:
             problems.append({"code": "no_hosts", "message": f"no host is known to hold {c.content_hash}"})
         elif not meets:
-            problems.append({"code": "requirements_unmet", "message": f"no known host of {c.content_hash} is measured to meet the requirements; the plan uses the best available"})
+            problems.append(
+                {
+                    "code": "requirements_unmet",
+                    "message": f"no known host of {c.content_hash} is measured to meet the requirements; the plan uses the best available",
+                }
+            )
 
     # Prefetch the quickest first, so the agent can start soonest; stop adding
     # at the budget and at the quota left (local content needs no fetch, but
@@ -134,7 +139,9 @@ def make_plan(
     nbytes: int = sum(e["size"] or 0 for e in entries if e["local"])
     order = []
     candidates = [e for e in entries if e["prefetch"] == "planned"]
-    candidates.sort(key=lambda e: (e["estimatedSeconds"] is None, e["estimatedSeconds"] or 0.0, e["size"] or 0, e["contentHash"]))
+    candidates.sort(
+        key=lambda e: (e["estimatedSeconds"] is None, e["estimatedSeconds"] or 0.0, e["size"] or 0, e["contentHash"])
+    )
     for e in candidates:
         size, price = e["size"] or 0, e["estimatedCostSatoshis"] or 0
         if req.budget_satoshis is not None and cost + price > req.budget_satoshis:

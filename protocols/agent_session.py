@@ -161,7 +161,9 @@ class AgentSession:
             "totalBytes": self.total_bytes,
             "bytesDelivered": self.bytes_delivered,
             "distinctBytesDelivered": self.coverage.covered,
-            "completionPercentage": round(100 * self.coverage.covered / self.total_bytes, 2) if self.total_bytes else 100.0,
+            "completionPercentage": round(100 * self.coverage.covered / self.total_bytes, 2)
+            if self.total_bytes
+            else 100.0,
             "requests": self.requests,
             "errors": self.errors,
             "failovers": self.failovers,

@@ -165,7 +165,9 @@ def request_preimage(
 def response_preimage(request_id: bytes, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
     """What the server signs; the body length is always written (0 when empty),
     as ``AuthFetch`` rebuilds it."""
-    return b"".join([request_id, _varint(status), _headers_field(signed_headers(headers, request=False)), _varint(len(body)), body])
+    return b"".join(
+        [request_id, _varint(status), _headers_field(signed_headers(headers, request=False)), _varint(len(body)), body]
+    )
 
 
 # -- the server ---------------------------------------------------------------------
@@ -253,7 +255,14 @@ class AuthServer:
             self.sessions.popitem(last=False)
 
     def verify_request(
-        self, headers: dict[str, str], method: str, path: str, query: str, all_headers: list[tuple[str, str]], body: bytes, now: float
+        self,
+        headers: dict[str, str],
+        method: str,
+        path: str,
+        query: str,
+        all_headers: list[tuple[str, str]],
+        body: bytes,
+        now: float,
     ) -> tuple[Session, bytes]:
         """Check a request's ``x-bsv-auth-*`` headers and signature; (session, request id)."""
         if headers.get("x-bsv-auth-version") != AUTH_VERSION:
@@ -270,7 +279,9 @@ class AuthServer:
         request_id_text = headers.get("x-bsv-auth-request-id", "")
         request_id = _b64(request_id_text)
         if _b64(nonce) is None or not nonce or request_id is None or len(request_id) != 32:
-            raise AuthError("invalid_headers", "x-bsv-auth-nonce and x-bsv-auth-request-id must be base64 (request id: 32 bytes)")
+            raise AuthError(
+                "invalid_headers", "x-bsv-auth-nonce and x-bsv-auth-request-id must be base64 (request id: 32 bytes)"
+            )
         try:
             signature = bytes.fromhex(headers.get("x-bsv-auth-signature", ""))
         except ValueError:
@@ -278,7 +289,9 @@ class AuthServer:
         if nonce in session.seen or ("id:" + request_id_text) in session.seen:
             raise AuthError("replayed", "this request nonce or request id was used before")
         preimage = request_preimage(request_id, method, path, query, all_headers, body)
-        if not verify_auth_signature(session.peer_key, preimage, signature, f"{nonce} {session.my_nonce}", self.private_key):
+        if not verify_auth_signature(
+            session.peer_key, preimage, signature, f"{nonce} {session.my_nonce}", self.private_key
+        ):
             raise AuthError("invalid_signature", "the request signature does not verify")
         for key in (nonce, "id:" + request_id_text):
             session.seen[key] = None

@@ -199,6 +199,11 @@ def decode(body: bytes) -> Message:
             raise WireError("bitfield length does not match the chunk count")
         return HaveReply(rid, count, bits)
     code, text, retry = args[1], args[2], args[3]
-    if type(code) is not int or code not in ErrorCode._value2member_map_ or type(text) is not str or type(retry) is not float:
+    if (
+        type(code) is not int
+        or code not in ErrorCode._value2member_map_
+        or type(text) is not str
+        or type(retry) is not float
+    ):
         raise WireError("malformed error reply")
     return ErrorReply(rid, ErrorCode(code), text, max(0.0, min(retry, 86400.0)))

@@ -57,11 +57,7 @@ def chunk_count(size: int, chunk_size: int) -> int:
 
 
 def valid_content_type(value: str) -> bool:
-    return (
-        len(value.encode()) <= MAX_CONTENT_TYPE
-        and value.isprintable()
-        and _MEDIA_TYPE.fullmatch(value) is not None
-    )
+    return len(value.encode()) <= MAX_CONTENT_TYPE and value.isprintable() and _MEDIA_TYPE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,7 @@ def inclusion_proof(chunk_hashes: Sequence[bytes], index: int) -> list[bytes]:
     return proof
 
 
-def verify_inclusion(
-    chunk_hash: bytes, index: int, count: int, proof: Sequence[bytes], root: bytes
-) -> bool:
+def verify_inclusion(chunk_hash: bytes, index: int, count: int, proof: Sequence[bytes], root: bytes) -> bool:
     """True when ``proof`` shows ``chunk_hash`` is leaf ``index`` of ``count``."""
     if not 0 <= index < count or len(proof) > MAX_PROOF_LEN:
         return False

@@ -53,7 +53,9 @@ class PeerStats:
         self.failures += 1
         self.last_seen = now
 
-    def record_report(self, *, success: bool, latency_s: float | None, rate_bps: float | None, nbytes: int, now: float) -> None:
+    def record_report(
+        self, *, success: bool, latency_s: float | None, rate_bps: float | None, nbytes: int, now: float
+    ) -> None:
         """Someone else's word on one transfer (``report-host``); what it leaves
         out is taken as this peer's current estimate (a megabyte if no size)."""
         if not success:

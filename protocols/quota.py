@@ -157,11 +157,15 @@ class Policy:
     burst_bytes_allowance: int = _setting(0, ge=0, lt=UNLIMITED + 1)
     burst_duration_minutes: int = _setting(5, ge=0, le=60)
     max_file_size_bytes: int | None = _limit()
-    allowed_content_types: tuple[str, ...] = _setting((), 'media types or families ("video/*"); empty = any', max_length=64)
+    allowed_content_types: tuple[str, ...] = _setting(
+        (), 'media types or families ("video/*"); empty = any', max_length=64
+    )
     agent_multiplier: float = _setting(1.0, "agents' reads count this many times", ge=0, le=1000)
     agent_priority_boost: bool = _setting(False, "priority sessions under this policy get bandwidth first")
     is_active: bool = _setting(True)
-    price_per_gb_satoshis: int = _setting(0, "satoshis per GB (10^9 bytes) read; agents' cost estimates use it", ge=0, lt=2**53)
+    price_per_gb_satoshis: int = _setting(
+        0, "satoshis per GB (10^9 bytes) read; agents' cost estimates use it", ge=0, lt=2**53
+    )
 
     def limits(self, kind: Window, agent: bool) -> Usage:
         """(bytes, requests) allowed in a window of ``kind`` (``UNLIMITED`` when none)."""
@@ -268,7 +272,9 @@ def decide(
         if nbytes <= remaining[kind].bytes:
             continue
         if kind is Window.HOUR and burst_enabled and policy.burst_bytes_allowance > 0:
-            window_left = policy.burst_duration_minutes * 60 - (now - burst_started_at) if burst_started_at is not None else None
+            window_left = (
+                policy.burst_duration_minutes * 60 - (now - burst_started_at) if burst_started_at is not None else None
+            )
             if (window_left is None or window_left > 0) and burst_used + nbytes <= policy.burst_bytes_allowance:
                 burst = True
                 continue
@@ -290,7 +296,9 @@ def _windows(hour_start: int) -> tuple[tuple[Window, int], ...]:
 def totals(counters: Mapping[tuple[Window, int], GCounter], now: float) -> dict[Window, Usage]:
     """Merged usage of the current windows from counters keyed by (kind, start)."""
     starts = current_windows(now)
-    return {kind: counters[(kind, start)].total if (kind, start) in counters else Usage() for kind, start in starts.items()}
+    return {
+        kind: counters[(kind, start)].total if (kind, start) in counters else Usage() for kind, start in starts.items()
+    }
 
 
 def charge(counters: dict[tuple[Window, int], GCounter], node: str, now: float, nbytes: int, requests: int) -> None:

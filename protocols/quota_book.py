@@ -49,8 +49,6 @@ def _window_keys(hour_start: int) -> tuple[tuple[Window, int], ...]:
     return tuple(current_windows(hour_start).items())
 
 
-
-
 class UnknownReceipt(ProtocolError):
     """No receipt with this id is known here."""
 
@@ -152,7 +150,9 @@ class QuotaBook:
             raise UnknownReceipt(f"no receipt {receipt_id!r} is known on this node")
         policy_record = self.policies.get(record.receipt.policy_name)
         if policy_record is None:
-            raise UnknownPolicy(f"receipt {receipt_id!r} names policy {record.receipt.policy_name!r}, which is not known here")
+            raise UnknownPolicy(
+                f"receipt {receipt_id!r} names policy {record.receipt.policy_name!r}, which is not known here"
+            )
         policy = policy_record.policy
         if record.receipt.concurrent_streams_allowed > 0:
             streams = min(policy.max_concurrent_streams, record.receipt.concurrent_streams_allowed)
@@ -243,13 +243,13 @@ class QuotaBook:
                     return False
         return True
 
-    def _plan(self, rid: str, policy: Policy, agent: bool, hour_start: int) -> tuple[tuple[tuple[Window, int], int, int], ...]:
+    def _plan(
+        self, rid: str, policy: Policy, agent: bool, hour_start: int
+    ) -> tuple[tuple[tuple[Window, int], int, int], ...]:
         """The current window keys and their limits, cached per receipt for the hour."""
         cached = self._limit_cache.get((rid, agent))
         if cached is None or cached[0] != hour_start:
-            plan = tuple(
-                (key, *policy.limits(key[0], agent)) for key in _window_keys(hour_start)
-            )
+            plan = tuple((key, *policy.limits(key[0], agent)) for key in _window_keys(hour_start))
             cached = self._limit_cache[(rid, agent)] = (hour_start, plan)
         return cached[1]
 
@@ -283,7 +283,15 @@ class QuotaBook:
         self._local(ticket.receipt_id).pending -= nbytes
         self._count(ticket.receipt_id, now, nbytes, 0)
 
-    def finish(self, ticket: Ticket, now: float, *, first_byte_s: float | None = None, error: bool = False, local_hit: bool = True) -> None:
+    def finish(
+        self,
+        ticket: Ticket,
+        now: float,
+        *,
+        first_byte_s: float | None = None,
+        error: bool = False,
+        local_hit: bool = True,
+    ) -> None:
         """The request is over: release what it reserved but did not send."""
         local = self._local(ticket.receipt_id)
         local.active -= 1

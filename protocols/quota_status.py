@@ -112,7 +112,9 @@ def quota_status(book: QuotaBook, receipt_id: str, now: float, *, cut_off: bool)
         cut_off=cut_off,
         windows=windows,
         burst=BurstStatus(
-            available=burst_on and burst_used < policy.burst_bytes_allowance and (active_until is None or now < active_until),
+            available=burst_on
+            and burst_used < policy.burst_bytes_allowance
+            and (active_until is None or now < active_until),
             allowance=policy.burst_bytes_allowance,
             used=burst_used,
             active_until=active_until,

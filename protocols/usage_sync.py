@@ -170,7 +170,15 @@ class PolicyRecord:
         values = [getattr(p, name) for name, _, _ in _POLICY_FIELDS]
         if not p.price_per_gb_satoshis:
             values.pop()
-        return [_KIND_POLICY, self.issuer, self.version, p.name, self.description, values, list(p.allowed_content_types)]
+        return [
+            _KIND_POLICY,
+            self.issuer,
+            self.version,
+            p.name,
+            self.description,
+            values,
+            list(p.allowed_content_types),
+        ]
 
     @classmethod
     def create(cls, private_key: bytes, version: int, policy: Policy, description: str = "") -> PolicyRecord:
@@ -254,8 +262,12 @@ def _decode_usage(obj: list[Any]) -> UsageUpdate:
         kind = _int(row[1], "window kind", 0, len(_WINDOWS))
         start = _int(row[2], "window start")
         _check(window_bounds(_WINDOWS[kind], start)[0] == start, "window start is not a window boundary")
-        entries.append(Entry(_receipt_id(row[0]), _WINDOWS[kind], start, _int(row[3], "bytes"), _int(row[4], "requests")))
-    return UsageUpdate(origin, _int(epoch, "epoch"), _int(seq, "seq"), full, tuple(entries), _int(sent_at, "sent at"), sig)
+        entries.append(
+            Entry(_receipt_id(row[0]), _WINDOWS[kind], start, _int(row[3], "bytes"), _int(row[4], "requests"))
+        )
+    return UsageUpdate(
+        origin, _int(epoch, "epoch"), _int(seq, "seq"), full, tuple(entries), _int(sent_at, "sent at"), sig
+    )
 
 
 def _optional(v: Any, kind: type, what: str) -> Any:
@@ -320,7 +332,10 @@ def decode_message(data: bytes) -> Message:
     _check(obj[0] in decoders, f"unknown message kind {obj[0]!r}")
     message = decoders[obj[0]](obj)
     _check(type(message.signature) is bytes, "signature must be bytes")
-    _check(brc42.verify(message.signer, _pack(message._body()), message.signature, USAGE_INVOICE), "signature does not verify")
+    _check(
+        brc42.verify(message.signer, _pack(message._body()), message.signature, USAGE_INVOICE),
+        "signature does not verify",
+    )
     return message
 
 
@@ -341,7 +356,12 @@ def encode_lease_reply(grant_bytes: int, grant_requests: int, reason: str, retry
 def decode_lease_reply(data: bytes) -> tuple[int, int, str, float]:
     obj = unpack(data, InvalidUsageMessage, max_bin=0, max_str=128, max_array=4)
     _check(isinstance(obj, list) and len(obj) == 4 and type(obj[3]) is float, "malformed lease reply")
-    return _int(obj[0], "bytes"), _int(obj[1], "requests"), _text(obj[2], "reason", 64), max(0.0, min(obj[3], 86400.0 * 31))
+    return (
+        _int(obj[0], "bytes"),
+        _int(obj[1], "requests"),
+        _text(obj[2], "reason", 64),
+        max(0.0, min(obj[3], 86400.0 * 31)),
+    )
 
 
 _EntryKey = tuple[bytes, str, Window, int]  # (origin, receipt, kind, start)

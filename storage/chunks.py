@@ -74,7 +74,9 @@ class ChunkStore:
 
     # -- writing ---------------------------------------------------------
 
-    def put(self, data: bytes | memoryview, digest: bytes | None = None, *, trusted: bool = False) -> tuple[bytes, list[Path]]:
+    def put(
+        self, data: bytes | memoryview, digest: bytes | None = None, *, trusted: bool = False
+    ) -> tuple[bytes, list[Path]]:
         """Store ``data`` and pin it; return its digest and the directories to fsync.
 
         With ``digest`` given, the data is verified against it first (a

@@ -14,11 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,19 +44,24 @@ class IngestResult:
     new: bool  # False when the content was already stored
 
 
-async def rechunk(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroup arbitrary pieces into ``size``-byte chunks (the last may be short)."""
+async def rechunk(pieces: AsyncIterable[bytes], size: int) -> AsyncGenerator[bytes, None]:
+    """Regroup arbitrary pieces into ``size``-byte chunks (the last may be short).
+    Closing it closes ``pieces`` too, when that is a generator."""
     buf = bytearray()
-    async for piece in pieces:
-        if not buf and len(piece) == size:
-            yield bytes(piece)  # already aligned: no copy
-            continue
-        buf += piece
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+    try:
+        async for piece in pieces:
+            if not buf and len(piece) == size:
+                yield bytes(piece)  # already aligned: no copy
+                continue
+            buf += piece
+            while len(buf) >= size:
+                yield bytes(buf[:size])
+                del buf[:size]
+        if buf:
+            yield bytes(buf)
+    finally:
+        if isinstance(pieces, AsyncGenerator):
+            await pieces.aclose()
 
 
 class ContentStore:
@@ -146,18 +152,19 @@ class ContentStore:
                     nursery.start_soon(hash_in_order)
                     async with to_hash:
                         try:
-                            async for chunk in rechunk(pieces, chunk_size):
-                                size += len(chunk)
-                                if max_size is not None and size > max_size:
-                                    raise (Mismatch if expect else TooLarge)(f"content exceeds {max_size} bytes")
-                                if expect is not None and len(digests) >= len(expect.chunk_hashes):
-                                    raise Mismatch("more chunks than the manifest lists")
-                                await room.acquire()
-                                digests.append(b"")
-                                await to_hash.send(chunk)
-                                nursery.start_soon(write, len(digests) - 1, chunk)
-                                if on_progress is not None:
-                                    on_progress(size)
+                            async with contextlib.aclosing(rechunk(pieces, chunk_size)) as chunks:
+                                async for chunk in chunks:
+                                    size += len(chunk)
+                                    if max_size is not None and size > max_size:
+                                        raise (Mismatch if expect else TooLarge)(f"content exceeds {max_size} bytes")
+                                    if expect is not None and len(digests) >= len(expect.chunk_hashes):
+                                        raise Mismatch("more chunks than the manifest lists")
+                                    await room.acquire()
+                                    digests.append(b"")
+                                    await to_hash.send(chunk)
+                                    nursery.start_soon(write, len(digests) - 1, chunk)
+                                    if on_progress is not None:
+                                        on_progress(size)
                         except Exception as exc:
                             failures.append(exc)
                             scope.cancel()
@@ -254,7 +261,7 @@ class ContentStore:
         stop: int,
         max_piece: int,
         wait: Callable[[int], Awaitable[None]] | None = None,
-    ) -> AsyncIterator[bytes | bytearray]:
+    ) -> AsyncGenerator[bytes | bytearray, None]:
         """Bytes ``[start, stop)`` of the content, in pieces of at most ``max_piece``.
 
         Page-cache hits are read inline; only real disk reads go to a thread.

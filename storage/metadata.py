@@ -242,7 +242,9 @@ class MetadataStore(ABC):
         """An agent's sessions updated after ``since``, newest first."""
 
     @abstractmethod
-    async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
+    async def delete_quota_history(
+        self, *, windows_ended_before: float, streams_ended_before: float
+    ) -> tuple[int, int]:
         """Cleanup: (usage windows removed, stream rows removed); agent sessions
         idle since ``streams_ended_before`` go with the stream rows."""
 

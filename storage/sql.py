@@ -79,6 +79,7 @@ def _policy_values(record: PolicyRecord, encoded: bytes, updated_at: float) -> t
     # Media types as a JSON array, booleans as integers (both backends store them so).
     return tuple(json.dumps(list(v)) if isinstance(v, tuple) else int(v) if isinstance(v, bool) else v for v in values)
 
+
 _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
 _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
@@ -191,9 +192,7 @@ class SqlMetadataStore(MetadataStore):
                 )
             ]
             db.executemany("DELETE FROM chunk_refs WHERE chunk_hash = ?", ((h,) for h in freed))
-            db.executemany(
-                "UPDATE chunk_refs SET refcount = refcount - 1 WHERE chunk_hash = ?", ((h,) for h in chunks)
-            )
+            db.executemany("UPDATE chunk_refs SET refcount = refcount - 1 WHERE chunk_hash = ?", ((h,) for h in chunks))
             return [bytes.fromhex(h) for h in freed]
 
         return await self._transaction(txn)
@@ -204,7 +203,10 @@ class SqlMetadataStore(MetadataStore):
             return []
         referenced = await self._run(
             lambda db: {
-                h for (h,) in db.fetch("SELECT chunk_hash FROM chunk_refs WHERE chunk_hash IN_LIST", (self.list_param(keys),))
+                h
+                for (h,) in db.fetch(
+                    "SELECT chunk_hash FROM chunk_refs WHERE chunk_hash IN_LIST", (self.list_param(keys),)
+                )
             }
         )
         return [bytes.fromhex(k) for k in keys if k not in referenced]
@@ -223,7 +225,9 @@ class SqlMetadataStore(MetadataStore):
         return [(Manifest.decode(bytes(m)), float(t)) for m, t in rows]
 
     async def delete_partial(self, content_hash: bytes) -> None:
-        await self._run(lambda db: db.execute("DELETE FROM partial_downloads WHERE content_hash = ?", (content_hash.hex(),)))
+        await self._run(
+            lambda db: db.execute("DELETE FROM partial_downloads WHERE content_hash = ?", (content_hash.hex(),))
+        )
 
     async def record_hosts(self, rows: list[HostPerformance]) -> None:
         if not rows:
@@ -305,7 +309,9 @@ class SqlMetadataStore(MetadataStore):
 
     async def load_usage(self, ended_after: float) -> list[UsageWindowRow]:
         rows = await self._run(
-            lambda db: db.fetch(f"SELECT {', '.join(_USAGE_COLUMNS)} FROM quota_usage_windows WHERE window_end > ?", (ended_after,))
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_USAGE_COLUMNS)} FROM quota_usage_windows WHERE window_end > ?", (ended_after,)
+            )
         )
         return [UsageWindowRow(*r) for r in rows]
 
@@ -340,7 +346,9 @@ class SqlMetadataStore(MetadataStore):
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         rows = await self._run(
-            lambda db: db.fetch(f"SELECT {', '.join(_SESSION_COLUMNS)} FROM agent_streaming_sessions WHERE id = ?", (session_id,))
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_SESSION_COLUMNS)} FROM agent_streaming_sessions WHERE id = ?", (session_id,)
+            )
         )
         return _session(rows[0]) if rows else None
 
@@ -354,11 +362,15 @@ class SqlMetadataStore(MetadataStore):
         )
         return [_session(r) for r in rows]
 
-    async def delete_quota_history(self, *, windows_ended_before: float, streams_ended_before: float) -> tuple[int, int]:
+    async def delete_quota_history(
+        self, *, windows_ended_before: float, streams_ended_before: float
+    ) -> tuple[int, int]:
         def txn(db: Db) -> tuple[int, int]:
             ((w,),) = db.fetch("SELECT COUNT(*) FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
             db.execute("DELETE FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
-            ((s,),) = db.fetch("SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
+            ((s,),) = db.fetch(
+                "SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,)
+            )
             db.execute("DELETE FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
             db.execute("DELETE FROM agent_streaming_sessions WHERE updated_at < ?", (streams_ended_before,))
             return int(w), int(s)

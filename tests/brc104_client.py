@@ -51,7 +51,9 @@ class Client:
         nonce = base64.b64encode(n.to_bytes(32, "big")).decode()
         rid = bytes([n]) * 32
         invoice = brc42.invoice_number(2, "auth message signature", f"{nonce} {self.server_nonce}")
-        sig = brc42.sign(self.private_key, request_preimage(rid, method, path, query, extra, body), invoice, self.server_key)
+        sig = brc42.sign(
+            self.private_key, request_preimage(rid, method, path, query, extra, body), invoice, self.server_key
+        )
         return {
             "x-bsv-auth-version": "0.1",
             "x-bsv-auth-identity-key": self.public_key.hex(),
@@ -66,4 +68,6 @@ class Client:
         rid = base64.b64decode(headers["x-bsv-auth-request-id"])
         invoice = brc42.invoice_number(2, "auth message signature", f"{headers['x-bsv-auth-nonce']} {self.nonce}")
         signature = bytes.fromhex(headers["x-bsv-auth-signature"])
-        return brc42.verify(self.server_key, response_preimage(rid, status, [], body), signature, invoice, self.private_key)
+        return brc42.verify(
+            self.server_key, response_preimage(rid, status, [], body), signature, invoice, self.private_key
+        )

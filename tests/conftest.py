@@ -42,7 +42,6 @@ async def content(settings: Settings) -> AsyncIterator[ContentStore]:
     await store.meta.aclose()
 
 
-
 @pytest.fixture
 def postgres_schema() -> Iterator[str]:
     """A fresh schema in the test PostgreSQL, dropped afterwards.

@@ -163,7 +163,10 @@ def _add_direct(args: argparse.Namespace, path: Path, progress: Callable[[int], 
         content = await open_content_store(settings)
         try:
             result = await content.ingest_file(
-                path, content_type=args.content_type or "application/octet-stream", pinned=not args.no_pin, on_progress=report
+                path,
+                content_type=args.content_type or "application/octet-stream",
+                pinned=not args.no_pin,
+                on_progress=report,
             )
         finally:
             await content.meta.aclose()
@@ -186,13 +189,22 @@ def cmd_get(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
         if args.output == "-":
-            n = client.download(digest.hex(), sys.stdout.buffer, expected=digest, receipt_id=args.receipt, session_id=args.session)
+            n = client.download(
+                digest.hex(), sys.stdout.buffer, expected=digest, receipt_id=args.receipt, session_id=args.session
+            )
             return
         out = Path(args.output)
         fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
         try:
             with os.fdopen(fd, "wb") as f, _progress(None, out.name, not args.json) as progress:
-                n = client.download(digest.hex(), f, expected=digest, receipt_id=args.receipt, session_id=args.session, progress=progress)
+                n = client.download(
+                    digest.hex(),
+                    f,
+                    expected=digest,
+                    receipt_id=args.receipt,
+                    session_id=args.session,
+                    progress=progress,
+                )
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -281,8 +293,12 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         body["allowedContentTypes"] = args.content_type
     with _client(args) as client:
         policy = client.put_policy(body)
-    _print(args, policy, f"policy {policy['policyName']}: {_limit(policy['bytesPerHour'])}/hour, "
-           f"{_limit(policy['bytesPerDay'])}/day, {_limit(policy['bytesPerMonth'])}/month")
+    _print(
+        args,
+        policy,
+        f"policy {policy['policyName']}: {_limit(policy['bytesPerHour'])}/hour, "
+        f"{_limit(policy['bytesPerDay'])}/day, {_limit(policy['bytesPerMonth'])}/month",
+    )
 
 
 def cmd_policy_ls(args: argparse.Namespace) -> None:
@@ -292,13 +308,19 @@ def cmd_policy_ls(args: argparse.Namespace) -> None:
         print(json.dumps(policies, indent=2))
         return
     for p in policies:
-        print(f"{p['policyName']:<20} {_limit(p['bytesPerHour']):>10}/h {_limit(p['bytesPerDay']):>10}/d "
-              f"{_limit(p['bytesPerMonth']):>10}/mo  streams {p['maxConcurrentStreams']}{'' if p['isActive'] else '  (inactive)'}")
+        print(
+            f"{p['policyName']:<20} {_limit(p['bytesPerHour']):>10}/h {_limit(p['bytesPerDay']):>10}/d "
+            f"{_limit(p['bytesPerMonth']):>10}/mo  streams {p['maxConcurrentStreams']}{'' if p['isActive'] else '  (inactive)'}"
+        )
 
 
 def cmd_receipt_new(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"policyName": args.policy, "quotaTier": args.tier}
-    for key, value in (("receiptId", args.id), ("identityKey", args.identity_key), ("concurrentStreamsAllowed", args.streams)):
+    for key, value in (
+        ("receiptId", args.id),
+        ("identityKey", args.identity_key),
+        ("concurrentStreamsAllowed", args.streams),
+    ):
         if value is not None:
             body[key] = value
     with _client(args) as client:
@@ -311,8 +333,10 @@ def cmd_receipt_show(args: argparse.Namespace) -> None:
         status = client.quota(args.id)
     lines = [f"receipt   {status['receiptId']} (policy {status['quotaPolicy']['policyName']})"]
     for kind, w in status["windows"].items():
-        lines.append(f"{kind:<9} {_human(w['bytesUsed'])} of {_limit(w['bytesAllowed'])}, "
-                     f"{w['requestsUsed']} requests of {w['requestsAllowed'] if w['requestsAllowed'] is not None else '-'}")
+        lines.append(
+            f"{kind:<9} {_human(w['bytesUsed'])} of {_limit(w['bytesAllowed'])}, "
+            f"{w['requestsUsed']} requests of {w['requestsAllowed'] if w['requestsAllowed'] is not None else '-'}"
+        )
     c = status["concurrent"]
     lines.append(f"streams   {c['activeStreams']} of {c['maxAllowed']}")
     _print(args, status, "\n".join(lines))
@@ -321,7 +345,9 @@ def cmd_receipt_show(args: argparse.Namespace) -> None:
 def cmd_session_new(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
-        session = client.create_session(digest.hex(), receipt_id=args.receipt, agent_id=args.agent, session_type=args.type)
+        session = client.create_session(
+            digest.hex(), receipt_id=args.receipt, agent_id=args.agent, session_type=args.type
+        )
     _print(args, session, session["sessionId"])
 
 

@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = (nodes[0].addrs[0],)
         for i in range(2, args.n + 1):
             nodes.append(start(root / f"node{i}", bootstrap=bootstrap))
-        summary = [{"node": i + 1, "api": d.api, "peerId": d.peer_id, "addrs": d.addrs, "home": str(d.home)} for i, d in enumerate(nodes)]
+        summary = [
+            {"node": i + 1, "api": d.api, "peerId": d.peer_id, "addrs": d.addrs, "home": str(d.home)}
+            for i, d in enumerate(nodes)
+        ]
         (root / "devnet.json").write_text(json.dumps(summary, indent=2) + "\n")
         for s in summary:
             print(f"node{s['node']}  {s['api']}  {s['peerId']}  --home {s['home']}", flush=True)
@@ -62,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             for d in nodes:
                 if d.proc.poll() is not None and d.home not in reported:
                     reported.add(d.home)
-                    print(f"node in {d.home} exited ({d.proc.returncode}); the others keep running:\n{d.log_tail()}", file=sys.stderr, flush=True)
+                    print(
+                        f"node in {d.home} exited ({d.proc.returncode}); the others keep running:\n{d.log_tail()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if len(reported) == len(nodes):
                 return 1
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -96,7 +96,12 @@ def start(
         args += ["--bootstrap", b]
     with open(home / "daemon.log", "ab") as log:
         proc = subprocess.Popen(
-            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True
+            args,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     daemon = Daemon(home, proc)
     try:

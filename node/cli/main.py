@@ -51,9 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="create the data dir: identity key and default config").set_defaults(fn=cmd_init)
 
     run = sub.add_parser("run", help="run the node daemon")
-    run.add_argument("--api", dest="bind", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:8700; port 0 picks one)")
-    run.add_argument("--listen", action="append", metavar="MULTIADDR", help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)")
-    run.add_argument("--bootstrap", action="append", metavar="MULTIADDR", help="peer to join through, ending in /p2p/<id> (repeatable)")
+    run.add_argument(
+        "--api",
+        dest="bind",
+        metavar="HOST:PORT",
+        help="where the HTTP API listens (default 127.0.0.1:8700; port 0 picks one)",
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)",
+    )
+    run.add_argument(
+        "--bootstrap",
+        action="append",
+        metavar="MULTIADDR",
+        help="peer to join through, ending in /p2p/<id> (repeatable)",
+    )
     run.set_defaults(fn=cmd_run)
 
     add = sub.add_parser("add", help="add a file; prints its UHRP URL")
@@ -83,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     pset.add_argument("name")
     for opt, (_, kind) in POLICY_OPTIONS.items():
         pset.add_argument("--" + opt.replace("_", "-"), type=kind)
-    pset.add_argument("--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)")
+    pset.add_argument(
+        "--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)"
+    )
     pset.add_argument("--description", default="")
     pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")
     pset.add_argument("--priority-boost", action="store_true", help="its agents' priority sessions get bandwidth first")
@@ -117,7 +134,15 @@ def _parser() -> argparse.ArgumentParser:
 
     get.add_argument("--receipt", help="charge the read to this receipt")
     get.add_argument("--session", help="count the read toward this session")
-    for parser in (*(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")), pset, policy_sub.choices["ls"], rnew, rshow, snew, sshow):
+    for parser in (
+        *(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")),
+        pset,
+        policy_sub.choices["ls"],
+        rnew,
+        rshow,
+        snew,
+        sshow,
+    ):
         parser.add_argument("--json", action="store_true", help="print JSON")
     return p
 

@@ -33,7 +33,16 @@ from protocols.uhrp import parse_content_id, url_for_hash
 
 __all__ = ["agent_router"]
 
-_REFUSALS = (InvalidUhrpUrl, NotYourReceipt, SessionNotYours, UnknownReceipt, UnknownPolicy, UnknownSession, NotHeld, AgentStreamingDisabled)
+_REFUSALS = (
+    InvalidUhrpUrl,
+    NotYourReceipt,
+    SessionNotYours,
+    UnknownReceipt,
+    UnknownPolicy,
+    UnknownSession,
+    NotHeld,
+    AgentStreamingDisabled,
+)
 _ERRORS = documented(*_REFUSALS)
 
 
@@ -167,7 +176,11 @@ def agent_router(ctx: NodeContext) -> APIRouter:
         description="From the reads made in this agent's sessions on this node (`streaming_usage`) and its sessions. "
         "An agent whose sessions were opened by an authenticated identity is visible to that identity only.",
     )
-    async def analytics(request: Request, agentId: str = Path(pattern=ID_PATTERN), hours: int = Query(24, ge=1, le=24 * 90)) -> AnalyticsOut:
-        return AnalyticsOut.model_validate(await agents.analytics(agentId, hours, request.scope.get("overlay.identity")))
+    async def analytics(
+        request: Request, agentId: str = Path(pattern=ID_PATTERN), hours: int = Query(24, ge=1, le=24 * 90)
+    ) -> AnalyticsOut:
+        return AnalyticsOut.model_validate(
+            await agents.analytics(agentId, hours, request.scope.get("overlay.identity"))
+        )
 
     return router

@@ -52,7 +52,9 @@ def create_app(ctx: NodeContext) -> Any:
         title="overlay-node",
         version=__version__,
         description="Content-addressed storage and delivery for a BSV overlay network (UHRP, BRC-26).",
-        responses=documented(AuthError, RequestTooLarge, AuthError="authentication required or failed (BRC-103/104, when enabled)"),
+        responses=documented(
+            AuthError, RequestTooLarge, AuthError="authentication required or failed (BRC-103/104, when enabled)"
+        ),
     )
     install_handlers(app)
     data = DataPlane(ctx)

@@ -86,7 +86,9 @@ class AuthMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if "x-bsv-auth-version" not in headers:
             if self.mode == "required":
-                await send_error(send, Unauthenticated(f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})"))
+                await send_error(
+                    send, Unauthenticated(f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})")
+                )
                 return
             await self.app(scope, receive, send)
             return
@@ -152,7 +154,11 @@ class AuthMiddleware:
         try:
             await self.app(inner, replay, capture)
         except _TooLarge:
-            failure = describe(ResponseTooLarge(f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"))
+            failure = describe(
+                ResponseTooLarge(
+                    f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"
+                )
+            )
             start.clear()
             out[:] = json.dumps(failure.body()).encode()
             start.update({"status": failure.status, "headers": [(b"content-type", b"application/json")]})
@@ -165,7 +171,11 @@ class AuthMiddleware:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*kept, (b"content-length", str(len(out)).encode()), *((k.encode(), v.encode()) for k, v in signed)],
+                "headers": [
+                    *kept,
+                    (b"content-length", str(len(out)).encode()),
+                    *((k.encode(), v.encode()) for k, v in signed),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": bytes(out)})

@@ -85,7 +85,12 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             200: {"model": AddedContent, "description": "already held"},
             **documented(InvalidContentType, TooLarge, InsufficientStorage),
         },
-        openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
     )
     async def add_content(
         request: Request,
@@ -118,12 +123,21 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         return AddedContent(**content_info(record.manifest, record.pinned, record.created_at), new=result.new)
 
     @router.get("/v1/content", response_model=ContentList, summary="List stored content, newest first")
-    async def list_content(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**40)) -> ContentList:
+    async def list_content(
+        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**40)
+    ) -> ContentList:
         records = await ctx.content.meta.list_contents(limit=limit, offset=offset)
         stats = await ctx.content.meta.stats()
-        return ContentList(contents=[_record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset)
+        return ContentList(
+            contents=[_record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset
+        )
 
-    @router.get("/v1/content/{contentId}", response_model=ContentInfo, summary="Describe stored content", responses=documented(InvalidUhrpUrl, NotHeld))
+    @router.get(
+        "/v1/content/{contentId}",
+        response_model=ContentInfo,
+        summary="Describe stored content",
+        responses=documented(InvalidUhrpUrl, NotHeld),
+    )
     async def get_content(contentId: str) -> ContentInfo:
         digest = parse_content_id(contentId)
         record = await ctx.content.get(digest)
@@ -132,7 +146,10 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         return _record_info(record)
 
     @router.delete(
-        "/v1/content/{contentId}", response_model=Deleted, summary="Delete content and free its chunks", responses=documented(InvalidUhrpUrl, NotHeld)
+        "/v1/content/{contentId}",
+        response_model=Deleted,
+        summary="Delete content and free its chunks",
+        responses=documented(InvalidUhrpUrl, NotHeld),
     )
     async def delete_content(contentId: str) -> Deleted:
         digest = parse_content_id(contentId)
@@ -153,8 +170,14 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         ),
         response_class=Response,
         responses={
-            200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the whole content, with its own content type"},
-            206: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}, "description": "the requested range"},
+            200: {
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "the whole content, with its own content type",
+            },
+            206: {
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "the requested range",
+            },
             304: {"description": "not modified (If-None-Match)"},
             **documented(
                 InvalidUhrpUrl,
@@ -181,9 +204,17 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     @router.head(DATA_PREFIX + "{contentId:path}", **data_doc)
     async def read_content(
         contentId: str,
-        receiptId: str | None = Query(None, description="charge the read to this receipt (default: the authenticated caller's)"),
-        sessionId: str | None = Query(None, description="count the read toward this agent session (and charge its receipt)"),
-        range_: str | None = Query(None, alias="range", description="`bytes=a-b` (or `a-b`), as the Range header, for clients that cannot send one; the header wins"),
+        receiptId: str | None = Query(
+            None, description="charge the read to this receipt (default: the authenticated caller's)"
+        ),
+        sessionId: str | None = Query(
+            None, description="count the read toward this agent session (and charge its receipt)"
+        ),
+        range_: str | None = Query(
+            None,
+            alias="range",
+            description="`bytes=a-b` (or `a-b`), as the Range header, for clients that cannot send one; the header wins",
+        ),
     ) -> Response:
         return _DataResponse(data, contentId)
 

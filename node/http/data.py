@@ -168,14 +168,18 @@ class DataPlane:
         etag = f'"{digest.hex()}"'.encode()
         read = _Read(digest, manifest, None, self._common(etag), session, receipt_id, identity, download)
         inm = request_headers.get(b"if-none-match")
-        if inm is not None and (inm.strip() == b"*" or etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]):
+        if inm is not None and (
+            inm.strip() == b"*" or etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]
+        ):
             read.not_modified = True
             return read
         size = manifest.size
         raw_range = request_headers.get(b"range")
         if raw_range is None and range_param:
             # For clients that cannot send a Range header (AuthFetch signs only a few headers).
-            raw_range = (range_param if range_param.startswith("bytes=") else f"bytes={range_param}").encode("latin-1", "replace")
+            raw_range = (range_param if range_param.startswith("bytes=") else f"bytes={range_param}").encode(
+                "latin-1", "replace"
+            )
         if_range = request_headers.get(b"if-range")
         rng = None
         if raw_range is not None and (if_range is None or if_range.strip() == etag):
@@ -185,7 +189,9 @@ class DataPlane:
                 pass  # RFC 9110: a server may ignore a Range it cannot parse
             except Unsatisfiable:
                 message = f"range {raw_range.decode('latin-1')!r} is outside {size} bytes"
-                raise _Refused(Unsatisfiable(message), [(b"content-range", f"bytes */{size}".encode()), *read.common]) from None
+                raise _Refused(
+                    Unsatisfiable(message), [(b"content-range", f"bytes */{size}".encode()), *read.common]
+                ) from None
         read.range = rng
         if session is None and receipt_id is None and identity is not None:
             read.receipt_id = self.quotas.receipt_for(identity)
@@ -204,7 +210,9 @@ class DataPlane:
             agent=read.session is not None,
         )
 
-    async def _respond(self, read: _Read, ticket: Ticket | None, scope: Scope, send: Send, receive: Receive | None) -> None:
+    async def _respond(
+        self, read: _Read, ticket: Ticket | None, scope: Scope, send: Send, receive: Receive | None
+    ) -> None:
         manifest, start, stop = read.manifest, read.start, read.stop
         headers = [
             (b"content-type", manifest.content_type.encode()),
@@ -259,7 +267,18 @@ class DataPlane:
             if not finished:
                 finished.append(True)
                 first = first_byte[0] if first_byte else None
-                self._finish(ticket, session, scope, manifest.content_hash, started_at, sent[0] - start, stop - start, first, error, download)
+                self._finish(
+                    ticket,
+                    session,
+                    scope,
+                    manifest.content_hash,
+                    started_at,
+                    sent[0] - start,
+                    stop - start,
+                    first,
+                    error,
+                    download,
+                )
 
         def count(n: int) -> None:
             if ticket is not None:
@@ -337,8 +356,9 @@ class DataPlane:
 
     async def _body(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
         if download is None or download.finished.is_set():
-            async for piece in self.content.read(manifest, start, stop, self.read_size):
-                await emit(piece, True)
+            async with contextlib.aclosing(self.content.read(manifest, start, stop, self.read_size)) as pieces:
+                async for piece in pieces:
+                    await emit(piece, True)
             await emit(b"", False)
             return
         # Content still arriving streams as its chunks land, in order, each
@@ -346,10 +366,13 @@ class DataPlane:
         # manifest, so the last piece is held back until it has: a response
         # never completes with unverified bytes, and a lie aborts it.
         held: bytes | bytearray | None = None
-        async for piece in self.content.read(manifest, start, stop, self.read_size, download.waiter(manifest)):
-            if held is not None:
-                await emit(held, True)
-            held = piece
+        async with contextlib.aclosing(
+            self.content.read(manifest, start, stop, self.read_size, download.waiter(manifest))
+        ) as pieces:
+            async for piece in pieces:
+                if held is not None:
+                    await emit(held, True)
+                held = piece
         await download.finished.wait()
         download.check(manifest)  # raising aborts the connection: the client sees a cut-off body
         await emit(held or b"", False)

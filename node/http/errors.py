@@ -39,13 +39,19 @@ def _answer(exc: BaseException) -> tuple[int, dict[str, object], Headers]:
     return failure.status, failure.body(), headers
 
 
-async def send_json(send: Send, status: int, body: dict[str, object], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(
+    send: Send, status: int, body: dict[str, object], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -75,7 +81,9 @@ def install_handlers(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        details: list[dict[str, object]] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        details: list[dict[str, object]] = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()
+        ]
         message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details)  # type: ignore[call-overload]
         return _response(InvalidRequest(message, details))
 

@@ -20,6 +20,7 @@ RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 # -- content, node and overlay ----------------------------------------------------
 
+
 class ErrorBody(BaseModel):
     """Every error the node answers has this shape (``node.errors`` lists the codes)."""
 
@@ -27,7 +28,9 @@ class ErrorBody(BaseModel):
     message: str
     reason: str | None = Field(None, description="quota_exceeded: what was exceeded")
     retryAfterSeconds: float | None = Field(None, description="quota_exceeded: when the request may succeed")
-    remaining: dict[str, dict[str, int]] | None = Field(None, description="quota_exceeded: bytes and requests left per window")
+    remaining: dict[str, dict[str, int]] | None = Field(
+        None, description="quota_exceeded: bytes and requests left per window"
+    )
     details: list[dict[str, Any]] | None = Field(None, description="invalid_request: each invalid field")
 
 
@@ -94,7 +97,9 @@ class SignedAdvert(BaseModel):
     url: str
     expiry: int = Field(description="Unix seconds")
     size: int
-    signature: str = Field(description="DER ECDSA over the five fields (BRC-26 / BRC-42, key ID 1, counterparty anyone), hex")
+    signature: str = Field(
+        description="DER ECDSA over the five fields (BRC-26 / BRC-42, key ID 1, counterparty anyone), hex"
+    )
 
 
 class PerformanceInfo(BaseModel):
@@ -166,7 +171,9 @@ class _PolicyBase(BaseModel):
     @classmethod
     def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for t in value:
-            if len(t) > MAX_CONTENT_TYPE or not (valid_content_type(t) or (t.endswith("/*") and valid_content_type(t[:-1] + "x"))):
+            if len(t) > MAX_CONTENT_TYPE or not (
+                valid_content_type(t) or (t.endswith("/*") and valid_content_type(t[:-1] + "x"))
+            ):
                 raise ValueError(f"{t!r} is not a media type or a family like video/*")
         return value
 
@@ -300,6 +307,7 @@ class QuotaStatusOut(BaseModel):
 
 # -- agents -----------------------------------------------------------------------
 
+
 class QualityRequirements(BaseModel):
     minBandwidthMbps: float | None = Field(default=None, gt=0, le=1e6)
     maxLatencyMs: float | None = Field(default=None, gt=0, le=600_000)
@@ -307,15 +315,23 @@ class QualityRequirements(BaseModel):
 
 
 class StreamingConfigIn(BaseModel):
-    chunkSize: int | None = Field(default=None, ge=4096, le=16 << 20, description="bytes per read the agent should ask for")
-    bufferSize: int | None = Field(default=None, ge=64 << 10, le=1 << 36, description="bytes the agent should keep ahead")
+    chunkSize: int | None = Field(
+        default=None, ge=4096, le=16 << 20, description="bytes per read the agent should ask for"
+    )
+    bufferSize: int | None = Field(
+        default=None, ge=64 << 10, le=1 << 36, description="bytes the agent should keep ahead"
+    )
     quality: Literal["auto", "low", "medium", "high"] = "auto"
 
 
 class SessionIn(BaseModel):
     contentHash: str = Field(min_length=1, max_length=256, description="hex SHA-256 or UHRP URL")
-    receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN, description="default: the authenticated caller's receipt")
-    agentId: str | None = Field(default=None, pattern=ID_PATTERN, description="default: the caller's identity key, else \"local\"")
+    receiptId: str | None = Field(
+        default=None, pattern=RECEIPT_PATTERN, description="default: the authenticated caller's receipt"
+    )
+    agentId: str | None = Field(
+        default=None, pattern=ID_PATTERN, description='default: the caller\'s identity key, else "local"'
+    )
     sessionType: Literal["standard", "priority", "bulk"] = "standard"
     qualityRequirements: QualityRequirements = QualityRequirements()
     streamingConfig: StreamingConfigIn = StreamingConfigIn()
@@ -405,7 +421,10 @@ class OptimizeIn(BaseModel):
     agentId: str | None = Field(default=None, pattern=ID_PATTERN)
     receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN)
     requirements: PlanRequirements = PlanRequirements()
-    prefetch: bool = Field(default=False, description="queue the planned content for download into the local cache (AGENT_PREFETCH_ENABLED)")
+    prefetch: bool = Field(
+        default=False,
+        description="queue the planned content for download into the local cache (AGENT_PREFETCH_ENABLED)",
+    )
 
 
 class Advice(BaseModel):

@@ -35,8 +35,12 @@ def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]
     """The seed's performance and statistics fields."""
     f = figures(stats)
     return (
-        PerformanceInfo(availabilityScore=f.availability, averageLatencyMs=f.latency_ms, bandwidthMbps=f.bandwidth_mbps),
-        HostStatistics(totalRequests=f.successes + f.failures, successfulRequests=f.successes, failedRequests=f.failures),
+        PerformanceInfo(
+            availabilityScore=f.availability, averageLatencyMs=f.latency_ms, bandwidthMbps=f.bandwidth_mbps
+        ),
+        HostStatistics(
+            totalRequests=f.successes + f.failures, successfulRequests=f.successes, failedRequests=f.failures
+        ),
     )
 
 

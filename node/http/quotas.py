@@ -42,7 +42,11 @@ def iso(t: float | None) -> str | None:
 
 
 def _policy_out(record: PolicyRecord) -> PolicyOut:
-    fields = policy_fields(record.policy) | {"description": record.description, "issuer": record.issuer.hex(), "version": record.version}
+    fields = policy_fields(record.policy) | {
+        "description": record.description,
+        "issuer": record.issuer.hex(),
+        "version": record.version,
+    }
     return PolicyOut.model_validate(fields)
 
 
@@ -85,14 +89,18 @@ def status_out(s: QuotaStatus) -> QuotaStatusOut:
             activeUntil=iso(s.burst.active_until),
             durationMinutes=s.burst.duration_minutes,
         ),
-        concurrent=ConcurrentOut(activeStreams=s.active_streams, maxAllowed=s.max_streams, peakBandwidthMbps=round(s.peak_bps * 8 / 1e6, 3)),
+        concurrent=ConcurrentOut(
+            activeStreams=s.active_streams, maxAllowed=s.max_streams, peakBandwidthMbps=round(s.peak_bps * 8 / 1e6, 3)
+        ),
         projections={_PROJECTION[kind]: iso(w.exhaustion_at) for kind, w in s.windows.items()},
         performance=QuotaPerformance(
             averageLatencyMs=round(s.average_latency_s * 1000, 3) if s.average_latency_s is not None else None,
             errorRate=round(s.error_rate, 4),
             cacheHitRate=round(s.cache_hit_rate, 4) if s.cache_hit_rate is not None else None,
         ),
-        overlay=QuotaOverlay(strict=s.strict, owner=s.owner.hex(), hourBytesByNode=s.hour_bytes_by_node, cutOff=s.cut_off),
+        overlay=QuotaOverlay(
+            strict=s.strict, owner=s.owner.hex(), hourBytesByNode=s.hour_bytes_by_node, cutOff=s.cut_off
+        ),
     )
 
 
@@ -114,7 +122,9 @@ def quota_router(ctx: NodeContext) -> APIRouter:
         response.status_code = 201 if new else 200
         return _policy_out(record)
 
-    @router.get("/v1/streaming/quotas/policies", response_model=PolicyList, summary="Every quota policy this node knows")
+    @router.get(
+        "/v1/streaming/quotas/policies", response_model=PolicyList, summary="Every quota policy this node knows"
+    )
     async def list_policies() -> PolicyList:
         return PolicyList(policies=[_policy_out(r) for _, r in sorted(quotas.book.policies.items())])
 
@@ -122,7 +132,10 @@ def quota_router(ctx: NodeContext) -> APIRouter:
         "/v1/streaming/receipts",
         response_model=ReceiptOut,
         status_code=201,
-        responses={200: {"model": ReceiptOut, "description": "updated"}, **documented(StreamingConfigTooLarge, UnknownPolicy, RecordsFull)},
+        responses={
+            200: {"model": ReceiptOut, "description": "updated"},
+            **documented(StreamingConfigTooLarge, UnknownPolicy, RecordsFull),
+        },
         summary="Issue (or update) a receipt bound to a policy",
         description="Reads name it with `?receiptId=` and are counted against its policy on every node of the overlay.",
     )
@@ -138,7 +151,12 @@ def quota_router(ctx: NodeContext) -> APIRouter:
         response.status_code = 201 if new else 200
         return _receipt_out(record)
 
-    @router.get("/v1/streaming/receipts/{receiptId}", response_model=ReceiptOut, summary="A receipt", responses=documented(UnknownReceipt))
+    @router.get(
+        "/v1/streaming/receipts/{receiptId}",
+        response_model=ReceiptOut,
+        summary="A receipt",
+        responses=documented(UnknownReceipt),
+    )
     async def get_receipt(receiptId: str) -> ReceiptOut:
         record = quotas.book.receipts.get(receiptId)
         if record is None:

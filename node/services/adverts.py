@@ -256,6 +256,8 @@ class AdvertService:
         """``ids.ADVERT_SYNC``: this node's view of the live adverts, for a newly connected peer."""
         try:
             for message in self.cache.live(self.clock()):
-                await send_frame(stream, message.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.config.stream_timeout_s)
+                await send_frame(
+                    stream, message.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.config.stream_timeout_s
+                )
         except (StreamClosed, trio.TooSlowError):
             pass

@@ -303,7 +303,9 @@ class AgentService:
             raise SessionNotYours("the session belongs to another identity; authenticate as its holder")
         return session
 
-    async def session_for_read(self, session_id: str, digest: bytes, receipt_id: str | None, identity: str | None) -> AgentSession:
+    async def session_for_read(
+        self, session_id: str, digest: bytes, receipt_id: str | None, identity: str | None
+    ) -> AgentSession:
         """The session a read of ``digest`` names, if that read may use it."""
         session = await self.session(session_id, identity)
         if session.content_hash != digest:
@@ -367,7 +369,9 @@ class AgentService:
         )
         plan["requirements"]["budgetSatoshis"] = budget
         if prefetch and not self.settings.agent.prefetch_enabled:
-            plan["recommendations"].append({"code": "prefetch_disabled", "message": "this node does not prefetch (AGENT_PREFETCH_ENABLED is off)"})
+            plan["recommendations"].append(
+                {"code": "prefetch_disabled", "message": "this node does not prefetch (AGENT_PREFETCH_ENABLED is off)"}
+            )
         elif prefetch:
             entries = {e["contentHash"]: e for e in plan["contents"]}
             for h in plan["prefetchOrder"]:
@@ -409,7 +413,9 @@ class AgentService:
         rows = await self.content.meta.agent_streams(agent_id, since=since, limit=_ANALYTICS_ROWS)
         rows += [r for r in self.quotas.unflushed_streams(agent_id) if r.stream_end_time > since]
         sessions = await self.content.meta.agent_sessions(agent_id, since=since, limit=_ANALYTICS_ROWS)
-        owners = {r.identity_key for r in sessions} | {s.identity_key for s in self._live.values() if s.agent_id == agent_id}
+        owners = {r.identity_key for r in sessions} | {
+            s.identity_key for s in self._live.values() if s.agent_id == agent_id
+        }
         if owners - {"", identity}:
             raise AgentNotYours(f"agent {agent_id!r} has sessions of another identity")
         # What is in memory is newer than what was flushed.
@@ -422,10 +428,20 @@ class AgentService:
             if r.id not in live
         ]
         reads = [
-            Read(r.stream_end_time, r.bytes_streamed, r.cache_hit, r.failover_count, bool(r.error_count), r.latency_ms, r.receipt_id)
+            Read(
+                r.stream_end_time,
+                r.bytes_streamed,
+                r.cache_hit,
+                r.failover_count,
+                bool(r.error_count),
+                r.latency_ms,
+                r.receipt_id,
+            )
             for r in rows
         ]
-        result = summarise(reads, summaries, now=now, hours=hours, quota_utilisation=self._utilisation({r.receipt_id for r in reads}))
+        result = summarise(
+            reads, summaries, now=now, hours=hours, quota_utilisation=self._utilisation({r.receipt_id for r in reads})
+        )
         return {"agentId": agent_id, **result}
 
     def _utilisation(self, receipts: set[str | None]) -> dict[str, float]:
@@ -439,7 +455,9 @@ class AgentService:
             except UnknownReceipt:
                 continue
             usage = book.usage(rid, now)
-            shares = [usage[k].bytes / limit for k in Window if (limit := policy.limits(k, agent=True).bytes) < UNLIMITED]
+            shares = [
+                usage[k].bytes / limit for k in Window if (limit := policy.limits(k, agent=True).bytes) < UNLIMITED
+            ]
             if shares:
                 out[rid] = round(max(shares), 4)
         return out

@@ -182,7 +182,9 @@ class ChunkClient:
             with trio.fail_after(self.timeout_s):
                 data = await self.stream.receive_some(_RECEIVE)
             if not data:
-                raise WireError("stream ended before the reply" + (" (truncated frame)" if self._decoder.pending else ""))
+                raise WireError(
+                    "stream ended before the reply" + (" (truncated frame)" if self._decoder.pending else "")
+                )
             if not self.first_byte_at:
                 self.first_byte_at = trio.current_time()
             self._pending.extend(decode(body) for body in self._decoder.feed(data))
@@ -234,7 +236,9 @@ class ChunkClient:
             raise WireError(f"expected chunk {index}")
         return reply.data
 
-    async def chunks(self, content_hash: bytes, indices: list[int], window: int = 8) -> AsyncIterator[tuple[int, bytes]]:
+    async def chunks(
+        self, content_hash: bytes, indices: list[int], window: int = 8
+    ) -> AsyncIterator[tuple[int, bytes]]:
         """Yield ``(index, data)`` in order, keeping ``window`` requests in flight."""
         sent: list[tuple[int, int]] = []  # (request id, index)
         todo = list(indices)

@@ -167,7 +167,15 @@ class Fetcher:
         return others[: self.settings.uhrp.max_failover_hosts]
 
     async def report(
-        self, content_hash: bytes, host_key: bytes, *, success: bool, latency_s: float | None, rate_bps: float | None, nbytes: int, host_url: str
+        self,
+        content_hash: bytes,
+        host_key: bytes,
+        *,
+        success: bool,
+        latency_s: float | None,
+        rate_bps: float | None,
+        nbytes: int,
+        host_url: str,
     ) -> tuple[str, PeerStats]:
         """Someone's report of how a host performed: into the peer model and
         ``uhrp_host_performance``; returns the host's peer ID and figures."""
@@ -181,7 +189,16 @@ class Fetcher:
         await self.content.meta.record_hosts([replace(row, host_url=host_url) if host_url else row])
         return peer, stats
 
-    def performance(self, content_hash: bytes, host: OverlayAdvert | None, key: bytes, stats: PeerStats, ok: int, bad: int, nbytes: int) -> HostPerformance:
+    def performance(
+        self,
+        content_hash: bytes,
+        host: OverlayAdvert | None,
+        key: bytes,
+        stats: PeerStats,
+        ok: int,
+        bad: int,
+        nbytes: int,
+    ) -> HostPerformance:
         return HostPerformance(
             content_hash=content_hash,
             host_url=host.advert.url if host else "",
@@ -313,7 +330,12 @@ class Fetcher:
             nursery.start_soon(self._download, download, manifest, hosts, have, ordered, failure)
             try:
                 result = await self.content.ingest(
-                    pieces(), pinned=False, expect=manifest, verified=True, on_chunk=download.chunk_stored, keep_on_failure=True
+                    pieces(),
+                    pinned=False,
+                    expect=manifest,
+                    verified=True,
+                    on_chunk=download.chunk_stored,
+                    keep_on_failure=True,
                 )
             except (NotAvailable, Mismatch) as exc:  # raised here, not as an ExceptionGroup
                 outcome.append(exc)
@@ -379,7 +401,9 @@ class Fetcher:
                 for req in sched.plan(trio.current_time()):
                     queues[req.peer].send_nowait(req.index)  # bounded by the peer's window
                 if not sched.requested:  # nothing in flight and nothing to ask: no event would ever come
-                    failure.append(NotAvailable(f"no host has a request to serve; {sched.remaining()} of {n} chunks missing"))
+                    failure.append(
+                        NotAvailable(f"no host has a request to serve; {sched.remaining()} of {n} chunks missing")
+                    )
                     break
                 ev = await events.receive()
                 if ev.peer in sched.dropped:
@@ -400,7 +424,9 @@ class Fetcher:
                     scopes[ev.peer].cancel()
                     self._blame(by_peer[ev.peer], f"chunk {ev.index} does not match the manifest")
                     continue
-                if sched.completed(ev.peer, ev.index, trio.current_time(), latency_s=ev.latency_s, transfer_s=ev.transfer_s):
+                if sched.completed(
+                    ev.peer, ev.index, trio.current_time(), latency_s=ev.latency_s, transfer_s=ev.transfer_s
+                ):
                     reorder[ev.index] = ev.data
                     await flush()
             if sched.finished:
@@ -413,7 +439,17 @@ class Fetcher:
             if st.bytes_received > nbytes:
                 download.hosts_used.append(host.advert.identity_key.hex())
             if (st.successes, st.failures) != (ok, bad):
-                rows.append(self.performance(manifest.content_hash, host, host.advert.identity_key, st, st.successes - ok, st.failures - bad, st.bytes_received - nbytes))
+                rows.append(
+                    self.performance(
+                        manifest.content_hash,
+                        host,
+                        host.advert.identity_key,
+                        st,
+                        st.successes - ok,
+                        st.failures - bad,
+                        st.bytes_received - nbytes,
+                    )
+                )
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             await self.content.meta.record_hosts(rows)
 
@@ -476,7 +512,9 @@ class Fetcher:
                             return
                         now = trio.current_time()
                         first = max(client.first_byte_at, sent_at, previous) if client.first_byte_at else now
-                        await events.send(_Event(peer, index, data, latency_s=first - max(sent_at, previous), transfer_s=now - first))
+                        await events.send(
+                            _Event(peer, index, data, latency_s=first - max(sent_at, previous), transfer_s=now - first)
+                        )
                         previous = now
             finally:
                 with trio.CancelScope(shield=True):

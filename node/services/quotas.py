@@ -111,7 +111,9 @@ class QuotaService:
         self.meta = meta
         self.p2p = p2p
         self.clock = clock
-        self.book = QuotaBook(identity.public_key, strict=settings.quota.strict, burst_enabled=settings.quota.burst_enabled)
+        self.book = QuotaBook(
+            identity.public_key, strict=settings.quota.strict, burst_enabled=settings.quota.burst_enabled
+        )
         self.ledger = Ledger()
         self.records: dict[tuple[int, str], bytes] = {}  # (kind, name) -> signed record, for peers
         self.counters: Counter[str] = Counter()
@@ -151,7 +153,9 @@ class QuotaService:
         for row in await self.meta.load_usage(ended_after=self.clock() - keep):
             kind = Window(row.window_type)
             node = bytes.fromhex(row.node_key)
-            self.book.merge(Entry(row.receipt_id, kind, row.window_start, row.bytes_used, row.requests_used), origin=node)
+            self.book.merge(
+                Entry(row.receipt_id, kind, row.window_start, row.bytes_used, row.requests_used), origin=node
+            )
             if row.granted_bytes or row.granted_requests:
                 grants = self.book.grants.setdefault((row.receipt_id, kind, row.window_start), {})
                 grants[row.node_key] = Usage(row.granted_bytes, row.granted_requests)
@@ -279,7 +283,9 @@ class QuotaService:
 
     def finish(self, ticket: Ticket, served: Served) -> None:
         requested = ticket.reserved  # before finish releases it
-        self.book.finish(ticket, self.clock(), first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit)
+        self.book.finish(
+            ticket, self.clock(), first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit
+        )
         self.record(served, ticket.receipt_id, ticket.started_at, ticket.sent, requested)
 
     def unflushed_streams(self, agent_id: str) -> list[StreamRow]:
@@ -341,7 +347,9 @@ class QuotaService:
         give, reason, retry = self.book.grant(requester, receipt_id, now, want)
         if give.bytes or give.requests:
             # Written before the answer leaves: a restarted owner must not grant it again.
-            await self.meta.save_usage(self._rows({(receipt_id, kind, start) for kind, start in current_windows(now).items()}))
+            await self.meta.save_usage(
+                self._rows({(receipt_id, kind, start) for kind, start in current_windows(now).items()})
+            )
         return give, reason, retry
 
     async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
@@ -446,7 +454,9 @@ class QuotaService:
         if self._full(message):
             self.counters["records_full"] += 1
             return False
-        changed = self.book.offer_policy(message) if isinstance(message, PolicyRecord) else self.book.offer_receipt(message)
+        changed = (
+            self.book.offer_policy(message) if isinstance(message, PolicyRecord) else self.book.offer_receipt(message)
+        )
         if changed:
             name = message.policy.name if isinstance(message, PolicyRecord) else message.receipt.receipt_id
             self.records[(1 if isinstance(message, PolicyRecord) else 2, name)] = encoded
@@ -533,7 +543,9 @@ class QuotaService:
             for node in nodes:
                 u = counter.entries.get(node, Usage()) if counter else Usage()
                 g = granted.get(node, Usage())
-                rows.append(UsageWindowRow(rid, kind.value, start, end, node, u.bytes, u.requests, g.bytes, g.requests, now))
+                rows.append(
+                    UsageWindowRow(rid, kind.value, start, end, node, u.bytes, u.requests, g.bytes, g.requests, now)
+                )
         return rows
 
     async def flush(self) -> None:
@@ -551,7 +563,9 @@ class QuotaService:
         gone = self.book.prune(now, keep)
         self.ledger.prune(gone)
         retention = self.settings.quota.metrics_retention_days * 86400
-        windows, streams = await self.meta.delete_quota_history(windows_ended_before=now - keep, streams_ended_before=now - retention)
+        windows, streams = await self.meta.delete_quota_history(
+            windows_ended_before=now - keep, streams_ended_before=now - retention
+        )
         if windows or streams:
             log.info("quota cleanup: %d usage windows and %d stream rows removed", windows, streams)
 

@@ -134,11 +134,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def argv(proc: subprocess.Popen[bytes]) -> list[str]:
+    """The command line a process was started with, as text."""
+    args = proc.args
+    return [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode} before listening on {port}")
+            raise BenchError(f"{argv(proc)[0]} exited with {proc.returncode} before listening on {port}")
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex(("127.0.0.1", port)) == 0:

@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 import multiaddr
 import trio
@@ -39,7 +40,7 @@ LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 MIB = 1 << 20
 
 
-def _host():  # type: ignore[no-untyped-def]
+def _host() -> Any:
     return new_host(
         key_pair=create_new_key_pair(),
         connection_config=ConnectionConfig(max_connections_per_peer=1),

@@ -54,7 +54,12 @@ def _rows(series: dict[str, list[float]]) -> list[list[str]]:
     """Median, runs and ratio to the anchor ("plain") for each mode."""
     anchor = median(series["plain"])
     return [
-        [("anchor: " if m == "plain" else "") + m, f"{median(xs):,.0f}", ", ".join(f"{x:,.0f}" for x in xs), f"{median(xs) / anchor:.2f}x"]
+        [
+            ("anchor: " if m == "plain" else "") + m,
+            f"{median(xs):,.0f}",
+            ", ".join(f"{x:,.0f}" for x in xs),
+            f"{median(xs) / anchor:.2f}x",
+        ]
         for m, xs in series.items()
     ]
 
@@ -68,13 +73,22 @@ def per_request(runs: int, duration: int) -> str:
             digest = hashlib.sha256(data).hexdigest()
             with httpx.Client(base_url=node.api, timeout=30) as http:
                 http.post("/v1/content", content=data).raise_for_status()
-                http.post("/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}).raise_for_status()
-                http.post("/v1/streaming/receipts", json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000}).raise_for_status()
+                http.post(
+                    "/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}
+                ).raise_for_status()
+                http.post(
+                    "/v1/streaming/receipts",
+                    json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000},
+                ).raise_for_status()
                 free, charged = _session(http, digest), _session(http, digest, receiptId="bench")
             lua = tmp / "done.lua"
             lua.write_text(LUA_DONE)
             base = f"{node.api}/v1/streaming/data/{digest}"
-            modes = {"plain": base, "session": f"{base}?sessionId={free}", "session + receipt": f"{base}?sessionId={charged}"}
+            modes = {
+                "plain": base,
+                "session": f"{base}?sessionId={free}",
+                "session + receipt": f"{base}?sessionId={charged}",
+            }
             series: dict[str, list[float]] = {m: [] for m in modes}
             for i in range(runs):
                 order = list(modes) if i % 2 == 0 else list(reversed(modes))
@@ -87,7 +101,10 @@ def per_request(runs: int, duration: int) -> str:
                 counted = http.get(f"/v1/streaming/sessions/{free}").json()["progress"]["requests"]
         finally:
             node.stop()
-    return table(["64 KiB GETs, wrk -t2 -c16", "req/s (median)", "runs", "ratio"], _rows(series)) + f"\n\nreads counted by the session: {counted:,}"
+    return (
+        table(["64 KiB GETs, wrk -t2 -c16", "req/s (median)", "runs", "ratio"], _rows(series))
+        + f"\n\nreads counted by the session: {counted:,}"
+    )
 
 
 def _read(url: str, params: dict[str, str] | None = None) -> tuple[float, int]:
@@ -153,7 +170,14 @@ def priority(runs: int) -> str:
         rows.append([label, f"{median(firsts):.2f}", f"{median(seconds):.2f}"])
     ideal = size * 8 / (CAP_MBPS * 1e6)
     return (
-        table([f"2 x 64 MiB under a {CAP_MBPS} Mbps cap", "first session done (s, median)", "second session done (s, median)"], rows)
+        table(
+            [
+                f"2 x 64 MiB under a {CAP_MBPS} Mbps cap",
+                "first session done (s, median)",
+                "second session done (s, median)",
+            ],
+            rows,
+        )
         + f"\n\nat the cap, one 64 MiB read alone takes {ideal:.2f} s and both {2 * ideal:.2f} s"
     )
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import grp
 import hashlib
 import http.client
@@ -84,6 +85,7 @@ from _common import (
     REPO,
     BenchError,
     NodeDaemon,
+    argv,
     code_under_test,
     cpu_seconds,
     entry,
@@ -150,7 +152,7 @@ def wait_port(ip: str, port: int, proc: subprocess.Popen[bytes], timeout: float)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited with {proc.returncode} before listening on {ip}:{port}")
+            raise BenchError(f"{argv(proc)[0]} exited with {proc.returncode} before listening on {ip}:{port}")
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex((ip, port)) == 0:
@@ -548,7 +550,7 @@ def build_servers(
     for s in net.servers[1:]:
         wait_until(
             f"{s.name} to resolve the content to {', '.join(h.name for h in holders)}",
-            lambda s=s: lists_all(s.node, expected, holders),
+            functools.partial(lists_all, s.node, expected, holders),
             60,
         )
         slowest = min(h.cap for h in holders)
@@ -561,13 +563,17 @@ def build_servers(
             f"  {s.name} fetched it from {'+'.join(h.name for h in holders)} in {got.t_last:.1f} s"
             f" ({size / MIB / got.t_last:.1f} MiB/s)"
         )
-        wait_until(f"{s.name} to record it", lambda s=s: content_status(s.node, expected) == 200, 60)
+        wait_until(f"{s.name} to record it", functools.partial(holds, s.node, expected), 60)
         holders.append(s)
     return info
 
 
 def content_status(n: NodeDaemon, content_hash: str) -> int:
     return api_json(n.api, "GET", f"/v1/content/{content_hash}", ok=(200, 404))[0]
+
+
+def holds(n: NodeDaemon, content_hash: str) -> bool:
+    return content_status(n, content_hash) == 200
 
 
 def restart(net: Net, s: Server, expected: str) -> None:
@@ -636,20 +642,21 @@ def ours_run(
     )
     gap, gap_at, gap_bytes = gaps(got.marks)
     # Delivered MiB every 0.25 s (for --json-out): where a slow stretch was.
-    series, step = [], 0.25
-    for t, b in got.marks:
+    series: list[tuple[float, float]] = []
+    step = 0.25
+    for t, delivered in got.marks:
         if not series or t >= series[-1][0] + step:
-            series.append((round(t, 3), round(b / MIB, 1)))
+            series.append((round(t, 3), round(delivered / MIB, 1)))
     res["series"] = series
     res.update(gap=gap, gap_at=gap_at, gap_mib=gap_bytes / MIB)
     if killed_at:
         res["killed_at"] = killed_at[0]
         g2 = gaps(got.marks, after=killed_at[0])
         res.update(gap_after_kill=g2[0], gap_after_kill_at=g2[1])
-    share = {}
+    share: dict[str, float | None] = {}
     for s in net.servers:
         b, a = before[s.name], after[s.name]
-        if s is victim and row == "midkill" and b is not None and killed_served and killed_served[0] is not None:
+        if s is victim and row == "midkill" and killed_served:
             a = killed_served[0]  # sampled just before the kill
         share[s.name] = None if a is None or b is None else (a - b) / MIB
     res["served_mib"] = share
@@ -815,8 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             net = nets[group] = Net([])
             group_rows = [r for r in rows if NETWORK[r] == group]
             with contextlib.ExitStack() as netstack:
-                netstack.callback(lambda net=net: all_homes.extend(net.homes))
-                netstack.callback(lambda net=net: stop_nodes(net.nodes()))
+                netstack.callback(all_homes.extend, net.homes)
+                netstack.callback(stop_nodes, net.nodes())
                 log(f"network {'+'.join(group)} (first = bootstrap and adder) for rows {', '.join(group_rows)}")
                 root = tmp / "-".join(group)
                 setups[group] = build_servers(root, group, caps, src, expected, size, net)

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,7 @@ from _common import (
     REPO,
     BenchError,
     NodeDaemon,
+    argv,
     code_under_test,
     cpu_seconds,
     entry,
@@ -203,6 +205,10 @@ def resolve_lists(conn: RawHttp, content_hash: str, peer_id: str) -> bool:
     return peer_id.encode() in data
 
 
+def resolve_misses(conn: RawHttp, content_hash: str, peer_id: str) -> bool:
+    return not resolve_lists(conn, content_hash, peer_id)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -281,9 +287,9 @@ def _expect_line(proc: subprocess.Popen[bytes], tag: str, timeout: float) -> str
     t.start()
     t.join(timeout)
     if not found:
-        raise BenchError(f"{proc.args[1]}: no {tag} line within {timeout:.0f} s (exit code {proc.poll()})")
+        raise BenchError(f"{argv(proc)[1]}: no {tag} line within {timeout:.0f} s (exit code {proc.poll()})")
     if found[0].startswith("ERROR "):
-        raise BenchError(f"{proc.args[1]}: {found[0]}")
+        raise BenchError(f"{argv(proc)[1]}: {found[0]}")
     return found[0]
 
 
@@ -335,7 +341,7 @@ def forget(node: NodeDaemon, others: Sequence[NodeDaemon], content_hash: str, ch
         try:
             wait_until(
                 f"{other.home.name} to drop {node.home.name}'s advert",
-                lambda c=conn: not resolve_lists(c, content_hash, node.peer_id),
+                functools.partial(resolve_misses, conn, content_hash, node.peer_id),
                 30,
             )
         finally:
@@ -380,7 +386,9 @@ def cmd_transfer(args: argparse.Namespace) -> list[str]:
             conn = RawHttp(n.api)
             try:
                 waits[name] = wait_until(
-                    f"{name} to resolve the content to A", lambda c=conn: resolve_lists(c, expected, a.peer_id), 30
+                    f"{name} to resolve the content to A",
+                    functools.partial(resolve_lists, conn, expected, a.peer_id),
+                    30,
                 )
             finally:
                 conn.close()
@@ -582,7 +590,8 @@ def devnet_rounds(args: argparse.Namespace, root: Path, topology: str, problems:
         print(f"{n} nodes ({topology}) up in {start_all:.1f} s, {rss_start:.0f} MiB RSS in all", file=sys.stderr)
 
         conns = [RawHttp(x.api) for x in nodes]
-        stack.callback(lambda: [c.close() for c in conns])
+        for c in conns:
+            stack.callback(c.close)
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=n))
         rounds: list[dict[str, Any]] = []
         for k in range(args.rounds):
@@ -867,7 +876,7 @@ def cmd_resolve(args: argparse.Namespace) -> list[str]:
         stack.callback(conn.close)
         for h, holders in hashes:
             for holder in holders:
-                wait_until("R3 to know every advert", lambda h=h, p=holder.peer_id: resolve_lists(conn, h, p), 30)
+                wait_until("R3 to know every advert", functools.partial(resolve_lists, conn, h, holder.peer_id), 30)
         advert_count = node_json(r3, "GET", "/v1/node")["overlay"]["advertsCached"]
 
         # Warm-up, then interleaved blocks: the HTTP floor (404) and resolve.

@@ -64,7 +64,9 @@ class Gcra:
 
 def new_book() -> QuotaBook:
     book = QuotaBook(KEY)
-    book.offer_policy(PolicyRecord(KEY, 1, Policy("p", bytes_per_hour=10**15, requests_per_hour=10**12, max_concurrent_streams=10**9)))
+    book.offer_policy(
+        PolicyRecord(KEY, 1, Policy("p", bytes_per_hour=10**15, requests_per_hour=10**12, max_concurrent_streams=10**9))
+    )
     book.offer_receipt(ReceiptRecord(KEY, 1, Receipt("r", "p", concurrent_streams_allowed=0)))
     return book
 
@@ -111,7 +113,11 @@ def decisions(runs: int) -> str:
         results["request"].append(timed(whole_request(new_book()), N))
     anchor = median([r for r, _ in results["gcra"]])
     rows = []
-    for name, label in (("gcra", "anchor: GCRA (redis-cell), 1 key"), ("admit", "QuotaBook.admit"), ("request", "admit + charge + finish")):
+    for name, label in (
+        ("gcra", "anchor: GCRA (redis-cell), 1 key"),
+        ("admit", "QuotaBook.admit"),
+        ("request", "admit + charge + finish"),
+    ):
         rate, p99 = median([r for r, _ in results[name]]), median([p for _, p in results[name]])
         goal = "" if name == "gcra" else ("met" if rate >= GOAL_RATE and p99 < GOAL_P99_US else "missed")
         rows.append([label, f"{rate:,.0f}", f"{p99:.1f}", f"{rate / anchor:.2f}x", goal])
@@ -124,7 +130,10 @@ def overshoot() -> str:
         o = run(s)
         within = "yes" if o.overshoot <= o.bound + 1e-9 else "no"
         rows.append([s.name, f"{o.served / s.limit:.3f}", f"{o.overshoot:.3f}", f"{o.bound:.3f}", within, str(o.lost)])
-    return table(["scenario (3 nodes unless named)", "served / limit", "overshoot", "stated bound", "within", "gossip lost"], rows)
+    return table(
+        ["scenario (3 nodes unless named)", "served / limit", "overshoot", "stated bound", "within", "gossip lost"],
+        rows,
+    )
 
 
 def http_cost(runs: int, duration: int) -> str:
@@ -136,8 +145,13 @@ def http_cost(runs: int, duration: int) -> str:
             data = bytes(range(256)) * 256  # 64 KiB
             with httpx.Client(base_url=node.api, timeout=30) as http:
                 http.post("/v1/content", content=data).raise_for_status()
-                http.post("/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}).raise_for_status()
-                http.post("/v1/streaming/receipts", json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000}).raise_for_status()
+                http.post(
+                    "/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}
+                ).raise_for_status()
+                http.post(
+                    "/v1/streaming/receipts",
+                    json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000},
+                ).raise_for_status()
             lua = tmp / "done.lua"
             lua.write_text(LUA_DONE)
             base = f"{node.api}/v1/streaming/data/{hashlib.sha256(data).hexdigest()}"
@@ -155,12 +169,18 @@ def http_cost(runs: int, duration: int) -> str:
         finally:
             node.stop()
     off, on = median(series["off"]), median(series["on"])
-    runs_text = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
+
+    def runs_text(xs: list[float]) -> str:
+        return ", ".join(f"{x:,.0f}" for x in xs)
+
     rows = [
         ["anchor: no receipt", f"{off:,.0f}", runs_text(series["off"]), "1.00x"],
         ["?receiptId= (admit, charge, pace, finish)", f"{on:,.0f}", runs_text(series["on"]), f"{on / off:.2f}x"],
     ]
-    return table(["64 KiB GETs, wrk -t2 -c16", "req/s (median)", "runs", "ratio"], rows) + f"\n\nrequests charged to the receipt: {charged:,}"
+    return (
+        table(["64 KiB GETs, wrk -t2 -c16", "req/s (median)", "runs", "ratio"], rows)
+        + f"\n\nrequests charged to the receipt: {charged:,}"
+    )
 
 
 def main() -> int:

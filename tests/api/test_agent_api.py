@@ -20,7 +20,6 @@ DATA = os.urandom(200_000)
 HASH = hashlib.sha256(DATA).hexdigest()
 
 
-
 @pytest.fixture
 async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://node") as c:
@@ -30,7 +29,9 @@ async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def receipt(client: httpx.AsyncClient, **policy: Any) -> str:
-    r = await client.post("/v1/streaming/quotas/policies", json={"policyName": "agents", "maxConcurrentStreams": 4, **policy})
+    r = await client.post(
+        "/v1/streaming/quotas/policies", json={"policyName": "agents", "maxConcurrentStreams": 4, **policy}
+    )
     assert r.status_code in (200, 201), r.text
     r = await client.post("/v1/streaming/receipts", json={"policyName": "agents"})
     return str(r.json()["receiptId"])
@@ -43,7 +44,9 @@ async def open_session(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]
 
 
 async def test_a_session_describes_delivery_quota_and_cost(client: httpx.AsyncClient) -> None:
-    rid = await receipt(client, bytesPerHour=10**6, requestsPerHour=50, agentMultiplier=2.0, pricePerGbSatoshis=10**9 // 1000)
+    rid = await receipt(
+        client, bytesPerHour=10**6, requestsPerHour=50, agentMultiplier=2.0, pricePerGbSatoshis=10**9 // 1000
+    )
     s = await open_session(
         client,
         receiptId=rid,
@@ -53,9 +56,18 @@ async def test_a_session_describes_delivery_quota_and_cost(client: httpx.AsyncCl
         streamingConfig={"quality": "high"},
     )
     assert s["sessionId"].startswith("stream-") and s["receiptId"] == rid and s["status"] == "active"
-    assert s["streamingConfig"] == {"chunkSize": 65536, "bufferSize": 64 << 20, "compression": "none", "quality": "high"}
+    assert s["streamingConfig"] == {
+        "chunkSize": 65536,
+        "bufferSize": 64 << 20,
+        "compression": "none",
+        "quality": "high",
+    }
     delivery = s["deliveryOptions"]
-    assert delivery["method"] == "local" and delivery["hosts"][0]["local"] and delivery["primaryHost"] == delivery["hosts"][0]["url"]
+    assert (
+        delivery["method"] == "local"
+        and delivery["hosts"][0]["local"]
+        and delivery["primaryHost"] == delivery["hosts"][0]["url"]
+    )
     # Agent reads get the policy's agentMultiplier.
     assert s["quotaStatus"]["bytesAllowed"] == 2 * 10**6 and s["quotaStatus"]["requestsAllowed"] == 100
     agent = s["agentSession"]
@@ -65,7 +77,9 @@ async def test_a_session_describes_delivery_quota_and_cost(client: httpx.AsyncCl
     assert s["progress"]["totalBytes"] == len(DATA) and s["progress"]["bytesDelivered"] == 0
 
 
-async def test_reads_in_a_session_count_toward_its_progress_and_cost(client: httpx.AsyncClient, ctx: NodeContext) -> None:
+async def test_reads_in_a_session_count_toward_its_progress_and_cost(
+    client: httpx.AsyncClient, ctx: NodeContext
+) -> None:
     rid = await receipt(client, pricePerGbSatoshis=10**6)
     s = await open_session(client, receiptId=rid, agentId="reader")
     url = f"/v1/streaming/data/{HASH}"
@@ -104,7 +118,9 @@ async def test_the_agent_multiplier_applies_to_session_reads_only(client: httpx.
     assert (await client.get(f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]})).status_code == 200
 
 
-async def test_sessions_survive_a_restart(settings: Settings, content: ContentStore, ctx: NodeContext, client: httpx.AsyncClient, clock: Clock) -> None:
+async def test_sessions_survive_a_restart(
+    settings: Settings, content: ContentStore, ctx: NodeContext, client: httpx.AsyncClient, clock: Clock
+) -> None:
     s = await open_session(client, agentId="keeper", sessionType="bulk")
     await client.get(f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]}, headers={"range": "bytes=0-9"})
     await ctx.agents.flush()
@@ -112,9 +128,13 @@ async def test_sessions_survive_a_restart(settings: Settings, content: ContentSt
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(again)), base_url="http://node") as c:
         g = (await c.get(f"/v1/streaming/sessions/{s['sessionId']}")).json()
         assert g["agentSession"]["sessionType"] == "bulk" and g["progress"]["distinctBytesDelivered"] == 10
-        r = await c.get(f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]}, headers={"range": "bytes=5-19"})
+        r = await c.get(
+            f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]}, headers={"range": "bytes=5-19"}
+        )
         assert r.status_code == 206
-        assert (await c.get(f"/v1/streaming/sessions/{s['sessionId']}")).json()["progress"]["distinctBytesDelivered"] == 20
+        assert (await c.get(f"/v1/streaming/sessions/{s['sessionId']}")).json()["progress"][
+            "distinctBytesDelivered"
+        ] == 20
 
 
 async def test_bad_session_requests_get_clear_errors(client: httpx.AsyncClient) -> None:
@@ -148,21 +168,36 @@ async def test_optimize_plans_held_and_unknown_content(client: httpx.AsyncClient
     unknown = hashlib.sha256(b"nowhere").hexdigest()
     r = await client.post(
         "/v1/streaming/agents/optimize",
-        json={"contentHashes": [HASH, unknown], "receiptId": rid, "requirements": {"budgetSatoshis": 5}, "prefetch": True},
+        json={
+            "contentHashes": [HASH, unknown],
+            "receiptId": rid,
+            "requirements": {"budgetSatoshis": 5},
+            "prefetch": True,
+        },
     )
     assert r.status_code == 200, r.text
     plan = r.json()
     by_hash = {c["contentHash"]: c for c in plan["contents"]}
-    assert by_hash[HASH]["prefetch"] == "held" and by_hash[HASH]["estimatedSeconds"] == 0.0 and by_hash[HASH]["estimatedCostSatoshis"] == 2
+    assert (
+        by_hash[HASH]["prefetch"] == "held"
+        and by_hash[HASH]["estimatedSeconds"] == 0.0
+        and by_hash[HASH]["estimatedCostSatoshis"] == 2
+    )
     assert by_hash[unknown]["prefetch"] == "unavailable" and by_hash[unknown]["size"] is None
     assert plan["quotaBytesLeft"] == 10**6 and plan["prefetchOrder"] == []
     assert [a["code"] for a in plan["recommendations"]] == ["no_hosts", "prefetch_disabled"]
 
 
-async def test_analytics_sum_an_agents_reads_and_advise(client: httpx.AsyncClient, ctx: NodeContext, clock: Clock) -> None:
+async def test_analytics_sum_an_agents_reads_and_advise(
+    client: httpx.AsyncClient, ctx: NodeContext, clock: Clock
+) -> None:
     s = await open_session(client, agentId="small-reader")
     for i in range(12):
-        r = await client.get(f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]}, headers={"range": f"bytes={i * 1000}-{i * 1000 + 999}"})
+        r = await client.get(
+            f"/v1/streaming/data/{HASH}",
+            params={"sessionId": s["sessionId"]},
+            headers={"range": f"bytes={i * 1000}-{i * 1000 + 999}"},
+        )
         assert r.status_code == 206
     await ctx.quotas.flush()
     await ctx.agents.flush()

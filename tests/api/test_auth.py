@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -22,12 +22,21 @@ DATA = os.urandom(50_000)
 HASH = hashlib.sha256(DATA).hexdigest()
 
 
-def app_for(settings: Settings, content: ContentStore, mode: str) -> Any:
+def app_for(settings: Settings, content: ContentStore, mode: Literal["off", "optional", "required"]) -> Any:
     settings = replace(settings, quota=replace(settings.quota, enforcement=mode))
     return create_app(make_context(settings, content))
 
 
-async def signed(http: httpx.AsyncClient, client: Client, method: str, path: str, *, query: str = "", body: bytes = b"", ctype: str | None = None) -> httpx.Response:
+async def signed(
+    http: httpx.AsyncClient,
+    client: Client,
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    body: bytes = b"",
+    ctype: str | None = None,
+) -> httpx.Response:
     extra = [("content-type", ctype)] if ctype else []
     headers = client.headers(method, path, f"?{query}" if query else "", body, extra) | dict(extra)
     r = await http.request(method, path + (f"?{query}" if query else ""), content=body or None, headers=headers)
@@ -41,8 +50,12 @@ async def handshake(http: httpx.AsyncClient, client: Client) -> None:
     client.accept(r.json())
 
 
-async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenticated(settings: Settings, content: ContentStore) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, "required")), base_url="http://n") as http:
+async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenticated(
+    settings: Settings, content: ContentStore
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_for(settings, content, "required")), base_url="http://n"
+    ) as http:
         r = await http.get("/v1/node")
         assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
         agent = Client()
@@ -60,15 +73,21 @@ async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenti
 
 
 async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Settings, content: ContentStore) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, "optional")), base_url="http://n") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_for(settings, content, "optional")), base_url="http://n"
+    ) as http:
         assert (await http.post("/v1/content", content=DATA)).status_code == 201  # unauthenticated is fine here
         owner, other = Client(), Client(b"\xcc" * 32)
         await handshake(http, owner)
         await handshake(http, other)
         policy = json.dumps({"policyName": "p", "bytesPerHour": 10**6}).encode()
-        assert (await signed(http, owner, "POST", "/v1/streaming/quotas/policies", body=policy, ctype="application/json")).status_code == 201
+        assert (
+            await signed(http, owner, "POST", "/v1/streaming/quotas/policies", body=policy, ctype="application/json")
+        ).status_code == 201
         receipt = json.dumps({"policyName": "p", "receiptId": "mine", "identityKey": owner.public_key.hex()}).encode()
-        assert (await signed(http, owner, "POST", "/v1/streaming/receipts", body=receipt, ctype="application/json")).status_code == 201
+        assert (
+            await signed(http, owner, "POST", "/v1/streaming/receipts", body=receipt, ctype="application/json")
+        ).status_code == 201
 
         r = await signed(http, owner, "GET", f"/v1/streaming/data/{HASH}")  # no receiptId: the caller's own
         assert r.status_code == 200
@@ -82,11 +101,21 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
         # A session opened by the owner is charged to its receipt and is the owner's alone.
         body = json.dumps({"contentHash": HASH}).encode()
         r = await signed(http, owner, "POST", "/v1/streaming/sessions", body=body, ctype="application/json")
-        assert r.status_code == 201 and r.json()["receiptId"] == "mine" and r.json()["agentSession"]["agentId"] == owner.public_key.hex()
+        assert (
+            r.status_code == 201
+            and r.json()["receiptId"] == "mine"
+            and r.json()["agentSession"]["agentId"] == owner.public_key.hex()
+        )
         sid = r.json()["sessionId"]
-        assert (await signed(http, owner, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}")).status_code == 200
+        assert (
+            await signed(http, owner, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}")
+        ).status_code == 200
         for client in (other, None):
-            r = await (signed(http, client, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}") if client else http.get(f"/v1/streaming/data/{HASH}?sessionId={sid}"))
+            r = await (
+                signed(http, client, "GET", f"/v1/streaming/data/{HASH}", query=f"sessionId={sid}")
+                if client
+                else http.get(f"/v1/streaming/data/{HASH}?sessionId={sid}")
+            )
             assert r.status_code == 403 and r.json()["error"] == "session_not_yours"
         r = await signed(http, other, "GET", f"/v1/streaming/sessions/{sid}")
         assert r.status_code == 403 and r.json()["error"] == "session_not_yours"
@@ -101,8 +130,10 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
 
 
 @pytest.mark.parametrize("mode", ["off"])
-async def test_off_mode_has_no_auth_endpoint(settings: Settings, content: ContentStore, mode: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(settings, content, mode)), base_url="http://n") as http:
+async def test_off_mode_has_no_auth_endpoint(settings: Settings, content: ContentStore, mode: Literal["off"]) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_for(settings, content, mode)), base_url="http://n"
+    ) as http:
         r = await http.post("/.well-known/auth", content=Client().hello())
         assert r.status_code == 404 and r.json()["error"] == "not_found"
         assert (await http.get("/v1/node")).status_code == 200

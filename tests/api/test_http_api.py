@@ -125,7 +125,13 @@ async def test_node_info(client: httpx.AsyncClient, settings: Settings) -> None:
     ("method", "path", "kwargs", "status", "code"),
     [
         ("GET", "/v1/streaming/data/nothex", {}, 400, "invalid_content_id"),
-        ("GET", "/v1/streaming/data/XUU7cTfy6fA6q2neLDmzPqJnGB6o18PXKoGaWLPrH1SeWLKgdCKq", {}, 400, "invalid_content_id"),
+        (
+            "GET",
+            "/v1/streaming/data/XUU7cTfy6fA6q2neLDmzPqJnGB6o18PXKoGaWLPrH1SeWLKgdCKq",
+            {},
+            400,
+            "invalid_content_id",
+        ),
         ("GET", "/v1/streaming/data/" + "ab" * 32, {}, 404, "not_found"),
         ("GET", "/v1/content/" + "ab" * 32, {}, 404, "not_found"),
         ("DELETE", "/v1/content/zz", {}, 400, "invalid_content_id"),

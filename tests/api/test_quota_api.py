@@ -23,7 +23,6 @@ DATA = os.urandom(200_000)
 HASH = hashlib.sha256(DATA).hexdigest()
 
 
-
 @pytest.fixture
 async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://node") as c:
@@ -32,7 +31,9 @@ async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def setup_receipt(client: httpx.AsyncClient, **limits: Any) -> str:
-    r = await client.post("/v1/streaming/quotas/policies", json={"policyName": "agents", "maxConcurrentStreams": 4, **limits})
+    r = await client.post(
+        "/v1/streaming/quotas/policies", json={"policyName": "agents", "maxConcurrentStreams": 4, **limits}
+    )
     assert r.status_code in (200, 201), r.text
     r = await client.post("/v1/streaming/receipts", json={"policyName": "agents", "quotaTier": "premium"})
     assert r.status_code == 201, r.text
@@ -40,7 +41,13 @@ async def setup_receipt(client: httpx.AsyncClient, **limits: Any) -> str:
 
 
 async def test_policies_are_created_updated_and_listed(client: httpx.AsyncClient) -> None:
-    body = {"policyName": "gold", "bytesPerHour": 10**9, "requestsPerHour": 100, "burstBytesAllowance": 10**8, "burstDurationMinutes": 5}
+    body = {
+        "policyName": "gold",
+        "bytesPerHour": 10**9,
+        "requestsPerHour": 100,
+        "burstBytesAllowance": 10**8,
+        "burstDurationMinutes": 5,
+    }
     r = await client.post("/v1/streaming/quotas/policies", json=body)
     assert r.status_code == 201 and r.json()["bytesPerHour"] == 10**9 and r.json()["version"] > 0
     r = await client.post("/v1/streaming/quotas/policies", json={**body, "bytesPerHour": 5})
@@ -61,7 +68,9 @@ async def test_receipts_need_a_known_policy_and_get_an_id(client: httpx.AsyncCli
     assert r.status_code == 422
 
 
-async def test_reads_are_charged_then_refused_with_429_until_the_hour_rolls(client: httpx.AsyncClient, clock: Clock) -> None:
+async def test_reads_are_charged_then_refused_with_429_until_the_hour_rolls(
+    client: httpx.AsyncClient, clock: Clock
+) -> None:
     rid = await setup_receipt(client, bytesPerHour=400_000)
     url = f"/v1/streaming/data/{HASH}"
     assert (await client.get(url, params={"receiptId": rid})).content == DATA
@@ -110,7 +119,13 @@ async def test_a_read_cut_short_is_charged_for_what_left(client: httpx.AsyncClie
         await trio.sleep_forever()  # the client never says goodbye: its connection just breaks
         raise AssertionError
 
-    scope = {"type": "http", "method": "GET", "headers": [], "query_string": f"receiptId={rid}".encode(), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "headers": [],
+        "query_string": f"receiptId={rid}".encode(),
+        "client": ("127.0.0.1", 1),
+    }
     with pytest.raises(OSError):
         await DataPlane(ctx).serve(scope, HASH, send, receive)
     status = (await client.get(f"/v1/streaming/quotas/{rid}")).json()
@@ -121,7 +136,9 @@ async def test_a_read_cut_short_is_charged_for_what_left(client: httpx.AsyncClie
     assert rows[0].bytes_streamed == sum(sent) and rows[0].bytes_requested == 200_000 and rows[0].error_count == 1
 
 
-async def test_usage_and_records_survive_a_restart(settings: Settings, content: ContentStore, ctx: NodeContext, client: httpx.AsyncClient, clock: Clock) -> None:
+async def test_usage_and_records_survive_a_restart(
+    settings: Settings, content: ContentStore, ctx: NodeContext, client: httpx.AsyncClient, clock: Clock
+) -> None:
     rid = await setup_receipt(client, bytesPerHour=10**6)
     await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid})
     await ctx.quotas.flush()

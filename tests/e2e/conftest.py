@@ -13,7 +13,9 @@ import pytest
 from node.cli.launcher import Daemon, start
 
 
-def cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "node", "--home", str(home), *args],
         capture_output=True,

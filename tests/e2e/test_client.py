@@ -9,13 +9,14 @@ import os
 import threading
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
-from node.cli.launcher import start
+from node.cli.launcher import Daemon, start
 from node.client import ApiFailure, AsyncNodeClient, NodeClient, _Auth
-from tests.e2e.conftest import Daemon, start_daemon
+from tests.e2e.conftest import start_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,12 @@ async def test_async_client_reads_writes_and_reports_errors(daemon: Daemon, tmp_
             assert (await node.node())["identityKey"] == daemon.info["identityKey"]
             read: list[int] = []
             added = await node.add(src, content_type="text/plain", progress=read.append)
-            assert (added["contentHash"], added["size"], added["contentType"], sum(read)) == (h, len(data), "text/plain", len(data))
+            assert (added["contentHash"], added["size"], added["contentType"], sum(read)) == (
+                h,
+                len(data),
+                "text/plain",
+                len(data),
+            )
             listing = await node.list()
             assert listing["total"] == 1 and listing["contents"][0]["contentHash"] == h
 
@@ -61,7 +67,7 @@ async def test_async_client_reads_writes_and_reports_errors(daemon: Daemon, tmp_
                     nursery.start_soon(part, i)
             assert b"".join(parts[i] for i in range(3)) == data
 
-            out, sizes = io.BytesIO(), []
+            out, sizes = io.BytesIO(), list[int]()
             assert await node.download(h, out, expected=digest, on_size=sizes.append) == len(data)
             assert out.getvalue() == data and sizes == [len(data)]
             await _expect("hash_mismatch", 502, node.download(h, io.BytesIO(), expected=b"\0" * 32))
@@ -121,11 +127,18 @@ def test_sync_client_does_the_same_in_one_loop_thread(daemon: Daemon, tmp_path: 
     assert threading.active_count() == threads
 
 
-async def test_async_client_authenticates_transparently(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_async_client_authenticates_transparently(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("node.client._AUTH_RANGE", 64 * 1024)  # a small file then takes several signed ranges
     handshakes: list[bytes] = []
     hello = _Auth.hello
-    monkeypatch.setattr(_Auth, "hello", lambda auth: handshakes.append(auth.public_key) or hello(auth))
+
+    def counted(auth: _Auth) -> dict[str, Any]:
+        handshakes.append(auth.public_key)
+        return hello(auth)
+
+    monkeypatch.setattr(_Auth, "hello", counted)
     src, data, digest = _file(tmp_path, 300_000)
     empty, _, empty_digest = _file(tmp_path, 0, "empty.bin")
     env = {"BRC31_QUOTA_ENFORCEMENT": "required"}
@@ -139,7 +152,7 @@ async def test_async_client_authenticates_transparently(home: Path, tmp_path: Pa
                 assert (await agent.add(src))["contentHash"] == digest.hex()
                 assert (await agent.add(empty))["size"] == 0
                 assert await agent.read(digest.hex(), start=-10) == data[-10:]
-                out, sizes = io.BytesIO(), []
+                out, sizes = io.BytesIO(), list[int]()
                 assert await agent.download(digest.hex(), out, expected=digest, on_size=sizes.append) == len(data)
                 assert out.getvalue() == data and sizes == [len(data)]
                 assert await agent.download(empty_digest.hex(), io.BytesIO(), expected=empty_digest) == 0
@@ -167,16 +180,31 @@ async def test_sessions_count_reads_and_agents_get_plans_and_analytics(daemon: D
         async with AsyncNodeClient(daemon.api) as node:
             await node.add(src)
             session = await node.create_session(
-                h, agent_id="agent-a", session_type="priority", quality_requirements={"maxLatencyMs": 500}, streaming_config={"chunkSize": 65536}
+                h,
+                agent_id="agent-a",
+                session_type="priority",
+                quality_requirements={"maxLatencyMs": 500},
+                streaming_config={"chunkSize": 65536},
             )
             sid = session["sessionId"]
-            assert (session["status"], session["contentHash"], session["progress"]["totalBytes"]) == ("active", h, len(data))
-            assert session["agentSession"]["sessionType"] == "priority" and session["streamingConfig"]["chunkSize"] == 65536
+            assert (session["status"], session["contentHash"], session["progress"]["totalBytes"]) == (
+                "active",
+                h,
+                len(data),
+            )
+            assert (
+                session["agentSession"]["sessionType"] == "priority"
+                and session["streamingConfig"]["chunkSize"] == 65536
+            )
 
             assert await node.read(h, start=0, end=99, session_id=sid) == data[:100]
             assert await node.download(h, io.BytesIO(), expected=digest, session_id=sid) == len(data)
             progress = (await node.session(sid))["progress"]
-            assert (progress["requests"], progress["bytesDelivered"], progress["distinctBytesDelivered"]) == (2, len(data) + 100, len(data))
+            assert (progress["requests"], progress["bytesDelivered"], progress["distinctBytesDelivered"]) == (
+                2,
+                len(data) + 100,
+                len(data),
+            )
             assert (await node.session(sid))["status"] == "completed"
             await _expect("unknown_session", 404, node.session("stream-nope"))
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from node.cli.launcher import Daemon
 from protocols.uhrp import url_for_hash
-from tests.e2e.conftest import Daemon, cli, start_daemon
+from tests.e2e.conftest import cli, start_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,10 @@ def test_add_get_ls_rm_through_a_running_node(daemon: Daemon, tmp_path: Path) ->
 def test_bad_input_gets_one_clear_line(daemon: Daemon, tmp_path: Path) -> None:
     cases = [
         (("add", str(tmp_path / "missing")), "no such file"),
-        (("get", "XUU7cTfy6fA6q2neLDmzPqJnGB6o18PXKoGaWLPrH1SeWLKgdCKq", "-o", str(tmp_path / "x")), "invalid checksum"),
+        (
+            ("get", "XUU7cTfy6fA6q2neLDmzPqJnGB6o18PXKoGaWLPrH1SeWLKgdCKq", "-o", str(tmp_path / "x")),
+            "invalid checksum",
+        ),
         (("get", "ab" * 32, "-o", str(tmp_path / "x")), "not held"),
         (("rm", "ab" * 32), "not held"),
     ]
@@ -224,7 +228,19 @@ def test_ctrl_c_stops_a_get_cleanly(daemon: Daemon, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     getter = subprocess.Popen(
-        [sys.executable, "-m", "node", "--home", str(daemon.home), "get", url, "-o", str(out / "x.bin"), "--receipt", "r1"],
+        [
+            sys.executable,
+            "-m",
+            "node",
+            "--home",
+            str(daemon.home),
+            "get",
+            url,
+            "-o",
+            str(out / "x.bin"),
+            "--receipt",
+            "r1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -240,4 +256,6 @@ def test_ctrl_c_stops_a_get_cleanly(daemon: Daemon, tmp_path: Path) -> None:
     assert getter.returncode == 130 and err == ""
     assert list(out.iterdir()) == []  # the partial download is gone
     status = json.loads(cli(daemon.home, "receipt", "show", "r1", "--json").stdout)
-    assert status["concurrent"]["activeStreams"] == 0 and 0 < status["windows"]["hour"]["bytesUsed"] < src.stat().st_size
+    assert (
+        status["concurrent"]["activeStreams"] == 0 and 0 < status["windows"]["hour"]["bytesUsed"] < src.stat().st_size
+    )

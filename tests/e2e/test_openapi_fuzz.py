@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis import Case
+from schemathesis.core.result import Ok
 
 from node.cli.launcher import Daemon
 from tests.e2e.conftest import cli, start_daemon
@@ -32,11 +34,12 @@ def test_every_operation_holds_to_its_schema(running: Daemon) -> None:
     schema = schemathesis.openapi.from_url(f"{running.api.rstrip('/')}/openapi.json")
     failures = []
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
 
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case: schemathesis.Case) -> None:
+        def check(case: Case) -> None:  # type: ignore[type-arg]
             # Not "positive data acceptance": a string the schema allows can
             # still be a bad UHRP URL (checksum) or an unknown receipt, and
             # is rightly refused with a 4xx.

@@ -45,7 +45,10 @@ def test_the_readme_session_examples_run(home: Path, tmp_path: Path) -> None:
         key = "22" * 32
 
         script = tmp_path / "example.py"
-        script.write_text(f"api_url = {d.api.rstrip('/')!r}\nidentity_key = bytes.fromhex({key!r})\ncontent_hash = {content!r}\n" + example("python"))
+        script.write_text(
+            f"api_url = {d.api.rstrip('/')!r}\nidentity_key = bytes.fromhex({key!r})\ncontent_hash = {content!r}\n"
+            + example("python")
+        )
         py = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert py.returncode == 0, py.stderr
         *fixed, eta = py.stdout.split()
@@ -53,9 +56,15 @@ def test_the_readme_session_examples_run(home: Path, tmp_path: Path) -> None:
 
         script = tmp_path / "example.js"
         prelude = f"const apiUrl = {json.dumps(d.api.rstrip('/'))}; const identityKeyHex = '{key}'; const contentHash = '{content}';\n"
-        script.write_text("(async () => {\n" + prelude + example("js") + "})().catch(e => { console.error(e); process.exit(1) })\n")
+        script.write_text(
+            "(async () => {\n" + prelude + example("js") + "})().catch(e => { console.error(e); process.exit(1) })\n"
+        )
         js = subprocess.run(
-            [node_bin, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "NODE_PATH": str(INTEROP / "node_modules")}
+            [node_bin, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "NODE_PATH": str(INTEROP / "node_modules")},
         )
         assert js.returncode == 0, js.stderr
         assert js.stdout.split() == ["0", str(1 << 20), str(round(100 / 3, 2))]

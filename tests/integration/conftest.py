@@ -20,6 +20,7 @@ async def start_node(
     home: Path,
     bootstrap: tuple[str, ...] = (),
     clock: Callable[[], float] = time.time,
+    /,
     **overrides: object,
 ) -> Node:
     init_home(home)
@@ -42,7 +43,7 @@ async def start_node(
 
 
 async def start_overlay(
-    nursery: trio.Nursery, root: Path, n: int, clock: Callable[[], float] = time.time, **overrides: object
+    nursery: trio.Nursery, root: Path, n: int, clock: Callable[[], float] = time.time, /, **overrides: object
 ) -> list[Node]:
     """n nodes, all bootstrapped through the first, connected when this returns."""
     first = await start_node(nursery, root / "n0", (), clock, **overrides)
@@ -61,7 +62,7 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> No
 
 
 async def start_killable_node(
-    nursery: trio.Nursery, home: Path, bootstrap: tuple[str, ...] = (), **overrides: object
+    nursery: trio.Nursery, home: Path, bootstrap: tuple[str, ...] = (), /, **overrides: object
 ) -> tuple[Node, Callable[[], Awaitable[None]]]:
     """A node the test can make vanish mid-transfer: ``await kill()`` cancels it
     and returns once it has fully stopped (its home lock released)."""
@@ -71,7 +72,7 @@ async def start_killable_node(
         try:
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as inner:
-                    node = await start_node(inner, home, bootstrap, **overrides)
+                    node = await start_node(inner, home, bootstrap, time.time, **overrides)
                     task_status.started((node, scope))
         finally:
             stopped.set()

@@ -22,7 +22,9 @@ SECOND = os.urandom(500_000)
 def knows(node: Node, host: Node, data: bytes) -> bool:
     assert node.overlay is not None and host.overlay is not None
     key = host.overlay.adverts.identity.public_key
-    return any(m.advert.identity_key == key for m in node.overlay.cache.hosts(hashlib.sha256(data).digest(), time.time()))
+    return any(
+        m.advert.identity_key == key for m in node.overlay.cache.hosts(hashlib.sha256(data).digest(), time.time())
+    )
 
 
 async def test_a_session_reads_through_and_a_plan_prefetches(tmp_path: Path) -> None:
@@ -40,13 +42,19 @@ async def test_a_session_reads_through_and_a_plan_prefetches(tmp_path: Path) -> 
                 assert r.status_code == 201, r.text
                 s = r.json()
                 assert s["deliveryOptions"]["method"] == "uhrp" and s["progress"]["totalBytes"] == len(FIRST)
-                assert [h["publicKey"] for h in s["deliveryOptions"]["hosts"]] == [holder.overlay.adverts.identity.public_key_hex]  # type: ignore[union-attr]
+                holder_key = holder.overlay.adverts.identity.public_key_hex  # type: ignore[union-attr]
+                assert [h["publicKey"] for h in s["deliveryOptions"]["hosts"]] == [holder_key]
                 r = await http.get(f"/v1/streaming/data/{first}", params={"sessionId": s["sessionId"]})
                 assert r.status_code == 200 and r.content == FIRST
                 g = (await http.get(f"/v1/streaming/sessions/{s['sessionId']}")).json()
                 assert g["status"] == "completed" and g["progress"]["bytesDelivered"] == len(FIRST)
 
-                plan = (await http.post("/v1/streaming/agents/optimize", json={"contentHashes": [first, second], "agentId": "researcher", "prefetch": True})).json()
+                plan = (
+                    await http.post(
+                        "/v1/streaming/agents/optimize",
+                        json={"contentHashes": [first, second], "agentId": "researcher", "prefetch": True},
+                    )
+                ).json()
                 assert {c["contentHash"]: c["prefetch"] for c in plan["contents"]} == {first: "held", second: "queued"}
                 assert plan["prefetchOrder"] == [second] and plan["contents"][1]["size"] == len(SECOND)
                 with trio.fail_after(30):

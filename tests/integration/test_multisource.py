@@ -42,7 +42,9 @@ async def test_a_peer_dying_midway_does_not_break_the_download(tmp_path: Path) -
 
             nursery.start_soon(download)
             b_peer = peer_id_of(ov(b).adverts.identity.public_key)
-            await wait_for(lambda: ov(d).fetcher.stats.get(b_peer) is not None and ov(d).fetcher.stats[b_peer].successes >= 3)
+            await wait_for(
+                lambda: ov(d).fetcher.stats.get(b_peer) is not None and ov(d).fetcher.stats[b_peer].successes >= 3
+            )
             assert not got, "the download finished before B could be killed"
             await kill_b()
             await wait_for(lambda: bool(got), timeout_s=60)
@@ -150,7 +152,7 @@ async def test_a_lying_manifest_gives_way_to_another_hosts(tmp_path: Path) -> No
             # The liar claims SMALL's hash for a manifest listing other chunks it holds.
             async with httpx.AsyncClient(base_url=liar.api_url, timeout=30) as http:
                 other = (await http.post("/v1/content", content=os.urandom(len(SMALL)))).json()
-            real = (await ov(liar).fetcher.content.get(bytes.fromhex(other["contentHash"]))).manifest  # type: ignore[union-attr]
+            real = (await ov(liar).fetcher.content.get(bytes.fromhex(other["contentHash"]))).manifest
             fake = Manifest.build(SMALL_DIGEST, real.size, real.chunk_size, real.chunk_hashes)
             await ov(liar).fetcher.content.meta.put_content(fake, pinned=True, now=0)
             ov(liar).adverts.announce(fake)
@@ -227,11 +229,20 @@ async def test_reported_performance_ranks_resolve_and_survives_restart(tmp_path:
                 for key, good in ((a_key, False), (a_key, False), (b_key, True)):
                     r = await http.post(
                         "/v1/streaming/report-host",
-                        json={"contentHash": digest, "hostPublicKey": key, "success": good, "latencyMs": 12.5, "bandwidthMbps": 400},
+                        json={
+                            "contentHash": digest,
+                            "hostPublicKey": key,
+                            "success": good,
+                            "latencyMs": 12.5,
+                            "bandwidthMbps": 400,
+                        },
                     )
                     assert r.status_code == 200, r.text
                 assert r.json()["performance"]["averageLatencyMs"] == 12.5
-                bad = await http.post("/v1/streaming/report-host", json={"contentHash": digest, "hostPublicKey": "02" + "ff" * 32, "success": True})
+                bad = await http.post(
+                    "/v1/streaming/report-host",
+                    json={"contentHash": digest, "hostPublicKey": "02" + "ff" * 32, "success": True},
+                )
                 assert bad.status_code in (400, 422) and bad.json()["error"]
             assert await ranking(d) == [b_key, a_key]
             await kill_d()

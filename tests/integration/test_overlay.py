@@ -26,7 +26,9 @@ def ov(node: Node):  # type: ignore[no-untyped-def]
 
 
 def knows(node: Node, host: Node, digest: bytes = DIGEST) -> bool:
-    return any(m.advert.identity_key == ov(host).adverts.identity.public_key for m in ov(node).cache.hosts(digest, time.time()))
+    return any(
+        m.advert.identity_key == ov(host).adverts.identity.public_key for m in ov(node).cache.hosts(digest, time.time())
+    )
 
 
 async def add(node: Node, data: bytes = DATA) -> dict[str, object]:
@@ -47,7 +49,12 @@ async def test_add_on_a_get_on_c(tmp_path: Path) -> None:
                 assert resolved["hosts"][0]["peerId"] == ov(a).p2p.peer_id
                 advert = resolved["hosts"][0]["advert"]
                 assert Advert(
-                    bytes.fromhex(advert["identityKey"]), DIGEST, advert["url"], advert["expiry"], advert["size"], bytes.fromhex(advert["signature"])
+                    bytes.fromhex(advert["identityKey"]),
+                    DIGEST,
+                    advert["url"],
+                    advert["expiry"],
+                    advert["size"],
+                    bytes.fromhex(advert["signature"]),
                 ).verify()
                 r = await http.get(f"/v1/streaming/data/{DIGEST.hex()}")
                 assert r.status_code == 200 and r.content == DATA
@@ -107,10 +114,16 @@ async def test_forged_tampered_and_expired_adverts_are_dropped_and_counted(tmp_p
             now = int(time.time())
             good = Advert.create(evil_key.secret, DIGEST, "https://evil.example/x", now + 3600, 10)
             tampered = OverlayAdvert.create(
-                evil_key.secret, Advert(good.identity_key, DIGEST, "https://other.example/", good.expiry, 10, good.signature), (), 1
+                evil_key.secret,
+                Advert(good.identity_key, DIGEST, "https://other.example/", good.expiry, 10, good.signature),
+                (),
+                1,
             )
             forged = OverlayAdvert(  # claims to be A, signed by the attacker
-                Advert(victim.public_key, DIGEST, good.url, good.expiry, 10, good.signature), (), 1, b"\x30\x06\x02\x01\x01\x02\x01\x01"
+                Advert(victim.public_key, DIGEST, good.url, good.expiry, 10, good.signature),
+                (),
+                1,
+                b"\x30\x06\x02\x01\x01\x02\x01\x01",
             )
             expired = OverlayAdvert.create(
                 evil_key.secret, Advert.create(evil_key.secret, DIGEST, good.url, now - 10, 10), (), 1
@@ -173,7 +186,12 @@ async def test_with_a_public_url_the_brc26_fields_alone_verify(tmp_path: Path) -
             assert host["local"] and host["hostUrl"] == f"https://node-a.example/v1/streaming/data/{DIGEST.hex()}"
             fields = host["advert"]
             advert = Advert(
-                bytes.fromhex(fields["identityKey"]), DIGEST, fields["url"], fields["expiry"], fields["size"], bytes.fromhex(fields["signature"])
+                bytes.fromhex(fields["identityKey"]),
+                DIGEST,
+                fields["url"],
+                fields["expiry"],
+                fields["size"],
+                bytes.fromhex(fields["signature"]),
             )
             assert advert.verify()  # the reference topic manager's rule: five fields, anyone-verifiable
             nursery.cancel_scope.cancel()

@@ -65,7 +65,9 @@ async def run_scenario(tmp_path: Path, strict: bool) -> None:
             # usage (gossipsub has formed its mesh).
             for node in nodes:
                 async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
-                    r = await http.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid}, headers={"range": "bytes=0-0"})
+                    r = await http.get(
+                        f"/v1/streaming/data/{HASH}", params={"receiptId": rid}, headers={"range": "bytes=0-0"}
+                    )
                     assert r.status_code == 206
             await wait_for(lambda: all(n.quotas.origins_heard == 2 for n in nodes if n.quotas))
 
@@ -83,7 +85,9 @@ async def run_scenario(tmp_path: Path, strict: bool) -> None:
             # times (gossip interval + propagation), plus the request in flight.
             # Propagation is measured: in one busy process it is far above loopback's.
             bound = sum(sum(s) / took * (INTERVAL_S + lag) + len(DATA) for s in served)
-            print(f"strict={strict}: served {total / LIMIT:.3f} of the limit, bound {bound / LIMIT:.3f}, lag {lag:.3f} s")
+            print(
+                f"strict={strict}: served {total / LIMIT:.3f} of the limit, bound {bound / LIMIT:.3f}, lag {lag:.3f} s"
+            )
             if strict:
                 assert total <= LIMIT
             else:
@@ -105,8 +109,9 @@ async def run_scenario(tmp_path: Path, strict: bool) -> None:
             # gossip arrives (a few hundred ms in this busy process).
             for node in nodes:
                 async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
+                    url = f"/v1/streaming/quotas/{rid}"
                     with trio.fail_after(10):
-                        while (await http.get(f"/v1/streaming/quotas/{rid}")).json()["windows"]["hour"]["bytesUsed"] < usable:  # noqa: ASYNC110 - polls the API
+                        while (await http.get(url)).json()["windows"]["hour"]["bytesUsed"] < usable:  # noqa: ASYNC110 - polls the API
                             await trio.sleep(0.05)
 
             clock.offset += 3600  # the window rolls

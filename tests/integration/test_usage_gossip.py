@@ -25,7 +25,11 @@ FAST = {"usage_sync.interval_s": 0.1, "usage_sync.snapshot_s": 0.5}
 def hour_bytes(node: Node, rid: str, of: Node) -> int:
     assert node.quotas is not None and of.quotas is not None
     counter = node.quotas.book.counters.get(rid, {}).get((Window.HOUR, int(node.quotas.clock() // 3600) * 3600))
-    return counter.entries[of.quotas.identity.public_key_hex].bytes if counter and of.quotas.identity.public_key_hex in counter.entries else 0
+    return (
+        counter.entries[of.quotas.identity.public_key_hex].bytes
+        if counter and of.quotas.identity.public_key_hex in counter.entries
+        else 0
+    )
 
 
 async def test_forged_and_garbled_usage_is_dropped_and_counted(tmp_path: Path) -> None:
@@ -52,7 +56,9 @@ async def test_a_node_that_lost_its_database_gets_its_counts_back_from_peers(tmp
             boot = (a.overlay.p2p.addrs[0],)
             b, kill_b = await start_killable_node(nursery, tmp_path / "b", boot, **FAST)
             async with httpx.AsyncClient(base_url=a.api_url, timeout=30) as http:
-                assert (await http.post("/v1/streaming/quotas/policies", json={"policyName": "p", "bytesPerDay": 10**9})).status_code == 201
+                assert (
+                    await http.post("/v1/streaming/quotas/policies", json={"policyName": "p", "bytesPerDay": 10**9})
+                ).status_code == 201
                 rid = (await http.post("/v1/streaming/receipts", json={"policyName": "p"})).json()["receiptId"]
             await wait_for(lambda: b.quotas is not None and rid in b.quotas.book.receipts)
             async with httpx.AsyncClient(base_url=b.api_url, timeout=30) as http:

@@ -31,7 +31,7 @@ class Peer:
         self._s, self.remote_peer = stream, remote
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
-        return await self._s.receive_some(max_bytes)
+        return bytes(await self._s.receive_some(max_bytes))
 
     async def send_all(self, data: bytes) -> None:
         await self._s.send_all(data)
@@ -156,7 +156,9 @@ async def test_a_client_vanishing_mid_reply_ends_only_its_stream(server: ChunkSe
     assert server._streams == {}  # ...after releasing the peer's stream slot
 
 
-async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(content: ContentStore, settings: Settings) -> None:
+async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(
+    content: ContentStore, settings: Settings
+) -> None:
     from protocols.quota import Policy
     from protocols.usage_sync import Receipt
 

@@ -161,7 +161,14 @@ class _Sim:
 
     def admit(self, i: int, *, use_lease: bool) -> None:
         s, book = self.s, self.books[i]
-        decision, ticket = book.admit("r", now=self.clock(i), nbytes=s.request_bytes, content_size=s.request_bytes, content_type="", use_lease=use_lease)
+        decision, ticket = book.admit(
+            "r",
+            now=self.clock(i),
+            nbytes=s.request_bytes,
+            content_size=s.request_bytes,
+            content_type="",
+            use_lease=use_lease,
+        )
         if ticket is None and decision.reason == LEASE_NEEDED:
             self.ask_lease(i)
             return
@@ -203,7 +210,9 @@ class _Sim:
             return
         self.books[i].add_lease("r", self.clock(i), give)
         for _ in waiting:
-            decision, ticket = self.books[i].admit("r", now=self.clock(i), nbytes=self.s.request_bytes, content_size=0, content_type="")
+            decision, ticket = self.books[i].admit(
+                "r", now=self.clock(i), nbytes=self.s.request_bytes, content_size=0, content_type=""
+            )
             if ticket is None and decision.reason == LEASE_NEEDED and not self.leasing[i] and give.bytes:
                 self.ask_lease(i)
             elif ticket is None:
@@ -235,8 +244,12 @@ class _Sim:
         self.books[i] = book
         for j in range(self.s.nodes):  # anti-entropy on reconnect: peers hand back its entries
             if j != i:
-                mine = [Entry(rid, k, st, c.entries[_KEYS[i].hex()].bytes, c.entries[_KEYS[i].hex()].requests)
-                        for rid, w in self.books[j].counters.items() for (k, st), c in w.items() if _KEYS[i].hex() in c.entries]
+                mine = [
+                    Entry(rid, k, st, c.entries[_KEYS[i].hex()].bytes, c.entries[_KEYS[i].hex()].requests)
+                    for rid, w in self.books[j].counters.items()
+                    for (k, st), c in w.items()
+                    if _KEYS[i].hex() in c.entries
+                ]
                 others = self.books[j].own_entries()
                 self.send(j, i, functools.partial(self.deliver, i, j, mine + others))
 

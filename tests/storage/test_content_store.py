@@ -146,7 +146,9 @@ async def test_recover_keeps_the_chunks_of_a_download_in_progress(content: Conte
 
     data = os.urandom(3 * CHUNK)
     chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
-    m = Manifest.build(hashlib.sha256(data).digest(), len(data), CHUNK, tuple(hashlib.sha256(c).digest() for c in chunks))
+    m = Manifest.build(
+        hashlib.sha256(data).digest(), len(data), CHUNK, tuple(hashlib.sha256(c).digest() for c in chunks)
+    )
     await content.meta.put_partial(m, now=1e12)  # started "now"
     for c in chunks[:2]:  # two chunks verified before a crash
         digest, _ = content.chunks.put(c)

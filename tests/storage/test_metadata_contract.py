@@ -182,8 +182,29 @@ async def test_usage_windows_only_grow_and_are_cleaned_up(meta: MetadataStore) -
 
 async def test_sessions_are_replaced_by_id_and_listed_per_agent(meta: MetadataStore) -> None:
     s = SessionRow(
-        "stream-1", "agent-a", "", None, "00" * 32, "priority", True, "{}", '{"chunkSize": 65536}', 1000, 10, "[[0, 10]]",
-        1, 0, 2, 5.0, 6.0, 7, 1, 0, "active", 5.0, 6.0,
+        "stream-1",
+        "agent-a",
+        "",
+        None,
+        "00" * 32,
+        "priority",
+        True,
+        "{}",
+        '{"chunkSize": 65536}',
+        1000,
+        10,
+        "[[0, 10]]",
+        1,
+        0,
+        2,
+        5.0,
+        6.0,
+        7,
+        1,
+        0,
+        "active",
+        5.0,
+        6.0,
     )
     await meta.put_sessions([s, dataclasses.replace(s, id="stream-2", agent_id="agent-b")])
     await meta.put_sessions([dataclasses.replace(s, bytes_processed=1000, session_status="completed", updated_at=9.0)])
@@ -197,7 +218,35 @@ async def test_sessions_are_replaced_by_id_and_listed_per_agent(meta: MetadataSt
 
 
 async def test_streams_carry_their_agent_and_delivery(meta: MetadataStore) -> None:
-    row = StreamRow("s1", None, "00" * 32, "stream-1", 10.0, 11.0, 100, 100, "http", "ab", "c", None, 0, 100.0, "agent-a", False, 2, '["02aa"]')
-    await meta.add_streams([row, dataclasses.replace(row, id="s2", agent_id="agent-b"), dataclasses.replace(row, id="s3", stream_end_time=20.0)])
-    assert await meta.agent_streams("agent-a", since=0.0, limit=10) == [dataclasses.replace(row, id="s3", stream_end_time=20.0), row]
+    row = StreamRow(
+        "s1",
+        None,
+        "00" * 32,
+        "stream-1",
+        10.0,
+        11.0,
+        100,
+        100,
+        "http",
+        "ab",
+        "c",
+        None,
+        0,
+        100.0,
+        "agent-a",
+        False,
+        2,
+        '["02aa"]',
+    )
+    await meta.add_streams(
+        [
+            row,
+            dataclasses.replace(row, id="s2", agent_id="agent-b"),
+            dataclasses.replace(row, id="s3", stream_end_time=20.0),
+        ]
+    )
+    assert await meta.agent_streams("agent-a", since=0.0, limit=10) == [
+        dataclasses.replace(row, id="s3", stream_end_time=20.0),
+        row,
+    ]
     assert [r.id for r in await meta.agent_streams("agent-a", since=15.0, limit=10)] == ["s3"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocols.agent_plan import ContentOption, HostOption, Requirements, make_plan
 
 FAST = HostOption("02aa", "https://fast", False, 1.0, 20.0, 400.0)
@@ -18,7 +20,9 @@ def content(h: str, size: int | None, *hosts: HostOption, local: bool = False) -
 NONE = Requirements()
 
 
-def plan(contents: list[ContentOption], req: Requirements = NONE, price: int = 100, left: int | None = None) -> dict:
+def plan(
+    contents: list[ContentOption], req: Requirements = NONE, price: int = 100, left: int | None = None
+) -> dict[str, Any]:
     return make_plan(contents, req, price_per_gb=price, quota_bytes_left=left, max_hosts=5)
 
 
@@ -41,11 +45,21 @@ def test_unmet_requirements_and_missing_hosts_are_reported() -> None:
 
 
 def test_prefetch_order_is_quickest_first_and_stops_at_budget_then_quota() -> None:
-    contents = [content("big", 4 * GB, FAST), content("small", GB, FAST), content("mid", 2 * GB, FAST), content("held", GB, ME, local=True)]
+    contents = [
+        content("big", 4 * GB, FAST),
+        content("small", GB, FAST),
+        content("mid", 2 * GB, FAST),
+        content("held", GB, ME, local=True),
+    ]
     p = plan(contents, Requirements(budget_satoshis=400))
     # held costs 100 (reading it still costs); small 100, mid 200 fit; big 400 does not.
     assert p["prefetchOrder"] == ["small", "mid"]
-    assert {c["contentHash"]: c["prefetch"] for c in p["contents"]} == {"big": "over_budget", "small": "planned", "mid": "planned", "held": "held"}
+    assert {c["contentHash"]: c["prefetch"] for c in p["contents"]} == {
+        "big": "over_budget",
+        "small": "planned",
+        "mid": "planned",
+        "held": "held",
+    }
     assert p["totals"]["estimatedCostSatoshis"] == 400 and p["totals"]["bytes"] == 4 * GB
     assert [r["code"] for r in p["recommendations"]] == ["budget"]
     q = plan(contents, left=2 * GB)

@@ -34,8 +34,15 @@ def test_initial_response_signature_matches_the_sdk() -> None:
 
 def test_request_preimages_match_auth_fetch() -> None:
     rid = b"\x07" * 32
-    assert request_preimage(rid, "GET", "/", "", [], b"") == rid + bytes.fromhex("03474554" "012f") + b"\xff" * 9 + b"\x00" + b"\xff" * 9
-    headers = [("Content-Type", "application/json; charset=utf-8"), ("X-BSV-Topic", "usage"), ("Authorization", "Bearer t")]
+    assert (
+        request_preimage(rid, "GET", "/", "", [], b"")
+        == rid + bytes.fromhex("03474554012f") + b"\xff" * 9 + b"\x00" + b"\xff" * 9
+    )
+    headers = [
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("X-BSV-Topic", "usage"),
+        ("Authorization", "Bearer t"),
+    ]
     expected = "".join(
         [
             "04504f5354",
@@ -65,7 +72,9 @@ def test_nonces_verify_only_for_their_creator() -> None:
     n = create_nonce(b"k" * 32, b"r" * 16)
     assert len(base64.b64decode(n)) == 48 and "=" not in n
     assert verify_nonce(b"k" * 32, n) and not verify_nonce(b"j" * 32, n)
-    assert not verify_nonce(b"k" * 32, "not base64!") and not verify_nonce(b"k" * 32, base64.b64encode(b"x" * 48).decode())
+    assert not verify_nonce(b"k" * 32, "not base64!") and not verify_nonce(
+        b"k" * 32, base64.b64encode(b"x" * 48).decode()
+    )
 
 
 def server() -> AuthServer:
@@ -82,7 +91,9 @@ def test_handshake_then_signed_requests_and_responses() -> None:
     assert session.peer_key == A_PUB
     out = dict(s.sign_response(session, rid, 200, [], b"ok"))
     invoice = brc42.invoice_number(2, "auth message signature", f"{out['x-bsv-auth-nonce']} {c.nonce}")
-    assert brc42.verify(B_PUB, response_preimage(rid, 200, [], b"ok"), bytes.fromhex(out["x-bsv-auth-signature"]), invoice, A_PRIV)
+    assert brc42.verify(
+        B_PUB, response_preimage(rid, 200, [], b"ok"), bytes.fromhex(out["x-bsv-auth-signature"]), invoice, A_PRIV
+    )
     with pytest.raises(AuthError) as err:  # the same request again
         s.verify_request(h, "POST", "/v1/x", "?a=1", extra, body, now=2)
     assert err.value.code == "replayed"
@@ -114,8 +125,17 @@ def test_a_tampered_body_fails_and_bad_handshakes_say_why() -> None:
     h = c.headers("POST", "/v1/x", "", b"a", [])
     with pytest.raises(AuthError, match="does not verify"):
         s.verify_request(h, "POST", "/v1/x", "", [], b"b", now=1)
-    for body, code in ((b"{", "invalid_json"), (b"[]", "invalid_message"), (json.dumps({"version": "0.1", "messageType": "general"}).encode(), "unsupported_message"),
-                       (json.dumps({"version": "0.1", "messageType": "initialRequest", "identityKey": "zz", "initialNonce": "AA=="}).encode(), "invalid_identity_key")):
+    for body, code in (
+        (b"{", "invalid_json"),
+        (b"[]", "invalid_message"),
+        (json.dumps({"version": "0.1", "messageType": "general"}).encode(), "unsupported_message"),
+        (
+            json.dumps(
+                {"version": "0.1", "messageType": "initialRequest", "identityKey": "zz", "initialNonce": "AA=="}
+            ).encode(),
+            "invalid_identity_key",
+        ),
+    ):
         with pytest.raises(AuthError) as err:
             s.handshake(body, now=0)
         assert err.value.code == code

@@ -97,7 +97,7 @@ def toml_literal(value: Any) -> str:
         return repr(value)
     if isinstance(value, tuple):
         return "[" + ", ".join(toml_literal(v) for v in value) + "]"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def toml_for(values: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ INTERNAL = {errors.PeerUnreachable, errors.StreamClosed, errors.RemoteError, err
 def _auth_codes() -> set[tuple[type[Exception], str]]:
     """(class, code) for every BRC-103/104 failure ``protocols.brc104`` raises."""
     classes = {k.__name__: k for k in (brc104.AuthError, brc104.MalformedAuthMessage, brc104.HandshakeTooLarge)}
-    found = set()
+    found: set[tuple[type[Exception], str]] = set()
     for node in ast.walk(ast.parse(inspect.getsource(brc104))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in classes:
             code = node.args[0]
@@ -43,8 +43,8 @@ def test_every_code_answers_one_status() -> None:
 
 
 def test_every_node_error_that_can_reach_a_client_has_a_row() -> None:
-    def subclasses(k: type) -> set[type]:
-        return {k} | {s for sub in k.__subclasses__() for s in subclasses(sub)}
+    def subclasses(k: type[Exception]) -> set[type[Exception]]:
+        return {k}.union(*(subclasses(sub) for sub in k.__subclasses__()))
 
     unlisted = {k for k in subclasses(NodeError) - {NodeError} if rule_for(k).code == "internal_error"}
     assert unlisted == INTERNAL
@@ -57,8 +57,14 @@ def test_a_bug_answers_500_and_still_in_the_one_shape() -> None:
 
 
 def test_a_subclass_inherits_its_parents_row_unless_it_has_its_own() -> None:
-    assert describe(errors.NotAvailable("gone")).status == 404 and describe(errors.NotAvailable("gone")).code == "not_found"
-    assert describe(UnknownPolicy("p")).code == "unknown_policy" and describe(UnknownReceipt("r")).code == "unknown_receipt"
+    assert (
+        describe(errors.NotAvailable("gone")).status == 404
+        and describe(errors.NotAvailable("gone")).code == "not_found"
+    )
+    assert (
+        describe(UnknownPolicy("p")).code == "unknown_policy"
+        and describe(UnknownReceipt("r")).code == "unknown_receipt"
+    )
 
 
 def test_the_wire_codes_peers_rely_on() -> None:

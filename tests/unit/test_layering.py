@@ -21,7 +21,10 @@ IO_MODULES = {
     "urllib", "http", "random", "secrets", "node", "storage",
 }  # fmt: skip
 WALL_CLOCK_CALLS = {"now", "utcnow", "today"}  # datetime.now() and friends read the clock
-SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE (TABLE|INDEX)|ALTER TABLE|DROP (TABLE|SCHEMA))\b", re.S)
+SQL = re.compile(
+    r"\b(SELECT\b.+\bFROM|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE (TABLE|INDEX)|ALTER TABLE|DROP (TABLE|SCHEMA))\b",
+    re.S,
+)
 
 
 def _sources(package: str) -> list[Path]:
@@ -146,7 +149,10 @@ def _project_modules() -> Iterator[tuple[str, Path]]:
 def import_graph() -> dict[str, set[str]]:
     modules = dict(_project_modules())
     # Imports for annotations count: a cycle of types is still a knot in the design.
-    return {m: {n for n in imports(p.read_text(), runtime_only=False) if n in modules and n != m} for m, p in modules.items()}
+    return {
+        m: {n for n in imports(p.read_text(), runtime_only=False) if n in modules and n != m}
+        for m, p in modules.items()
+    }
 
 
 # -- the rules applied to the tree ------------------------------------------------
@@ -170,18 +176,24 @@ def test_protocols_are_sans_io(path: Path) -> None:
 )
 def test_imports_flow_one_way(layer: str, may_not_import: set[str]) -> None:
     for path in _sources(layer):
-        assert not roots(imports(path.read_text(), runtime_only=False)) & may_not_import, f"{path} imports {may_not_import}"
+        assert not roots(imports(path.read_text(), runtime_only=False)) & may_not_import, (
+            f"{path} imports {may_not_import}"
+        )
 
 
 def test_only_the_p2p_module_imports_libp2p() -> None:
-    importers = {m for m, p in _project_modules() if roots(imports(p.read_text(), runtime_only=False)) & {"libp2p", "multiaddr"}}
+    importers = {
+        m for m, p in _project_modules() if roots(imports(p.read_text(), runtime_only=False)) & {"libp2p", "multiaddr"}
+    }
     assert importers == {"node.p2p"}
 
 
 def test_only_storage_speaks_sql() -> None:
     for package in ("config", "node", "protocols"):
         for path in _sources(package):
-            assert not roots(imports(path.read_text(), runtime_only=False)) & {"sqlite3", "psycopg", "psycopg_pool"}, path
+            assert not roots(imports(path.read_text(), runtime_only=False)) & {"sqlite3", "psycopg", "psycopg_pool"}, (
+                path
+            )
             assert sql_violations(path.read_text()) == [], path
 
 
@@ -189,7 +201,10 @@ def test_http_reaches_services_only_through_its_context() -> None:
     for module, path in _project_modules():
         assert http_reaches_services_only_through_context(module, path.read_text()) == [], module
     knowing_http = [
-        m for m, p in _project_modules() if m.startswith("node.services") and any(n.startswith("node.http") for n in imports(p.read_text(), runtime_only=False))
+        m
+        for m, p in _project_modules()
+        if m.startswith("node.services")
+        and any(n.startswith("node.http") for n in imports(p.read_text(), runtime_only=False))
     ]
     assert knowing_http == [], "services must not know the HTTP layer"
 
@@ -231,7 +246,10 @@ def test_the_sans_io_rule_catches(bad: str) -> None:
 
 
 def test_the_sans_io_rule_passes_pure_code() -> None:
-    assert sans_io_violations("import hashlib\nfrom datetime import UTC, datetime\nx = datetime.fromtimestamp(0, UTC)") == []
+    assert (
+        sans_io_violations("import hashlib\nfrom datetime import UTC, datetime\nx = datetime.fromtimestamp(0, UTC)")
+        == []
+    )
 
 
 def test_the_sql_rule_catches_a_query_but_not_prose() -> None:
@@ -242,9 +260,13 @@ def test_the_sql_rule_catches_a_query_but_not_prose() -> None:
 
 
 def test_the_http_rule_catches_a_service_import_but_not_an_annotation() -> None:
-    assert http_reaches_services_only_through_context("node.http.data", "from node.services.quotas import QuotaService\n")
+    assert http_reaches_services_only_through_context(
+        "node.http.data", "from node.services.quotas import QuotaService\n"
+    )
     assert http_reaches_services_only_through_context("node.http.app", "import node.node\n")
-    annotation_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from node.services.fetch import Download\n"
+    annotation_only = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from node.services.fetch import Download\n"
+    )
     assert http_reaches_services_only_through_context("node.http.data", annotation_only) == []
     assert http_reaches_services_only_through_context("node.http.context", "from node.services import Services\n") == []
 

@@ -55,7 +55,7 @@ def fields_of(m: Manifest) -> list[Any]:
     ]
 
 
-def pack(fields: list[Any]) -> bytes:
+def pack(fields: Any) -> bytes:
     out: bytes = msgpack.packb(fields, use_bin_type=True)
     return out
 
@@ -512,7 +512,7 @@ def test_oversize_input_is_rejected_before_unpacking(monkeypatch: pytest.MonkeyP
         calls.append(args)
         raise AssertionError("unpackb must not run on oversize input")
 
-    monkeypatch.setattr(manifest_mod.msgpack, "unpackb", spy)
+    monkeypatch.setattr(msgpack, "unpackb", spy)
     data = make(CS).encode()
     data += bytes(MAX_MANIFEST_BYTES + 1 - len(data))
     assert len(data) == MAX_MANIFEST_BYTES + 1
@@ -529,7 +529,7 @@ def test_input_at_the_byte_limit_is_unpacked(monkeypatch: pytest.MonkeyPatch) ->
         calls.append(len(data))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(manifest_mod.msgpack, "unpackb", spy)
+    monkeypatch.setattr(msgpack, "unpackb", spy)
     with pytest.raises(InvalidManifest):
         Manifest.decode(bytes(MAX_MANIFEST_BYTES))
     assert calls == [MAX_MANIFEST_BYTES]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from protocols.quota import GCounter, Policy, Usage, Window, charge, decide, expired, totals, window_bounds
 
 
-def ts(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(
@@ -32,12 +32,18 @@ def test_calendar_windows(kind: Window, at: float, start: float, end: float) -> 
 
 
 def test_month_lengths_over_four_years() -> None:
-    lengths = [window_bounds(Window.MONTH, ts(y, m, 2))[1] - window_bounds(Window.MONTH, ts(y, m, 2))[0] for y in range(2023, 2027) for m in range(1, 13)]
+    lengths = [
+        window_bounds(Window.MONTH, ts(y, m, 2))[1] - window_bounds(Window.MONTH, ts(y, m, 2))[0]
+        for y in range(2023, 2027)
+        for m in range(1, 13)
+    ]
     assert sorted({x // 86400 for x in lengths}) == [28, 29, 30, 31]
     assert sum(lengths) // 86400 == 365 * 3 + 366
 
 
-counters = st.dictionaries(st.sampled_from("abcde"), st.builds(Usage, st.integers(0, 10**9), st.integers(0, 10**6)), max_size=5)
+counters = st.dictionaries(
+    st.sampled_from("abcde"), st.builds(Usage, st.integers(0, 10**9), st.integers(0, 10**6)), max_size=5
+)
 
 
 def merged(*parts: dict[str, Usage]) -> dict[str, Usage]:
@@ -84,7 +90,15 @@ def test_a_g_counter_never_shrinks() -> None:
 
 
 NOW = ts(2024, 1, 15, 10, 30)
-P = Policy("premium", bytes_per_hour=1000, bytes_per_day=5000, bytes_per_month=50_000, requests_per_hour=10, burst_bytes_allowance=500, burst_duration_minutes=5)
+P = Policy(
+    "premium",
+    bytes_per_hour=1000,
+    bytes_per_day=5000,
+    bytes_per_month=50_000,
+    requests_per_hour=10,
+    burst_bytes_allowance=500,
+    burst_duration_minutes=5,
+)
 
 
 def used(hour: int = 0, day: int = 0, month: int = 0, requests: int = 0) -> dict[Window, Usage]:
@@ -129,7 +143,10 @@ def test_requests_streams_size_type_and_activity() -> None:
     small = Policy("s", max_file_size_bytes=50, allowed_content_types=("text/*", "application/json"))
     assert ask(small).reason == "file_too_large"
     assert decide(small, used(), now=NOW, nbytes=10, content_size=10, content_type="text/plain; charset=utf-8").allow
-    assert decide(small, used(), now=NOW, nbytes=10, content_size=10, content_type="image/png").reason == "content_type_not_allowed"
+    assert (
+        decide(small, used(), now=NOW, nbytes=10, content_size=10, content_type="image/png").reason
+        == "content_type_not_allowed"
+    )
     assert ask(Policy("off", is_active=False)).reason == "policy_inactive"
 
 
@@ -139,7 +156,7 @@ def test_agent_multiplier_scales_limits() -> None:
 
 
 def test_charge_totals_and_cleanup_follow_the_calendar() -> None:
-    counters: dict = {}
+    counters: dict[tuple[Window, int], GCounter] = {}
     charge(counters, "a", NOW, 100, 1)
     charge(counters, "b", NOW, 50, 1)
     assert totals(counters, NOW)[Window.DAY] == Usage(150, 2)

@@ -26,7 +26,9 @@ def test_overshoot_stays_within_the_stated_bound(name: str) -> None:
     assert outcome.overshoot <= outcome.bound
 
 
-@pytest.mark.parametrize("name", [s.name for s in SCENARIOS if s.strict and not (s.partition and s.on_partition == "allow")])
+@pytest.mark.parametrize(
+    "name", [s.name for s in SCENARIOS if s.strict and not (s.partition and s.on_partition == "allow")]
+)
 def test_strict_mode_never_exceeds_the_limit(name: str) -> None:
     outcome = run(BY_NAME[name])
     assert outcome.served <= outcome.scenario.limit and outcome.overshoot == 0

@@ -48,7 +48,11 @@ class SimPeer:
 
 
 def simulate(
-    peers: dict[str, SimPeer], n: int = 256, have: set[int] | None = None, advances: list[float] | None = None, **kw: object
+    peers: dict[str, SimPeer],
+    n: int = 256,
+    have: set[int] | None = None,
+    advances: list[float] | None = None,
+    **kw: object,
 ) -> tuple[float, Scheduler]:
     """Run a download; ``advances`` gets the times the in-order stream moved on."""
     sizes = [CHUNK] * n
@@ -61,10 +65,10 @@ def simulate(
     while not sched.finished and not sched.stalled:
         for req in sched.plan(now):
             assert req.index <= sched.first_undone + sched.max_ahead
-            outcome = peers[req.peer].serve(req.index, sizes[req.index], now)
-            if outcome is not None:
+            reply = peers[req.peer].serve(req.index, sizes[req.index], now)
+            if reply is not None:
                 seq += 1
-                heapq.heappush(events, (outcome[0], seq, req.peer, req.index, outcome[1], now))
+                heapq.heappush(events, (reply[0], seq, req.peer, req.index, reply[1], now))
         if not events:
             break
         now = events[0][0]

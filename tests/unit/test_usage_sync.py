@@ -36,12 +36,16 @@ def entry(b: int, r: int = 1, rid: str = "r-1") -> Entry:
 
 
 def test_usage_update_round_trips_and_verifies() -> None:
-    u = UsageUpdate.create(KEY, 7, 3, True, [entry(100), Entry("r-2", Window.MONTH, window_bounds(Window.MONTH, NOW)[0], 5, 2)])
+    u = UsageUpdate.create(
+        KEY, 7, 3, True, [entry(100), Entry("r-2", Window.MONTH, window_bounds(Window.MONTH, NOW)[0], 5, 2)]
+    )
     assert decode_message(u.encode()) == u
 
 
 def test_policy_and_receipt_records_round_trip() -> None:
-    policy = Policy("gold", bytes_per_hour=10**9, requests_per_day=100, max_bandwidth_mbps=2.5, allowed_content_types=("video/*",))
+    policy = Policy(
+        "gold", bytes_per_hour=10**9, requests_per_day=100, max_bandwidth_mbps=2.5, allowed_content_types=("video/*",)
+    )
     p = PolicyRecord.create(KEY, 12, policy, "for agents")
     assert decode_message(p.encode()) == p
     r = ReceiptRecord.create(KEY, 13, Receipt("r-1", "gold", "02" + "ab" * 32, "premium", 3, '{"q": 1}', NOW))
@@ -55,7 +59,9 @@ def test_a_tampered_or_resigned_message_is_refused() -> None:
     with pytest.raises(InvalidUsageMessage):
         decode_message(bytes(data))
     # A node signing entries under another origin's key: the signature is its own.
-    forged = UsageUpdate(UsageUpdate.create(OTHER, 1, 1, False, []).origin, 1, 1, False, (entry(10**12),), signature=u.signature)
+    forged = UsageUpdate(
+        UsageUpdate.create(OTHER, 1, 1, False, []).origin, 1, 1, False, (entry(10**12),), signature=u.signature
+    )
     with pytest.raises(InvalidUsageMessage, match="signature"):
         decode_message(forged.encode())
 
