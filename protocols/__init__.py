@@ -4,4 +4,29 @@ the filesystem (``tests/unit/test_layering.py`` keeps that true)."""
 
 from __future__ import annotations
 
-__all__ = ["advert", "brc42", "errors", "manifest", "merkle", "ranges", "uhrp"]
+__all__ = [
+    "advert",
+    "advert_cache",
+    "agent_analytics",
+    "agent_plan",
+    "agent_session",
+    "brc104",
+    "brc42",
+    "chunk_wire",
+    "codec",
+    "errors",
+    "framing",
+    "ids",
+    "manifest",
+    "merkle",
+    "peer_exchange",
+    "peer_stats",
+    "quota",
+    "quota_book",
+    "quota_status",
+    "ranges",
+    "scheduler",
+    "token_bucket",
+    "uhrp",
+    "usage_sync",
+]

@@ -5,16 +5,17 @@ this module does the I/O around it.
 
 Gossip (what the seed calls "BRC-22 usage sync"; it is not BRC-22): signed
 messages on the first of ``usage_sync.topics`` (every extra gossipsub topic
-costs mesh upkeep that slowed advert gossip, so the rest are unused). Every ``interval_s`` the node publishes its entries that changed, at
-once when it has counted ``threshold`` of a receipt's limit, and every
-``snapshot_s`` all of its live entries, so a lost message is repaired by the
-next snapshot. Policies and receipts go out when created and again on
-a node's first connection: it pulls everything that peer knows over
-``/uhrp-overlay/usage/1.0.0`` (records and the signed usage messages of
-every origin), which is also how a restarted node gets its own entries back.
+costs mesh upkeep that slowed advert gossip, so the rest are unused). Every
+``interval_s`` the node publishes its entries that changed, at once when it
+has counted ``threshold`` of a receipt's limit, and every ``snapshot_s`` all
+of its live entries, so a lost message is repaired by the next snapshot.
+Policies and receipts go out when created and again on a node's first
+connection: it pulls everything that peer knows over ``ids.USAGE_SYNC``
+(records and the signed usage messages of every origin), which is also how a
+restarted node gets its own entries back.
 
 Strict mode: a node admits bytes only out of a lease from the receipt's
-owner (its issuer), asked for over ``/uhrp-overlay/quota-lease/1.0.0``.
+owner (its issuer), asked for over ``ids.QUOTA_LEASE``.
 """
 
 from __future__ import annotations
@@ -488,26 +489,24 @@ class QuotaService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            if self.p2p is not None:
+            if self.p2p is not None and self._connections is not None:
                 if self.topic is not None:
-                    nursery.start_soon(self._receive_loop, self.topic)
-                    nursery.start_soon(self._publish_loop, self.topic)
+                    nursery.start_soon(self._receive_loop, self.p2p, self.topic)
+                    nursery.start_soon(self._publish_loop, self.p2p, self.topic)
                 else:
                     log.warning("usage_sync.topics is empty: quota state is not gossiped (sync on connect only)")
-                nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self._sync_loop, self.p2p, self._connections)
             nursery.start_soon(self._tick_loop)
             task_status.started()
 
-    async def _receive_loop(self, topic: str) -> None:
-        assert self.p2p is not None
-        async for data in self.p2p.subscribe(topic):
+    async def _receive_loop(self, p2p: P2P, topic: str) -> None:
+        async for data in p2p.subscribe(topic):
             self._take(data)
 
-    async def _publish_loop(self, topic: str) -> None:
-        assert self.p2p is not None
+    async def _publish_loop(self, p2p: P2P, topic: str) -> None:
         async for data in self._outbox_recv:
             with trio.move_on_after(self.settings.p2p.stream_timeout_s) as scope:
-                await self.p2p.publish(topic, data)
+                await p2p.publish(topic, data)
             self.counters["publish_timed_out" if scope.cancelled_caught else "published"] += 1
             await trio.sleep(_PUBLISH_GAP_S)
 
@@ -569,24 +568,22 @@ class QuotaService:
         if windows or streams:
             log.info("quota cleanup: %d usage windows and %d stream rows removed", windows, streams)
 
-    async def _sync_loop(self) -> None:
+    async def _sync_loop(self, p2p: P2P, connections: trio.MemoryReceiveChannel[str]) -> None:
         """Pull from the first peer that connects (and the next one after being
         cut off): enough to learn every record and get our own entries back;
         gossip and snapshots keep everyone current after."""
-        assert self._connections is not None
         pulled = 0
         async with trio.open_nursery() as nursery:
-            async for peer in self._connections:
+            async for peer in connections:
                 if pulled < _SYNC_PEERS or self.cut_off():
                     pulled += 1
-                    nursery.start_soon(self._pull_from, peer)
+                    nursery.start_soon(self._pull_from, p2p, peer)
 
-    async def _pull_from(self, peer: str) -> None:
-        assert self.p2p is not None
+    async def _pull_from(self, p2p: P2P, peer: str) -> None:
         # After the connection's own set-up (identify, gossipsub, adverts).
         await trio.sleep(_SYNC_DELAY_S * (1 + random.random()))
         try:
-            stream = await self.p2p.open_stream(peer, ids.USAGE_SYNC)
+            stream = await p2p.open_stream(peer, ids.USAGE_SYNC)
         except PeerUnreachable as exc:
             log.debug("usage sync with %s: %s", peer, exc)
             return
