@@ -10,6 +10,7 @@ environment.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -54,6 +55,9 @@ class ApiConfig:
     port: int = DEFAULT_API_PORT
     max_upload_bytes: int = 256 * GIB
     shutdown_grace_s: float = 5.0
+    # Identity keys (hex) that may manage the node besides its own: policies,
+    # receipts, content. With quota.enforcement = "off" everyone is the operator.
+    operator_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ class P2pConfig:
     advert_refresh_s: int = 22 * 3600
     advertise_cached: bool = True
     public_url: str = ""  # https://... when the node's HTTP API is reachable from outside
+    # Chunk requests that name no receipt are charged to the peer's identity
+    # under these policies: node_policy for peers that advertise content (overlay
+    # nodes), peer_policy for the rest. "" = node peers are served unlimited
+    # (and recorded); other peers too, unless quota.enforcement requires receipts.
+    peer_policy: str = ""
+    node_policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,10 @@ class QuotaConfig:
     metrics_retention_days: int = 90
     on_partition: Literal["allow", "deny"] = "allow"
     policy_issuers: tuple[str, ...] = ()
+    # With enforcement required: an agent's read that names no receipt (and has
+    # none bound to its identity) is charged to its identity under this policy;
+    # "" = such reads are refused (403 receipt_required).
+    default_policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +242,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "agent.bandwidth_mbps": (0, 1e6),
 }
 
+_IDENTITY_KEY = re.compile(r"0[23][0-9a-fA-F]{64}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -312,6 +327,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("p2p.advert_refresh_s must be shorter than p2p.advert_ttl_s")
     if settings.p2p.public_url and not settings.p2p.public_url.startswith("https://"):
         raise ConfigError("p2p.public_url must be an https:// URL (BRC-26 adverts name HTTPS hosts)")
+    for key in settings.api.operator_keys:
+        if not _IDENTITY_KEY.fullmatch(key):
+            raise ConfigError(
+                f"api.operator_keys: {key!r} is not a compressed identity key (66 hex digits, 02 or 03 first)"
+            )
     for key, (lo, hi) in _BOUNDS.items():
         section, name = key.split(".")
         value = getattr(getattr(settings, section), name)

@@ -53,6 +53,9 @@ __all__ = [
     "WrongContent",
     "ReceiptMismatch",
     "AgentNotYours",
+    "OperatorOnly",
+    "ReceiptRequired",
+    "ReceiptBound",
     "Busy",
     "PeerUnreachable",
     "StreamClosed",
@@ -186,6 +189,18 @@ class AgentNotYours(NodeError):
     """An agent's analytics belong to another identity."""
 
 
+class ReceiptRequired(NodeError):
+    """The node charges every read to a receipt, and this one names none."""
+
+
+class OperatorOnly(NodeError):
+    """Only the node's operator (its own identity, or one of ``api.operator_keys``) may do this."""
+
+
+class ReceiptBound(NodeError):
+    """The receipt id is bound to another identity; the operator re-binds it explicitly."""
+
+
 # -- quotas and sessions ---------------------------------------------------------
 
 
@@ -285,6 +300,8 @@ ERRORS: dict[type[Exception], Rule] = {
     NotYourReceipt: Rule(403, "receipt_not_yours", _AUTH),
     SessionNotYours: Rule(403, "session_not_yours", _AUTH),
     AgentNotYours: Rule(403, "agent_not_yours", _AUTH),
+    OperatorOnly: Rule(403, "operator_only", _AUTH),
+    ReceiptRequired: Rule(403, "receipt_required", _AUTH),
     # 404, 405: nothing by that name
     NotFound: Rule(404, "not_found", _NF),
     UnknownReceipt: Rule(404, "unknown_receipt", _AUTH),
@@ -293,6 +310,7 @@ ERRORS: dict[type[Exception], Rule] = {
     OverlayDisabled: Rule(404, "overlay_disabled", _NF),
     AgentStreamingDisabled: Rule(404, "agent_streaming_disabled", _NF),
     MethodNotAllowed: Rule(405, "method_not_allowed", _BAD),
+    ReceiptBound: Rule(409, "receipt_bound", _BAD),
     # 413, 416, 422, 429: what was asked for does not fit
     TooLarge: Rule(413, "too_large", _BAD),
     RequestTooLarge: Rule(413, "too_large", _BAD),

@@ -74,13 +74,7 @@ def build_services(
         adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
         on_fetched = adverts.announce if settings.p2p.advertise_cached else None
         fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched, clock=clock)
-        chunks = ChunkServer(
-            content,
-            quotas,
-            max_streams_per_peer=settings.p2p.max_streams_per_peer,
-            timeout_s=settings.p2p.stream_timeout_s,
-            upload_limit_bps=settings.p2p.upload_limit_mib_s * 2**20,
-        )
+        chunks = ChunkServer(content, quotas, cache, settings.p2p)
         overlay = Overlay(p2p, cache, adverts, fetcher, chunks)
     agents = AgentService(settings, content, quotas, overlay.fetcher if overlay else None, clock=clock)
     return Services(settings, identity, content, quotas, agents, overlay)

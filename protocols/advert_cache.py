@@ -34,6 +34,7 @@ class AdvertCache:
     _adverts: dict[tuple[bytes, bytes], OverlayAdvert] = field(default_factory=dict)
     _by_content: dict[bytes, set[bytes]] = field(default_factory=dict)
     _withdrawn: dict[tuple[bytes, bytes], tuple[int, float]] = field(default_factory=dict)
+    _by_host: dict[bytes, set[bytes]] = field(default_factory=dict)  # host identity key -> content hashes
 
     def offer(self, message: OverlayAdvert | Withdrawal, now: float) -> str:
         """Take a verified message; returns "accepted" or why it was dropped."""
@@ -51,6 +52,7 @@ class AdvertCache:
             return self._count("stale" if old.sequence > message.sequence else "duplicate")
         self._adverts[key] = message
         self._by_content.setdefault(a.content_hash, set()).add(a.identity_key)
+        self._by_host.setdefault(a.identity_key, set()).add(a.content_hash)
         if len(self._adverts) > self.max_entries:
             self._evict_soonest()
         return self._count("accepted")
@@ -73,10 +75,11 @@ class AdvertCache:
 
     def _remove(self, key: tuple[bytes, bytes]) -> None:
         if self._adverts.pop(key, None) is not None:
-            hosts = self._by_content[key[1]]
-            hosts.discard(key[0])
-            if not hosts:
-                del self._by_content[key[1]]
+            for index, of, item in ((self._by_content, key[1], key[0]), (self._by_host, key[0], key[1])):
+                held = index[of]
+                held.discard(item)
+                if not held:
+                    del index[of]
 
     def _evict_soonest(self) -> None:
         victim = min(self._adverts, key=lambda k: self._adverts[k].advert.expiry)
@@ -88,6 +91,10 @@ class AdvertCache:
         found = [self._adverts[(h, content_hash)] for h in self._by_content.get(content_hash, ())]
         live = [m for m in found if m.advert.expiry > now]
         return sorted(live, key=lambda m: m.advert.expiry, reverse=True)
+
+    def advertises(self, identity_key: bytes, now: float) -> bool:
+        """Whether a host has a live advert here: it is an overlay node holding content."""
+        return any(self._adverts[(identity_key, h)].advert.expiry > now for h in self._by_host.get(identity_key, ()))
 
     def live(self, now: float) -> list[OverlayAdvert]:
         return [m for m in self._adverts.values() if m.advert.expiry > now]

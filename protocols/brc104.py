@@ -20,8 +20,14 @@ Signatures are BRC-3 (``protocols.brc42``) under protocol
 32 HMAC), verifiable by their creator alone, as the reference's are.
 Version ``"0.1"`` (what the code sends; the BRC text says 1.0).
 Non-goals: certificates (BRC-52; requested sets are ignored), I/O, clocks.
-Limits: handshake bodies 64 KiB; sessions and remembered request nonces are
-bounded; a replayed nonce or request id is refused.
+Replays: a request is accepted only inside a live session, and a session
+remembers every request nonce it has accepted, for as long as it lives, so
+a replayed request is always refused. Memory is bounded by ending sessions
+instead of forgetting nonces: a session ends after ``max_requests``
+requests, after ``session_ttl_s`` idle, or (least recently used first) when
+all sessions together remember ``max_remembered`` nonces. A client whose
+session ended gets ``session_not_found`` and handshakes again.
+Limits: handshake bodies 64 KiB; ``max_sessions`` sessions.
 """
 
 from __future__ import annotations
@@ -179,7 +185,7 @@ class Session:
     peer_nonce: str  # the client's session nonce
     my_nonce: str  # ours
     last_used: float
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)  # request nonces and ids, for replays
+    seen: set[int] = field(default_factory=set)  # hashes of the request nonces accepted, for replays
 
 
 def _hex_key(value: Any) -> bytes:
@@ -204,13 +210,16 @@ class AuthServer:
         *,
         max_sessions: int = 10_000,
         session_ttl_s: float = 24 * 3600,
-        remember: int = 4096,
+        max_requests: int = 1_000_000,
+        max_remembered: int = 2_000_000,  # about 120 MB of nonce hashes at most
     ) -> None:
         self.private_key, self.public_key = private_key, public_key
         self.secret = secret
         self.random = random
-        self.max_sessions, self.session_ttl_s, self.remember = max_sessions, session_ttl_s, remember
+        self.max_sessions, self.session_ttl_s = max_sessions, session_ttl_s
+        self.max_requests, self.max_remembered = max_requests, max_remembered
         self.sessions: OrderedDict[str, Session] = OrderedDict()  # by our session nonce, least recent first
+        self.remembered = 0  # nonces remembered by all sessions
 
     def handshake(self, body: bytes, now: float) -> dict[str, Any]:
         """Answer an ``initialRequest`` (JSON bytes) with an ``initialResponse``."""
@@ -234,7 +243,7 @@ class AuthServer:
         self._expire(now)
         self.sessions[my_nonce] = Session(peer_key, their_nonce, my_nonce, now)
         if len(self.sessions) > self.max_sessions:
-            self.sessions.popitem(last=False)
+            self._end_oldest()
         data = (_b64(their_nonce) or b"") + (_b64(my_nonce) or b"")
         signature = auth_signature(self.private_key, data, f"{their_nonce} {my_nonce}", peer_key)
         return {
@@ -247,12 +256,16 @@ class AuthServer:
             "signature": list(signature),
         }
 
+    def _end_oldest(self) -> None:
+        _, session = self.sessions.popitem(last=False)
+        self.remembered -= len(session.seen)
+
     def _expire(self, now: float) -> None:
         while self.sessions:
             oldest = next(iter(self.sessions.values()))
             if now - oldest.last_used <= self.session_ttl_s:
                 break
-            self.sessions.popitem(last=False)
+            self._end_oldest()
 
     def verify_request(
         self,
@@ -286,19 +299,28 @@ class AuthServer:
             signature = bytes.fromhex(headers.get("x-bsv-auth-signature", ""))
         except ValueError:
             raise AuthError("invalid_signature", "x-bsv-auth-signature is not hex") from None
-        if nonce in session.seen or ("id:" + request_id_text) in session.seen:
-            raise AuthError("replayed", "this request nonce or request id was used before")
+        # The signature covers the request id and is made with a key derived
+        # from the nonce, so a replay repeats both: remembering the nonce is enough.
+        seen = hash(nonce)
+        if seen in session.seen:
+            raise AuthError("replayed", "this request nonce was used before in this session")
         preimage = request_preimage(request_id, method, path, query, all_headers, body)
         if not verify_auth_signature(
             session.peer_key, preimage, signature, f"{nonce} {session.my_nonce}", self.private_key
         ):
             raise AuthError("invalid_signature", "the request signature does not verify")
-        for key in (nonce, "id:" + request_id_text):
-            session.seen[key] = None
-        while len(session.seen) > self.remember:
-            session.seen.popitem(last=False)
+        if len(session.seen) >= self.max_requests:
+            self.sessions.pop(session.my_nonce)
+            self.remembered -= len(session.seen)
+            raise AuthError(
+                "session_not_found", "this session has made as many requests as a session may: handshake again"
+            )
+        session.seen.add(seen)
+        self.remembered += 1
         session.last_used = now
         self.sessions.move_to_end(session.my_nonce)
+        while self.remembered > self.max_remembered and len(self.sessions) > 1:
+            self._end_oldest()  # never the session just used: it is the newest
         return session, request_id
 
     def sign_response(

@@ -30,6 +30,7 @@ __all__ = [
     "Window",
     "WINDOWS",
     "UNLIMITED",
+    "MIN_BANDWIDTH_MBPS",
     "window_bounds",
     "GCounter",
     "Usage",
@@ -46,6 +47,7 @@ __all__ = [
 
 
 UNLIMITED = 2**63 - 1  # a limit that is not set
+MIN_BANDWIDTH_MBPS = 1.0  # a bandwidth cap below this is refused (a 1 MiB read would take over 8 s)
 
 
 class Window(enum.StrEnum):
@@ -153,7 +155,9 @@ class Policy:
     requests_per_day: int | None = _limit()
     requests_per_month: int | None = _limit()
     max_concurrent_streams: int = _setting(1, ge=1, le=1 << 20)
-    max_bandwidth_mbps: float | None = _setting(None, gt=0, lt=1e9)
+    max_bandwidth_mbps: float | None = _setting(
+        None, "at least 1 Mbps: below that a read would stall", ge=MIN_BANDWIDTH_MBPS, lt=1e9
+    )
     burst_bytes_allowance: int = _setting(0, ge=0, lt=UNLIMITED + 1)
     burst_duration_minutes: int = _setting(5, ge=0, le=60)
     max_file_size_bytes: int | None = _limit()

@@ -116,6 +116,7 @@ class QuotaBook:
         self.unpublished: Counter[str] = Counter()  # bytes counted here since the last publish
         self.to_publish: set[tuple[str, Window, int]] = set()
         self.to_store: set[tuple[str, Window, int]] = set()
+        self._by_identity: dict[str, dict[str, int]] = {}  # identity key -> {receipt id: version}
         self._effective: dict[str, Policy] = {}
         self._limit_cache: dict[tuple[str, bool], tuple[int, tuple[tuple[tuple[Window, int], int, int], ...]]] = {}
 
@@ -136,10 +137,19 @@ class QuotaBook:
         if old is not None and (old.version, old.issuer) >= (record.version, record.issuer):
             return False
         self.receipts[rid] = record
+        if old is not None and old.receipt.identity_key:
+            self._by_identity.get(old.receipt.identity_key, {}).pop(rid, None)
+        if record.receipt.identity_key:
+            self._by_identity.setdefault(record.receipt.identity_key, {})[rid] = record.version
         self._effective.pop(rid, None)
         self._limit_cache.pop((rid, False), None)
         self._limit_cache.pop((rid, True), None)
         return True
+
+    def receipt_for(self, identity: str) -> str | None:
+        """The newest receipt bound to an identity key (hex), if any."""
+        mine = self._by_identity.get(identity)
+        return max(mine, key=mine.__getitem__) if mine else None
 
     def policy_for(self, receipt_id: str) -> Policy:
         """The receipt's policy, with the receipt's own stream allowance applied."""
@@ -311,6 +321,10 @@ class QuotaBook:
         if unsent > 0 and key in self.leases:
             self.leases[key] = self.leases[key] + Usage(unsent, 0)
         ticket.reserved = ticket.sent
+
+    def capped(self, receipt_id: str) -> bool:
+        """Whether the receipt's policy caps its bandwidth."""
+        return bool(self.policy_for(receipt_id).max_bandwidth_mbps)
 
     def bandwidth_delay(self, receipt_id: str, nbytes: int, now: float) -> float:
         """How long to wait before sending ``nbytes`` under the policy's bandwidth cap."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -151,7 +151,7 @@ class Receipt:
 
 # The signed record lists the policy's scalar fields in ``Policy``'s order;
 # its media types follow as a list of their own.
-_POLICY_FIELDS = tuple((f.name, f.kind, f.nullable) for f in POLICY_FIELDS if f.kind is not tuple)
+_POLICY_FIELDS = tuple(f for f in POLICY_FIELDS if f.kind is not tuple)
 # Records without a price omit it, so they encode (and verify) as they did
 # before prices existed.
 _PRICE_OPTIONAL = len(_POLICY_FIELDS) - 1
@@ -167,7 +167,7 @@ class PolicyRecord:
 
     def _body(self) -> list[object]:
         p = self.policy
-        values = [getattr(p, name) for name, _, _ in _POLICY_FIELDS]
+        values = [getattr(p, f.name) for f in _POLICY_FIELDS]
         if not p.price_per_gb_satoshis:
             values.pop()
         return [
@@ -283,17 +283,24 @@ def _optional(v: Any, kind: type, what: str) -> Any:
     return v
 
 
+def _within(value: float, bounds: Mapping[str, float]) -> bool:
+    """A policy field's value against its bounds (``Policy``'s, the API's too)."""
+    low = value >= bounds.get("ge", value) and ("gt" not in bounds or value > bounds["gt"])
+    return low and value <= bounds.get("le", value) and ("lt" not in bounds or value < bounds["lt"])
+
+
 def _decode_policy(obj: list[Any]) -> PolicyRecord:
     _check(len(obj) == 8, "policy record must have 8 elements")
     _, issuer, version, name, description, values, types, sig = obj
     _check(isinstance(values, list) and len(values) in (_PRICE_OPTIONAL, len(_POLICY_FIELDS)), "policy fields")
     _check(isinstance(types, list) and len(types) <= 64, "allowed content types")
     fields: dict[str, Any] = {}
-    for (field_name, kind, nullable), v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
-        value = _optional(v, kind, field_name)
-        _check(value is not None or nullable, f"{field_name} is required")
+    for f, v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
+        value = _optional(v, f.kind, f.name)
+        _check(value is not None or f.nullable, f"{f.name} is required")
         if value is not None:
-            fields[field_name] = value
+            _check(_within(value, f.bounds), f"{f.name} = {value!r} is outside its bounds {dict(f.bounds)}")
+            fields[f.name] = value
     policy = Policy(
         name=_text(name, "policy name", 100),
         allowed_content_types=tuple(_text(t, "content type") for t in types),

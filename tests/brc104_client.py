@@ -5,6 +5,7 @@ server side but the preimage layout (checked against @bsv/sdk's vectors)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -49,7 +50,7 @@ class Client:
     def headers(self, method: str, path: str, query: str, body: bytes, extra: list[tuple[str, str]]) -> dict[str, str]:
         n = next(self.counter)
         nonce = base64.b64encode(n.to_bytes(32, "big")).decode()
-        rid = bytes([n]) * 32
+        rid = hashlib.sha256(n.to_bytes(8, "big")).digest()
         invoice = brc42.invoice_number(2, "auth message signature", f"{nonce} {self.server_nonce}")
         sig = brc42.sign(
             self.private_key, request_preimage(rid, method, path, query, extra, body), invoice, self.server_key

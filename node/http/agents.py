@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Query, Request
 
 from node.errors import AgentNotYours, AgentStreamingDisabled, NotHeld, NotYourReceipt, SessionNotYours, UnknownSession
-from node.http.context import NodeContext
+from node.http.context import IDENTITY, NodeContext
 from node.http.errors import documented
 from node.http.models import (
     ID_PATTERN,
@@ -116,7 +116,7 @@ def agent_router(ctx: NodeContext) -> APIRouter:
         cfg = body.streamingConfig
         session, option = await agents.open_session(
             digest,
-            identity=request.scope.get("overlay.identity"),
+            identity=request.scope.get(IDENTITY),
             receipt_id=body.receiptId,
             agent_id=body.agentId,
             session_type=body.sessionType,
@@ -135,7 +135,7 @@ def agent_router(ctx: NodeContext) -> APIRouter:
         summary="A session's status, live progress, quota and hosts",
     )
     async def get_session(request: Request, sessionId: str = Path(pattern=ID_PATTERN)) -> SessionOut:
-        return await view(await agents.session(sessionId, request.scope.get("overlay.identity")))
+        return await view(await agents.session(sessionId, request.scope.get(IDENTITY)))
 
     @router.post(
         "/v1/streaming/agents/optimize",
@@ -149,7 +149,7 @@ def agent_router(ctx: NodeContext) -> APIRouter:
     )
     async def optimize(body: OptimizeIn, request: Request) -> PlanOut:
         agents.require_enabled()
-        identity = request.scope.get("overlay.identity")
+        identity = request.scope.get(IDENTITY)
         r = body.requirements
         plan, rid, policy, left = await agents.plan(
             [parse_content_id(h) for h in body.contentHashes],
@@ -179,8 +179,6 @@ def agent_router(ctx: NodeContext) -> APIRouter:
     async def analytics(
         request: Request, agentId: str = Path(pattern=ID_PATTERN), hours: int = Query(24, ge=1, le=24 * 90)
     ) -> AnalyticsOut:
-        return AnalyticsOut.model_validate(
-            await agents.analytics(agentId, hours, request.scope.get("overlay.identity"))
-        )
+        return AnalyticsOut.model_validate(await agents.analytics(agentId, hours, request.scope.get(IDENTITY)))
 
     return router

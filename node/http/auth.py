@@ -33,16 +33,16 @@ from node.errors import (
     Unauthenticated,
     describe,
 )
+from node.http.context import IDENTITY, RESPONSE_LIMIT
 from node.http.errors import send_error, send_json
 from node.identity import Identity
 from protocols.brc104 import MAX_HANDSHAKE_BYTES, AuthError, AuthServer, session_secret
 
-__all__ = ["AuthMiddleware", "AUTH_PATH", "MAX_AUTH_BODY", "IDENTITY"]
+__all__ = ["AuthMiddleware", "AUTH_PATH", "MAX_AUTH_BODY"]
 
 log = logging.getLogger("overlay_node.auth")
 AUTH_PATH = "/.well-known/auth"
 MAX_AUTH_BODY = 64 << 20
-IDENTITY = "overlay.identity"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -151,6 +151,7 @@ class AuthMiddleware:
 
         inner = dict(scope)
         inner[IDENTITY] = session.peer_key.hex()
+        inner[RESPONSE_LIMIT] = MAX_AUTH_BODY
         try:
             await self.app(inner, replay, capture)
         except _TooLarge:

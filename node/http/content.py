@@ -17,9 +17,11 @@ from node.errors import (
     InvalidReceiptId,
     NotHeld,
     NotYourReceipt,
+    OperatorOnly,
     QuotaDenied,
     ReceiptMismatch,
     SessionNotYours,
+    Unauthenticated,
     UnknownSession,
     WrongContent,
 )
@@ -83,7 +85,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         ),
         responses={
             200: {"model": AddedContent, "description": "already held"},
-            **documented(InvalidContentType, TooLarge, InsufficientStorage),
+            **documented(InvalidContentType, Unauthenticated, OperatorOnly, TooLarge, InsufficientStorage),
         },
         openapi_extra={
             "requestBody": {
@@ -98,6 +100,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         contentType: str | None = Query(None, max_length=255),
         pin: bool = True,
     ) -> AddedContent:
+        ctx.require_operator(request.scope, "add content")
         ctype = contentType or request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
         if not valid_content_type(ctype):
             raise InvalidContentType(f"{ctype!r} is not a media type")
@@ -149,9 +152,10 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         "/v1/content/{contentId}",
         response_model=Deleted,
         summary="Delete content and free its chunks",
-        responses=documented(InvalidUhrpUrl, NotHeld),
+        responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld),
     )
-    async def delete_content(contentId: str) -> Deleted:
+    async def delete_content(contentId: str, request: Request) -> Deleted:
+        ctx.require_operator(request.scope, "delete content")
         digest = parse_content_id(contentId)
         removed = await ctx.content.delete(digest)
         if removed is None:

@@ -1,16 +1,26 @@
-"""What the HTTP layer is given: the node's services, and where it listens.
+"""What the HTTP layer is given: the node's services, where it listens, and
+who is asking.
 
 Routes reach services only through a ``NodeContext`` (the layering test
 keeps every other module of ``node/http`` from importing ``node.services``).
+
+Roles: the operator is the node's own identity and every key in
+``api.operator_keys``; with ``quota.enforcement = "off"`` everyone who can
+reach the API is the operator. Only the operator manages policies, receipts
+and content. Everyone else is an agent: it reads content under receipts
+bound to it (or bearer receipts), opens sessions, and sees what is its own.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from config import Settings
-from node.errors import OverlayDisabled
+from node.errors import NotYourReceipt, OperatorOnly, OverlayDisabled, Unauthenticated
 from node.identity import Identity
 from node.services import Overlay, Services
 from node.services.agents import AgentService
@@ -18,9 +28,11 @@ from node.services.fetch import Fetcher
 from node.services.quotas import QuotaService
 from storage import ContentStore
 
-__all__ = ["NodeContext", "DATA_PREFIX"]
+__all__ = ["NodeContext", "DATA_PREFIX", "IDENTITY", "RESPONSE_LIMIT"]
 
 DATA_PREFIX = "/v1/streaming/data/"
+IDENTITY = "overlay.identity"  # the scope key node.http.auth sets to the caller's identity key (hex)
+RESPONSE_LIMIT = "overlay.response_limit"  # set by node.http.auth: the largest response it can sign
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,31 @@ class NodeContext:
         if self.services.overlay is None:
             raise OverlayDisabled("this node is not on an overlay (uhrp.enabled = false)")
         return self.services.overlay
+
+    @functools.cached_property
+    def operators(self) -> frozenset[str]:
+        return frozenset({self.identity.public_key_hex, *(k.lower() for k in self.settings.api.operator_keys)})
+
+    def is_operator(self, identity: str | None) -> bool:
+        return self.settings.quota.enforcement == "off" or identity in self.operators
+
+    def require_operator(self, scope: Mapping[str, Any], action: str) -> None:
+        """Refuse anyone but the operator: 401 when unauthenticated (so a client
+        that holds an operator key authenticates), 403 otherwise."""
+        identity = scope.get(IDENTITY)
+        if self.is_operator(identity):
+            return
+        if identity is None:
+            raise Unauthenticated(
+                f"only the node's operator may {action}: authenticate with BRC-103/104 (handshake at /.well-known/auth)"
+            )
+        raise OperatorOnly(f"only the node's operator may {action}")
+
+    def require_visible(self, scope: Mapping[str, Any], holder: str) -> None:
+        """A receipt bound to ``holder`` is visible to its holder and the operator."""
+        identity = scope.get(IDENTITY)
+        if holder and identity != holder and not self.is_operator(identity):
+            raise NotYourReceipt("the receipt belongs to another identity; authenticate as its holder")
 
     def data_url(self, digest: bytes) -> str:
         """Where an agent reads content from this node."""

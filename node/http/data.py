@@ -25,8 +25,8 @@ from urllib.parse import parse_qs
 
 import trio
 
-from node.errors import InvalidReceiptId, NodeError, NotAvailable, NotHeld
-from node.http.context import NodeContext
+from node.errors import InvalidReceiptId, NodeError, NotAvailable, NotHeld, ReceiptRequired, ResponseTooLarge
+from node.http.context import IDENTITY, RESPONSE_LIMIT, NodeContext
 from node.http.errors import Headers, Send, send_error
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidRange, ProtocolError
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["DataPlane"]
 
 _MANIFEST_CACHE = 4096
+_PACED_PIECE = 64 << 10
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -94,6 +95,8 @@ class _Read:
 
 class DataPlane:
     def __init__(self, ctx: NodeContext) -> None:
+        self.is_operator = ctx.is_operator
+        self.default_policy = ctx.settings.quota.default_policy
         self.content = ctx.content
         self.quotas = ctx.quotas
         self.agents = ctx.agents
@@ -143,7 +146,7 @@ class DataPlane:
         receipt_id, session_id, range_param = _params(scope)
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")
-        identity = scope.get("overlay.identity")  # set by node.http.auth for authenticated requests
+        identity = scope.get(IDENTITY)  # set by node.http.auth for authenticated requests
         session = None
         if session_id is not None:
             session = await self.agents.session_for_read(session_id, digest, receipt_id, identity)
@@ -193,8 +196,17 @@ class DataPlane:
                     Unsatisfiable(message), [(b"content-range", f"bytes */{size}".encode()), *read.common]
                 ) from None
         read.range = rng
+        if (limit := scope.get(RESPONSE_LIMIT)) is not None and read.stop - read.start > limit:
+            # Refused before it is admitted: a response that cannot be sent is charged to no one.
+            raise ResponseTooLarge(f"an authenticated response is signed whole, so at most {limit} bytes; use Range")
         if session is None and receipt_id is None and identity is not None:
             read.receipt_id = self.quotas.receipt_for(identity)
+        if read.receipt_id is None and self.quotas.receipts_required and not self.is_operator(identity):
+            if not self.default_policy or identity is None:
+                raise ReceiptRequired(
+                    "this node charges every read to a receipt: name one (?receiptId=) or ask its operator for one"
+                )
+            read.receipt_id = await self.quotas.auto_receipt(self.default_policy, identity, "default")
         return read
 
     async def _admit(self, read: _Read, method: str) -> Ticket | None:
@@ -230,7 +242,7 @@ class DataPlane:
             if ticket is not None or session is not None:
                 self._finish(ticket, session, scope, read.digest, self.quotas.clock(), 0, 0, None, False, read.download)
             return
-        if ticket is None and session is None:
+        if ticket is None and session is None and read.identity is None:  # an anonymous read, not metered
 
             async def emit(piece: bytes | bytearray, more: bool) -> None:
                 await send({"type": "http.response.body", "body": piece, "more_body": more})
@@ -261,6 +273,7 @@ class DataPlane:
             session.sending(agents.clock())
         first_byte: list[float] = []
         sent = [start]  # the next offset to go out
+        paced = ticket is not None and quotas.book.capped(ticket.receipt_id)
         finished: list[bool] = []
 
         def finish(error: bool) -> None:
@@ -288,6 +301,10 @@ class DataPlane:
             sent[0] += n
 
         async def emit(piece: bytes | bytearray, more: bool) -> None:
+            if paced and len(piece) > _PACED_PIECE:  # small pieces, so a capped read starts at once
+                for i in range(0, len(piece), _PACED_PIECE):
+                    await emit(piece[i : i + _PACED_PIECE], more or i + _PACED_PIECE < len(piece))
+                return
             if ticket is not None:
                 await quotas.pace(ticket, len(piece))
             if session is not None:

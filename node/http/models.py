@@ -243,6 +243,7 @@ class ReceiptIn(BaseModel):
     quotaTier: str = Field(default="standard", max_length=20)
     concurrentStreamsAllowed: int | None = Field(default=None, ge=1, le=1 << 20)
     streamingConfig: dict[str, Any] = Field(default_factory=dict)
+    rebind: bool = Field(default=False, description="bind an existing receipt id to another identity")
 
 
 class ReceiptOut(BaseModel):

@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from node.errors import InvalidReceiptId, RecordsFull, StreamingConfigTooLarge
+from node.errors import (
+    InvalidReceiptId,
+    NotYourReceipt,
+    OperatorOnly,
+    ReceiptBound,
+    RecordsFull,
+    StreamingConfigTooLarge,
+    Unauthenticated,
+)
 from node.http.context import NodeContext
 from node.http.errors import documented
 from node.http.models import (
@@ -108,15 +116,26 @@ def quota_router(ctx: NodeContext) -> APIRouter:
     router = APIRouter(tags=["quotas"])
     quotas = ctx.quotas
 
+    def visible(receipt_id: str, request: Request) -> ReceiptRecord:
+        record = quotas.book.receipts.get(receipt_id)
+        if record is None:
+            raise UnknownReceipt(f"no receipt {receipt_id!r} is known on this node")
+        ctx.require_visible(request.scope, record.receipt.identity_key)
+        return record
+
     @router.post(
         "/v1/streaming/quotas/policies",
         response_model=PolicyOut,
         status_code=201,
-        responses={200: {"model": PolicyOut, "description": "updated"}, **documented(RecordsFull)},
-        summary="Create or update a quota policy",
+        responses={
+            200: {"model": PolicyOut, "description": "updated"},
+            **documented(Unauthenticated, OperatorOnly, RecordsFull),
+        },
+        summary="Create or update a quota policy (the operator)",
         description="Signed by this node and replicated to its peers (last writer wins). 201 when new, 200 when updated.",
     )
-    async def put_policy(body: PolicyIn, response: Response) -> PolicyOut:
+    async def put_policy(body: PolicyIn, request: Request, response: Response) -> PolicyOut:
+        ctx.require_operator(request.scope, "create or change policies")
         new = body.policyName not in quotas.book.policies
         record = await quotas.put_policy(policy_of(body), body.description)
         response.status_code = 201 if new else 200
@@ -134,12 +153,16 @@ def quota_router(ctx: NodeContext) -> APIRouter:
         status_code=201,
         responses={
             200: {"model": ReceiptOut, "description": "updated"},
-            **documented(StreamingConfigTooLarge, UnknownPolicy, RecordsFull),
+            **documented(
+                StreamingConfigTooLarge, Unauthenticated, OperatorOnly, UnknownPolicy, ReceiptBound, RecordsFull
+            ),
         },
-        summary="Issue (or update) a receipt bound to a policy",
-        description="Reads name it with `?receiptId=` and are counted against its policy on every node of the overlay.",
+        summary="Issue (or update) a receipt bound to a policy (the operator)",
+        description="Reads name it with `?receiptId=` and are counted against its policy on every node of the overlay. "
+        "A receipt bound to one identity is re-bound to another only with `rebind: true`.",
     )
-    async def put_receipt(body: ReceiptIn, response: Response) -> ReceiptOut:
+    async def put_receipt(body: ReceiptIn, request: Request, response: Response) -> ReceiptOut:
+        ctx.require_operator(request.scope, "issue receipts")
         record, new = await quotas.issue_receipt(
             body.policyName,
             receipt_id=body.receiptId,
@@ -147,6 +170,7 @@ def quota_router(ctx: NodeContext) -> APIRouter:
             quota_tier=body.quotaTier,
             streams=body.concurrentStreamsAllowed,
             streaming_config=body.streamingConfig,
+            rebind=body.rebind,
         )
         response.status_code = 201 if new else 200
         return _receipt_out(record)
@@ -154,27 +178,23 @@ def quota_router(ctx: NodeContext) -> APIRouter:
     @router.get(
         "/v1/streaming/receipts/{receiptId}",
         response_model=ReceiptOut,
-        summary="A receipt",
-        responses=documented(UnknownReceipt),
+        summary="A receipt (to its holder and the operator)",
+        responses=documented(UnknownReceipt, NotYourReceipt),
     )
-    async def get_receipt(receiptId: str) -> ReceiptOut:
-        record = quotas.book.receipts.get(receiptId)
-        if record is None:
-            raise UnknownReceipt(f"no receipt {receiptId!r} is known on this node")
-        return _receipt_out(record)
+    async def get_receipt(receiptId: str, request: Request) -> ReceiptOut:
+        return _receipt_out(visible(receiptId, request))
 
     @router.get(
         "/v1/streaming/quotas/{receiptId}",
         response_model=QuotaStatusOut,
-        summary="Quota status of a receipt across the overlay",
+        summary="Quota status of a receipt across the overlay (to its holder and the operator)",
         description="Usage is the merged count of every node heard from; projections extrapolate each window's average rate.",
-        responses=documented(InvalidReceiptId, UnknownReceipt, UnknownPolicy),
+        responses=documented(InvalidReceiptId, UnknownReceipt, UnknownPolicy, NotYourReceipt),
     )
-    async def status(receiptId: str) -> QuotaStatusOut:
+    async def status(receiptId: str, request: Request) -> QuotaStatusOut:
         if not valid_receipt_id(receiptId):
             raise InvalidReceiptId(f"{receiptId!r} is not a receipt id")
-        if receiptId not in quotas.book.receipts:
-            raise UnknownReceipt(f"no receipt {receiptId!r} is known on this node")
+        visible(receiptId, request)
         return status_out(quotas.status(receiptId))
 
     return router

@@ -7,6 +7,12 @@ from the peer has a deadline, so a frozen peer costs one slot for at most
 ``stream_timeout_s``. A request that cannot be served gets the error's
 chunk-wire code from ``node.errors`` and ends only that request.
 
+Metering: chunks a request names a receipt for are charged to it; the rest
+are charged to the peer's identity under ``p2p.node_policy`` (a peer that
+advertises content) or ``p2p.peer_policy`` (any other), when set. Without
+one, overlay nodes are served and recorded, and other peers are refused
+when the node requires receipts. A request lists each index once.
+
 Client: ``ChunkClient`` pipelines requests on one stream and returns bytes
 exactly as the server sent them; verifying them is the fetcher's job.
 """
@@ -19,10 +25,12 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from node.errors import BadRequest, Busy, NodeError, NotHeld, RemoteError, StreamClosed, describe
+from config import P2pConfig
+from node.errors import BadRequest, Busy, NodeError, NotHeld, ReceiptRequired, RemoteError, StreamClosed, describe
 from node.p2p import Stream, identity_of
 from node.services.quotas import QuotaService
 from node.services.streams import FrameReader
+from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import (
     MAX_FRAME,
     ChunkReply,
@@ -51,21 +59,16 @@ _RECEIVE = 1 << 20
 
 
 class ChunkServer:
-    def __init__(
-        self,
-        content: ContentStore,
-        quotas: QuotaService,
-        *,
-        max_streams_per_peer: int,
-        timeout_s: float,
-        upload_limit_bps: float = 0.0,
-    ) -> None:
+    def __init__(self, content: ContentStore, quotas: QuotaService, cache: AdvertCache, config: P2pConfig) -> None:
         self.content = content
         self.quotas = quotas
+        self.cache = cache
+        self.config = config
         # One bucket for the whole node: the cap is on everything it uploads.
-        self.upload = TokenBucket(rate_bps=upload_limit_bps, burst_bytes=max(upload_limit_bps / 10, 1 << 20))
-        self.timeout_s = timeout_s
-        self.max_streams_per_peer = max_streams_per_peer
+        upload_bps = config.upload_limit_mib_s * 2**20
+        self.upload = TokenBucket(rate_bps=upload_bps, burst_bytes=max(upload_bps / 10, 1 << 20))
+        self.timeout_s = config.stream_timeout_s
+        self.max_streams_per_peer = config.max_streams_per_peer
         self._streams: defaultdict[str, int] = defaultdict(int)
         self.served_bytes = 0
 
@@ -126,21 +129,47 @@ class ChunkServer:
             await self._send(stream, encode(HaveReply.from_indices(msg.request_id, len(m.chunk_hashes), held)))
         elif any(i >= len(m.chunk_hashes) for i in msg.indices):
             raise BadRequest("chunk index out of range")
-        elif msg.receipt_id:
-            await self._metered(stream, msg, m)
+        elif len(set(msg.indices)) != len(msg.indices):
+            raise BadRequest("a chunk request lists each index once")  # else 108 bytes could ask for 64 MiB
+        elif receipt := msg.receipt_id or await self._charged_to(stream.remote_peer):
+            await self._metered(stream, msg, m, receipt)
         else:
+            await self._unmetered(stream, msg, m)
+
+    async def _charged_to(self, peer: str) -> str | None:
+        """The receipt a chunk request that names none is charged to (None: not metered)."""
+        key = identity_of(peer)  # peers are authenticated by their libp2p key
+        node = key is not None and self.cache.advertises(key, self.quotas.clock())
+        policy = self.config.node_policy if node else self.config.peer_policy
+        if key is not None and policy:
+            return await self.quotas.auto_receipt(policy, key.hex(), "node" if node else "peer")
+        if self.quotas.receipts_required and not node:
+            raise ReceiptRequired(
+                "this node serves chunks only under a receipt: name one, or ask its operator to set p2p.peer_policy"
+            )
+        return None
+
+    async def _unmetered(self, stream: Stream, msg: GetChunks, m: Manifest) -> None:
+        began, sent = self.quotas.clock(), 0
+        try:
             for i in msg.indices:
                 data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
                 if pause := self.upload.delay(len(data), trio.current_time()):
                     await trio.sleep(pause)
                 await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
                 self.served_bytes += len(data)
+                sent += len(data)
+        finally:
+            if self.quotas.receipts_required:  # recorded against the peer: every byte is someone's
+                requested = sum(m.chunk_length(i) for i in msg.indices)
+                served = Served(m.content_hash, "libp2p", stream.remote_peer, None, sent < requested)
+                self.quotas.record(served, None, began, sent, requested)
 
-    async def _metered(self, stream: Stream, msg: GetChunks, m: Manifest) -> None:
+    async def _metered(self, stream: Stream, msg: GetChunks, m: Manifest, receipt_id: str) -> None:
         """Chunks charged to a receipt: admitted first, charged as each leaves."""
-        peer_key = identity_of(stream.remote_peer)  # peers are authenticated by their libp2p key
+        peer_key = identity_of(stream.remote_peer)
         ticket = await self.quotas.admit(
-            msg.receipt_id,
+            receipt_id,
             nbytes=sum(m.chunk_length(i) for i in msg.indices),
             content_size=m.size,
             content_type=m.content_type,

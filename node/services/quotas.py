@@ -21,6 +21,7 @@ owner (its issuer), asked for over ``ids.QUOTA_LEASE``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -32,7 +33,17 @@ from collections.abc import Callable
 import trio
 
 from config import Settings
-from node.errors import NotYourReceipt, PeerUnreachable, QuotaDenied, RecordsFull, StreamClosed, StreamingConfigTooLarge
+from node.errors import (
+    Busy,
+    NotYourReceipt,
+    PeerUnreachable,
+    QuotaDenied,
+    ReceiptBound,
+    ReceiptRequired,
+    RecordsFull,
+    StreamClosed,
+    StreamingConfigTooLarge,
+)
 from node.identity import Identity
 from node.p2p import P2P, Stream, identity_of, peer_id_of
 from node.services.streams import FrameReader, send_frame
@@ -41,6 +52,7 @@ from protocols.framing import FrameError
 from protocols.quota import Policy, Usage, Window, current_windows, window_bounds
 from protocols.quota_book import LEASE_NEEDED, QuotaBook, Served, Ticket, UnknownPolicy, UnknownReceipt
 from protocols.quota_status import QuotaStatus, quota_status
+from protocols.token_bucket import TokenBucket
 from protocols.usage_sync import (
     MAX_ENTRIES,
     MAX_MESSAGE_BYTES,
@@ -76,6 +88,7 @@ _MAX_RECEIPTS = 1_000_000
 _SYNC_DELAY_S = 0.5
 _OWNER_RETRY_S = 5.0
 _MAX_STREAMING_CONFIG = 8192
+_AUTO_RECEIPTS_PER_S = 10.0
 
 
 def _receipt_row(record: ReceiptRecord, encoded: bytes) -> ReceiptRow:
@@ -129,6 +142,7 @@ class QuotaService:
         self._stream_rows: list[StreamRow] = []
         self._pending_records: list[tuple[Message, bytes]] = []
         self._lease_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._auto_receipts = TokenBucket(_AUTO_RECEIPTS_PER_S, _AUTO_RECEIPTS_PER_S * 10)
         # Watched from before the host connects, so every peer is synced with.
         self._connections = p2p.watch_connections() if p2p is not None else None
 
@@ -203,8 +217,10 @@ class QuotaService:
         quota_tier: str,
         streams: int | None,
         streaming_config: dict[str, object],
+        rebind: bool = False,
     ) -> tuple[ReceiptRecord, bool]:
-        """Issue (or re-issue) a receipt under a known policy; (record, new)."""
+        """Issue (or re-issue) a receipt under a known policy; (record, new).
+        A receipt bound to one identity moves to another only with ``rebind``."""
         if policy_name not in self.book.policies:
             raise UnknownPolicy(f"no policy {policy_name!r}; create it first")
         config = json.dumps(streaming_config, separators=(",", ":"))
@@ -212,6 +228,8 @@ class QuotaService:
             raise StreamingConfigTooLarge(f"streamingConfig must encode to at most {_MAX_STREAMING_CONFIG} bytes")
         rid = receipt_id or str(uuid.uuid4())
         old = self.book.receipts.get(rid)
+        if old is not None and old.receipt.identity_key != identity_key.lower() and not rebind:
+            raise ReceiptBound(f"receipt {rid!r} exists for another holder; send rebind: true to move it")
         created = old.receipt.created_at if old else int(self.clock())
         streams = streams or self.settings.streaming.max_concurrent_streams_per_user
         receipt = Receipt(rid, policy_name, identity_key.lower(), quota_tier, streams, config, created)
@@ -236,8 +254,34 @@ class QuotaService:
 
     def receipt_for(self, identity: str) -> str | None:
         """The newest receipt bound to an identity key (hex), if any."""
-        mine = [r for r in self.book.receipts.values() if r.receipt.identity_key == identity]
-        return max(mine, key=lambda r: r.version).receipt.receipt_id if mine else None
+        return self.book.receipt_for(identity)
+
+    @property
+    def receipts_required(self) -> bool:
+        """Whether every read by someone other than the operator must be charged to a receipt."""
+        return self.settings.quota.enforcement in ("required", "strict")
+
+    async def auto_receipt(self, policy_name: str, identity: str, kind: str) -> str:
+        """The receipt that charges ``identity`` (hex) under ``policy_name`` for
+        reads that name none (``kind``: "default", "peer" or "node"). Its id is
+        derived from the identity, so every node charges the same receipt and
+        the policy holds across the overlay; it is issued on first use, at most
+        ``_AUTO_RECEIPTS_PER_S`` a second node-wide (fresh keys are free)."""
+        rid = f"{kind}:{hashlib.sha256(bytes.fromhex(identity)).hexdigest()[:40]}"
+        record = self.book.receipts.get(rid)
+        if record is not None and record.receipt.policy_name == policy_name:
+            return rid
+        if policy_name not in self.book.policies:
+            raise ReceiptRequired(
+                f"reads that name no receipt are charged under policy {policy_name!r}, which this node does not know"
+            )
+        if self._auto_receipts.available(self.clock()) < 1:  # refused without going into debt
+            raise Busy("too many new identities at once; try again shortly")
+        self._auto_receipts.tokens -= 1
+        streams = self.settings.streaming.max_concurrent_streams_per_user
+        await self.put_receipt(Receipt(rid, policy_name, identity, kind, streams, "{}", int(self.clock())))
+        self.counters["auto_receipts"] += 1
+        return rid
 
     async def admit(
         self,

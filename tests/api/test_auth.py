@@ -16,14 +16,21 @@ from config import Settings
 from node.http import create_app
 from storage import ContentStore
 from tests.api.context import make_context
-from tests.brc104_client import Client
+from tests.brc104_client import A_PUB, Client
 
 DATA = os.urandom(50_000)
 HASH = hashlib.sha256(DATA).hexdigest()
 
 
-def app_for(settings: Settings, content: ContentStore, mode: Literal["off", "optional", "required"]) -> Any:
-    settings = replace(settings, quota=replace(settings.quota, enforcement=mode))
+def app_for(
+    settings: Settings,
+    content: ContentStore,
+    mode: Literal["off", "optional", "required"],
+    operators: tuple[str, ...] = (),
+) -> Any:
+    settings = replace(
+        settings, quota=replace(settings.quota, enforcement=mode), api=replace(settings.api, operator_keys=operators)
+    )
     return create_app(make_context(settings, content))
 
 
@@ -54,7 +61,7 @@ async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenti
     settings: Settings, content: ContentStore
 ) -> None:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_for(settings, content, "required")), base_url="http://n"
+        transport=httpx.ASGITransport(app=app_for(settings, content, "required", (A_PUB.hex(),))), base_url="http://n"
     ) as http:
         r = await http.get("/v1/node")
         assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
@@ -74,12 +81,15 @@ async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenti
 
 async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Settings, content: ContentStore) -> None:
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_for(settings, content, "optional")), base_url="http://n"
+        transport=httpx.ASGITransport(app=app_for(settings, content, "optional", (A_PUB.hex(),))), base_url="http://n"
     ) as http:
-        assert (await http.post("/v1/content", content=DATA)).status_code == 201  # unauthenticated is fine here
+        # Reading needs no authentication here, managing does (the owner is an operator).
+        assert (await http.post("/v1/content", content=DATA)).status_code == 401
         owner, other = Client(), Client(b"\xcc" * 32)
         await handshake(http, owner)
         await handshake(http, other)
+        r = await signed(http, owner, "POST", "/v1/content", body=DATA, ctype="application/octet-stream")
+        assert r.status_code == 201
         policy = json.dumps({"policyName": "p", "bytesPerHour": 10**6}).encode()
         assert (
             await signed(http, owner, "POST", "/v1/streaming/quotas/policies", body=policy, ctype="application/json")
@@ -95,7 +105,8 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
         assert r.status_code == 403 and r.json()["error"] == "receipt_not_yours"
         r = await http.get(f"/v1/streaming/data/{HASH}", params={"receiptId": "mine"})
         assert r.status_code == 403
-        status = (await http.get("/v1/streaming/quotas/mine")).json()
+        assert (await http.get("/v1/streaming/quotas/mine")).status_code == 403  # the holder's alone
+        status = (await signed(http, owner, "GET", "/v1/streaming/quotas/mine")).json()
         assert status["windows"]["hour"]["bytesUsed"] == len(DATA)
 
         # A session opened by the owner is charged to its receipt and is the owner's alone.

@@ -16,6 +16,7 @@ import trio
 
 from node.cli.launcher import Daemon, start
 from node.client import ApiFailure, AsyncNodeClient, NodeClient, _Auth
+from node.identity import load_identity
 from tests.e2e.conftest import start_daemon
 
 pytestmark = pytest.mark.slow
@@ -142,12 +143,17 @@ async def test_async_client_authenticates_transparently(
     src, data, digest = _file(tmp_path, 300_000)
     empty, _, empty_digest = _file(tmp_path, 0, "empty.bin")
     env = {"BRC31_QUOTA_ENFORCEMENT": "required"}
+    # Agents with no receipt of their own read under the operator's walk-in policy.
+    config = home / "config.toml"
+    config.write_text(config.read_text().replace("[quota]\n", '[quota]\ndefault_policy = "walk-in"\n', 1))
     d = start_daemon(home, env)
     try:
         with trio.fail_after(90):
             async with AsyncNodeClient(d.api) as anonymous:
                 await _expect("unauthenticated", 401, anonymous.node())
-            async with AsyncNodeClient(d.api, identity_key=os.urandom(32)) as agent:
+            operator_key = load_identity(home).private_key.secret  # the node's own: it adds content
+            async with AsyncNodeClient(d.api, identity_key=operator_key) as agent:
+                await agent.put_policy({"policyName": "walk-in", "bytesPerHour": 10**9})
                 assert (await agent.node())["identityKey"] == d.info["identityKey"]
                 assert (await agent.add(src))["contentHash"] == digest.hex()
                 assert (await agent.add(empty))["size"] == 0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import coincurve
 import pytest
 
 from tests.e2e.conftest import cli, start_daemon
@@ -43,6 +44,10 @@ def test_the_readme_session_examples_run(home: Path, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         content = json.loads(r.stdout)["contentHash"]
         key = "22" * 32
+        # As the README says: the operator issues the agent a receipt bound to its key.
+        agent = coincurve.PrivateKey(bytes.fromhex(key)).public_key.format(compressed=True).hex()
+        assert cli(home, "policy", "set", "agents", "--bytes-per-hour", "1G").returncode == 0
+        assert cli(home, "receipt", "new", "agents", "--identity-key", agent).returncode == 0
 
         script = tmp_path / "example.py"
         script.write_text(

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import coincurve
 import httpx
 import pytest
 import trio
@@ -30,9 +31,12 @@ def _require_sdk() -> str:
 async def test_authfetch_handshakes_signs_and_is_charged_to_its_receipt(tmp_path: Path) -> None:
     node_bin = _require_sdk()
     agent_key = "11" * 32
+    agent_public = coincurve.PrivateKey(bytes.fromhex(agent_key)).public_key.format(compressed=True).hex()
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
-            node = await start_node(nursery, tmp_path / "n", **{"quota.enforcement": "required"})
+            # The agent manages its own policy and receipt here, so it is one of the node's operators.
+            overrides = {"quota.enforcement": "required", "api.operator_keys": (agent_public,)}
+            node = await start_node(nursery, tmp_path / "n", **overrides)
             async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
                 r = await http.get("/v1/node")  # no auth headers
                 assert r.status_code == 401 and r.json()["error"] == "unauthenticated"

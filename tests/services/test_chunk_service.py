@@ -11,11 +11,12 @@ import pytest
 import trio
 import trio.testing
 
-from config import Settings
+from config import P2pConfig, Settings
 from node.errors import RemoteError, StreamClosed
 from node.home import init_home
 from node.services.chunks import ChunkClient, ChunkServer
 from node.services.quotas import QuotaService
+from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
 from protocols.manifest import Manifest
 from protocols.quota import Window
@@ -52,7 +53,9 @@ def quota_service(settings: Settings, content: ContentStore) -> QuotaService:
 @pytest.fixture
 async def server(content: ContentStore, settings: Settings) -> ChunkServer:
     await content.ingest(pieces())
-    return ChunkServer(content, quota_service(settings, content), max_streams_per_peer=2, timeout_s=5)
+    return ChunkServer(
+        content, quota_service(settings, content), AdvertCache(), P2pConfig(max_streams_per_peer=2, stream_timeout_s=5)
+    )
 
 
 def pair(nursery: trio.Nursery, server: ChunkServer, peer: str = "peer-a") -> ChunkClient:
@@ -133,7 +136,9 @@ async def test_a_bad_frame_closes_the_stream(server: ChunkServer) -> None:
 async def test_a_frozen_peer_is_dropped_after_the_timeout(
     content: ContentStore, settings: Settings, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = ChunkServer(content, quota_service(settings, content), max_streams_per_peer=1, timeout_s=30)
+    server = ChunkServer(
+        content, quota_service(settings, content), AdvertCache(), P2pConfig(max_streams_per_peer=1, stream_timeout_s=30)
+    )
     left, right = trio.testing.memory_stream_pair()
     with trio.fail_after(60):  # virtual time: the server gives up at 30 s
         await server.handle(Peer(right, "frozen"))
@@ -166,7 +171,7 @@ async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(
     quotas = quota_service(settings, content)
     await quotas.put_policy(Policy("p", bytes_per_hour=m.chunk_length(0) + m.chunk_length(1), max_concurrent_streams=4))
     await quotas.put_receipt(Receipt("agent-1", "p"))
-    server = ChunkServer(content, quotas, max_streams_per_peer=2, timeout_s=5)
+    server = ChunkServer(content, quotas, AdvertCache(), P2pConfig(max_streams_per_peer=2, stream_timeout_s=5))
     digest = m.content_hash
     async with trio.open_nursery() as nursery:
         client = pair(nursery, server)

@@ -48,6 +48,7 @@ SPECIAL_VALUES: dict[str, Any] = {
     "p2p.public_url": "https://node.example",
     "p2p.listen": ("/ip4/127.0.0.1/tcp/4002",),
     "p2p.bootstrap": ("/dns4/peer.example/tcp/4001",),
+    "api.operator_keys": ("02" + "ab" * 32,),
 }
 
 
