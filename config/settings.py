@@ -70,6 +70,7 @@ class StorageConfig:
     database_schema: str = "overlay_node"
     write_threads: int = 4
     min_free_disk_mb: int = 512
+    scrub_mib_s: float = 16.0  # background re-hashing of stored chunks; 0 = none
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "storage.chunk_size_kb": (4, 16384),
     "storage.write_threads": (1, 64),
     "storage.min_free_disk_mb": (0, 1 << 30),
+    "storage.scrub_mib_s": (0, 1e5),
     "streaming.buffer_size_mb": (1, 65536),
     "streaming.timeout_seconds": (0.1, 86400),
     "streaming.max_concurrent_streams_per_user": (1, 100000),

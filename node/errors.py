@@ -23,7 +23,7 @@ from protocols.errors import InvalidUhrpUrl, RemoteProtocolError
 from protocols.quota import Usage, Window
 from protocols.quota_book import UnknownPolicy, UnknownReceipt
 from protocols.ranges import Unsatisfiable
-from storage.errors import ChunkMissing, Mismatch, TooLarge
+from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
 
 __all__ = [
     "NodeError",
@@ -320,10 +320,11 @@ ERRORS: dict[type[Exception], Rule] = {
     InvalidRequest: Rule(422, "invalid_request", _BAD),
     QuotaDenied: Rule(429, "quota_exceeded", ErrorCode.QUOTA_EXCEEDED),
     # 5xx: the node or the overlay cannot serve it now
-    ChunkMissing: Rule(500, "chunk_missing", _NF),
+    ChunkDamaged: Rule(503, "content_damaged", _NF),  # a chunk is quarantined until it is fetched again
     Mismatch: Rule(502, "fetch_failed", _NF),
     Busy: Rule(503, "busy", ErrorCode.BUSY),
     InsufficientStorage: Rule(507, "insufficient_storage", _BAD),
+    StorageFull: Rule(507, "insufficient_storage", _BAD),
     RecordsFull: Rule(507, "too_many_records", _BAD),
 }
 

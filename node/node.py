@@ -15,7 +15,8 @@ nothing is wired afterwards. The daemon and the tests both build through it.
    dials anyone;
 4. loads the quota records and usage;
 5. starts the libp2p host (listening, dialling bootstrap peers), then the
-   advert service, the fetcher, quotas, agents, and last the HTTP API;
+   advert service, the fetcher, quotas, agents, the scrub and repair of
+   stored chunks, and last the HTTP API;
 6. writes ``HOME/node.json``: the node is ready.
 
 ``Node.stop`` first pushes this run's advert withdrawals to the connected
@@ -48,6 +49,7 @@ from node.services.adverts import AdvertService
 from node.services.agents import AgentService
 from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
+from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
 from protocols import ids
 from protocols.advert_cache import AdvertCache
@@ -68,16 +70,21 @@ def build_services(
     """Every service of a node, each given what it depends on. ``p2p`` is
     None for a node that is not on an overlay (``uhrp.enabled = false``)."""
     quotas = QuotaService(identity, settings, content.meta, p2p, clock=clock)
-    overlay = None
-    if p2p is not None:
-        cache = AdvertCache()
-        adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
-        on_fetched = adverts.announce if settings.p2p.advertise_cached else None
-        fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched, clock=clock)
-        chunks = ChunkServer(content, quotas, cache, settings.p2p)
-        overlay = Overlay(p2p, cache, adverts, fetcher, chunks)
-    agents = AgentService(settings, content, quotas, overlay.fetcher if overlay else None, clock=clock)
-    return Services(settings, identity, content, quotas, agents, overlay)
+    scrub_bps = settings.storage.scrub_mib_s * 2**20
+    if p2p is None:
+        integrity = IntegrityService(content, None, scrub_bps=scrub_bps, clock=clock)
+        agents = AgentService(settings, content, quotas, None, clock=clock)
+        return Services(settings, identity, content, quotas, agents, integrity, None)
+    cache = AdvertCache()
+    adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
+    on_fetched = adverts.announce if settings.p2p.advertise_cached else None
+    fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched, clock=clock)
+    integrity = IntegrityService(content, fetcher, scrub_bps=scrub_bps, clock=clock)
+    chunks = ChunkServer(content, quotas, cache, settings.p2p, on_damaged=integrity.report)
+    agents = AgentService(settings, content, quotas, fetcher, clock=clock)
+    return Services(
+        settings, identity, content, quotas, agents, integrity, Overlay(p2p, cache, adverts, fetcher, chunks)
+    )
 
 
 def register(services: Services) -> None:
@@ -175,6 +182,7 @@ class Node:
                         await nursery.start(services.overlay.fetcher.run)
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
+                    await nursery.start(services.integrity.run)
                     await nursery.start(serve, app, _hypercorn_config(settings, api_socket.detach()))
                     info = {
                         "api": self.api_url,

@@ -12,11 +12,12 @@ from pathlib import Path
 from config import Settings
 from storage.chunks import ChunkStore
 from storage.content import ContentStore, IngestResult
-from storage.errors import ChunkMissing, Mismatch, StorageError, TooLarge
+from storage.errors import ChunkDamaged, ChunkMissing, Mismatch, StorageError, StorageFull, TooLarge
 from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
 from storage.sqlite import SqliteMetadataStore
 
 __all__ = [
+    "ChunkDamaged",
     "ChunkMissing",
     "ChunkStore",
     "ContentRecord",
@@ -26,6 +27,7 @@ __all__ = [
     "Mismatch",
     "MetadataStore",
     "StorageError",
+    "StorageFull",
     "StoreStats",
     "TooLarge",
     "open_content_store",
@@ -44,7 +46,7 @@ async def open_content_store(settings: Settings, clock: Callable[[], float] = ti
     else:
         meta = await SqliteMetadataStore.open(home / "metadata.sqlite3")
     return ContentStore(
-        ChunkStore(home / "chunks"),
+        ChunkStore(home / "chunks", reserve_bytes=settings.storage.min_free_disk_mb * 2**20),
         meta,
         chunk_size=settings.chunk_size,
         write_threads=settings.storage.write_threads,

@@ -12,6 +12,7 @@ without blocking, and fall back to a thread only when the disk must be read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from storage.errors import ChunkMissing
+from storage.errors import ChunkCorrupt, ChunkDamaged, ChunkMissing, StorageFull
 
 __all__ = ["ChunkStore", "read_nowait"]
 
@@ -50,11 +51,26 @@ def read_nowait(fd: int, length: int, offset: int) -> bytearray | None:
 
 
 class ChunkStore:
-    def __init__(self, root: Path) -> None:
+    """Chunk files named by their SHA-256, with what this run knows of each.
+
+    ``verified``: chunks whose bytes on disk were hashed since the node
+    started (or that it wrote itself from bytes it had just hashed): served
+    without hashing again. ``damaged``: chunks found corrupt or missing; a
+    corrupt file is moved to ``quarantine/`` (kept for inspection, never
+    served) until a good copy is written back. Both sets live in memory, so
+    a restart verifies everything again as it is first served or scrubbed.
+    """
+
+    def __init__(self, root: Path, *, reserve_bytes: int = 0) -> None:
+        """``reserve_bytes``: free space a chunk write must leave on the disk."""
         self.root = root
+        self.reserve_bytes = reserve_bytes
         self.tmp = root / "tmp"
+        self.quarantine = root / "quarantine"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
+        self.verified: set[bytes] = set()
+        self.damaged: set[bytes] = set()
         # Chunks an unfinished ingest relies on; garbage collection keeps them.
         self._pins: Counter[bytes] = Counter()
         self._pins_lock = threading.Lock()
@@ -63,6 +79,10 @@ class ChunkStore:
         h = digest.hex()
         return self.root / h[:2] / h[2:4] / h
 
+    def room(self) -> int:
+        """Free bytes on the chunks' disk above the reserve (negative when below it)."""
+        return shutil.disk_usage(self.root).free - self.reserve_bytes
+
     def has(self, digest: bytes) -> bool:
         return self.path(digest).exists()
 
@@ -70,7 +90,7 @@ class ChunkStore:
         try:
             return self.path(digest).stat().st_size
         except FileNotFoundError:
-            raise ChunkMissing(f"chunk {digest.hex()} is not on disk") from None
+            raise ChunkMissing(f"chunk {digest.hex()} is not on disk", digest) from None
 
     # -- writing ---------------------------------------------------------
 
@@ -91,27 +111,40 @@ class ChunkStore:
         final = self.path(actual)
         with self._pins_lock:
             self._pins[actual] += 1
-            if final.exists():
-                return actual, []
+            if final.exists() and actual not in self.damaged:
+                return actual, []  # its bytes on disk are checked when first served
         tmp = self.tmp / f"{actual.hex()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if self.room() < len(data):
+                raise StorageFull(
+                    f"no room for a {len(data)}-byte chunk: {max(self.room(), 0)} bytes left above the reserve"
+                )
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
             self.unpin([actual])
             raise
-        os.close(fd)
-        dirs = [final.parent]
-        if not final.parent.exists():
-            # New shard directories must themselves be made durable.
-            dirs += [final.parent.parent, self.root]
-            final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs = [final.parent]
+            if not final.parent.exists():
+                # New shard directories must themselves be made durable.
+                dirs += [final.parent.parent, self.root]
+                final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            self.unpin([actual])
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"the disk is full: {exc}") from None
+            raise
+        self.verified.add(actual)  # written from bytes that hash to its name
+        self.damaged.discard(actual)
         return actual, dirs
 
     def unpin(self, digests: Iterable[bytes]) -> None:
@@ -161,7 +194,9 @@ class ChunkStore:
         try:
             return os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError:
-            raise ChunkMissing(f"chunk {digest.hex()} is not on disk") from None
+            self.damaged.add(digest)
+            self.verified.discard(digest)
+            raise ChunkMissing(f"chunk {digest.hex()} is not on disk", digest) from None
 
     def read(self, digest: bytes, offset: int = 0, length: int = -1) -> bytes:
         fd = self.open(digest)
@@ -185,10 +220,24 @@ class ChunkStore:
                     except ValueError:
                         continue
 
-    def verify(self, digest: bytes) -> bool:
-        """Re-hash a chunk on disk (scrubbing); False if it is corrupt."""
-        h = hashlib.sha256()
-        with open(self.path(digest), "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.digest() == digest
+    def read_verified(self, digest: bytes) -> bytes:
+        """The whole chunk, hashed against its name (once a run: ``verified``).
+
+        A corrupt chunk is quarantined and a missing one marked damaged; both
+        raise ``ChunkDamaged`` before a byte of them is returned."""
+        if digest in self.damaged:
+            raise ChunkDamaged(f"chunk {digest.hex()} is damaged (quarantined until a good copy is fetched)", digest)
+        data = self.read(digest)  # a missing chunk is marked damaged by ``open``
+        if digest not in self.verified:
+            if hashlib.sha256(data).digest() != digest:
+                self._quarantine(digest)
+                raise ChunkCorrupt(f"chunk {digest.hex()} no longer hashes to its name; quarantined", digest)
+            self.verified.add(digest)
+        return data
+
+    def _quarantine(self, digest: bytes) -> None:
+        self.damaged.add(digest)
+        self.verified.discard(digest)
+        self.quarantine.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path(digest), self.quarantine / f"{digest.hex()}.{secrets.token_hex(4)}")

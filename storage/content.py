@@ -29,7 +29,7 @@ import trio
 from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
 from protocols.merkle import merkle_root
 from storage.chunks import ChunkStore, read_nowait
-from storage.errors import Mismatch, TooLarge
+from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
 from storage.metadata import ContentRecord, MetadataStore
 
 __all__ = ["ContentStore", "IngestResult", "rechunk"]
@@ -132,6 +132,10 @@ class ContentStore:
                 )
             except ValueError as exc:
                 failures.append(Mismatch(f"chunk {index}: {exc}"))
+                scope.cancel()
+                return
+            except StorageFull as exc:
+                failures.append(exc)
                 scope.cancel()
                 return
             finally:
@@ -264,22 +268,59 @@ class ContentStore:
     ) -> AsyncGenerator[bytes | bytearray, None]:
         """Bytes ``[start, stop)`` of the content, in pieces of at most ``max_piece``.
 
-        Page-cache hits are read inline; only real disk reads go to a thread.
-        ``wait(index)``, for content still arriving, returns once chunk
-        ``index`` is on disk.
+        A chunk not yet verified this run is read whole and hashed before a
+        byte of it is yielded (``ChunkStore.read_verified``; it raises
+        ``ChunkDamaged`` instead). Verified chunks are read from the page
+        cache inline; only real disk reads go to a thread. ``wait(index)``,
+        for content still arriving, returns once chunk ``index`` is on disk.
         """
         pos = start
+        whole: tuple[bytes, bytes] | None = None  # (digest, bytes) of the chunk just verified
         for digest, offset, length in manifest.segments(start, stop, max_piece):
             if wait is not None:
                 await wait(pos // manifest.chunk_size)
             pos += length
-            fd = self.chunks.open(digest)
-            try:
-                data: bytes | bytearray | None = read_nowait(fd, length, offset)
-                if data is None:
-                    data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
-            finally:
-                os.close(fd)
+            data: bytes | bytearray | None
+            if whole is not None and whole[0] == digest:
+                data = whole[1][offset : offset + length]
+            elif digest not in self.chunks.verified:
+                whole = (digest, await trio.to_thread.run_sync(self.chunks.read_verified, digest))
+                data = whole[1][offset : offset + length]
+            else:
+                fd = self.chunks.open(digest)
+                try:
+                    data = read_nowait(fd, length, offset)
+                    if data is None:
+                        data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
+                finally:
+                    os.close(fd)
             if len(data) != length:
                 raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
             yield data
+
+    async def check(self, manifest: Manifest, start: int, stop: int, verify_bytes: int) -> None:
+        """Before a read of ``[start, stop)`` starts: raise ``ChunkDamaged`` if
+        a chunk it needs is known to be damaged, after verifying the first
+        ``verify_bytes`` of it (so most reads fail, if they must, before
+        their response starts, as a clear error)."""
+        if start >= stop:
+            return
+        first, last = start // manifest.chunk_size, (stop - 1) // manifest.chunk_size
+        needed = manifest.chunk_hashes[first : last + 1]
+        for digest in needed:
+            if digest in self.chunks.damaged:
+                raise ChunkDamaged(
+                    f"chunk {digest.hex()} of this content is damaged; it is being fetched again", digest
+                )
+        budget = verify_bytes
+        for digest in needed:
+            if budget <= 0:
+                break
+            if digest not in self.chunks.verified:
+                await trio.to_thread.run_sync(self.chunks.read_verified, digest)
+            budget -= manifest.chunk_size
+
+    def damaged_chunks(self, manifest: Manifest) -> int:
+        """How many of the content's chunks are known to be damaged."""
+        damaged = self.chunks.damaged
+        return sum(1 for d in manifest.chunk_hashes if d in damaged) if damaged else 0

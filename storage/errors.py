@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-__all__ = ["StorageError", "ChunkMissing", "TooLarge", "Mismatch"]
+__all__ = ["StorageError", "StorageFull", "ChunkDamaged", "ChunkMissing", "ChunkCorrupt", "TooLarge", "Mismatch"]
 
 
 class StorageError(Exception):
     """Root of every error raised by ``storage``."""
 
 
-class ChunkMissing(StorageError, FileNotFoundError):
+class StorageFull(StorageError):
+    """The disk (or the database's disk) has no room for this write; nothing
+    half-written is left behind, and the node keeps serving what it holds."""
+
+
+class ChunkDamaged(StorageError):
+    """A chunk the metadata refers to cannot be served as it is: it is
+    quarantined until a good copy is fetched (``ChunkStore.damaged``)."""
+
+    def __init__(self, message: str, digest: bytes = b"") -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+class ChunkMissing(ChunkDamaged, FileNotFoundError):
     """A chunk the metadata refers to is not on disk."""
+
+
+class ChunkCorrupt(ChunkDamaged):
+    """A chunk's bytes no longer hash to its name."""
 
 
 class TooLarge(StorageError):

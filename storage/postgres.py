@@ -9,16 +9,19 @@ so several nodes, or test runs, can share one database.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.errors
 import trio
 from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool
 
+from storage.errors import StorageFull
 from storage.migrations import migrations_for
 from storage.sql import Db, SqlMetadataStore
 
@@ -28,6 +31,14 @@ T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def _full_is_storage_full() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.errors.DiskFull as exc:
+        raise StorageFull(f"the metadata database has no room: {exc}") from None
 
 
 def _sql(query: str) -> str:
@@ -99,14 +110,14 @@ class PostgresMetadataStore(SqlMetadataStore):
 
     async def _run(self, fn: Callable[[Db], T]) -> T:
         def run() -> T:
-            with self._pool.connection() as conn:
+            with _full_is_storage_full(), self._pool.connection() as conn:
                 return fn(_PgDb(conn))
 
         return await trio.to_thread.run_sync(run, limiter=self._limiter)
 
     async def _transaction(self, fn: Callable[[Db], T]) -> T:
         def run() -> T:
-            with self._pool.connection() as conn, conn.transaction():
+            with _full_is_storage_full(), self._pool.connection() as conn, conn.transaction():
                 return fn(_PgDb(conn))
 
         return await trio.to_thread.run_sync(run, limiter=self._limiter)

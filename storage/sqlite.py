@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from storage.errors import StorageFull
 from storage.migrations import migrations_for
 from storage.sql import Db, SqlMetadataStore
 
@@ -83,17 +84,26 @@ class SqliteMetadataStore(SqlMetadataStore):
         return json.dumps(items)
 
     async def _run(self, fn: Callable[[Db], T]) -> T:
-        return await trio.to_thread.run_sync(fn, self._db, limiter=self._limiter)
+        def run(db: Db) -> T:
+            try:
+                return fn(db)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise StorageFull(f"the metadata database has no room: {exc}") from None
+                raise
+
+        return await trio.to_thread.run_sync(run, self._db, limiter=self._limiter)
 
     async def _transaction(self, fn: Callable[[Db], T]) -> T:
         def run(db: Db) -> T:
             self._db.conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(db)
+                self._db.conn.execute("COMMIT")
             except BaseException:
-                self._db.conn.execute("ROLLBACK")
+                if self._db.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                    self._db.conn.execute("ROLLBACK")
                 raise
-            self._db.conn.execute("COMMIT")
             return result
 
         return await self._run(run)

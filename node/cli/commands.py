@@ -220,7 +220,10 @@ def cmd_ls(args: argparse.Namespace) -> None:
         print(json.dumps(listing, indent=2))
         return
     for c in listing["contents"]:
-        print(f"{c['uhrpUrl']}  {_human(c['size']):>10}  {c['contentType']}{'' if c['pinned'] else '  (cached)'}")
+        flags = ("" if c["pinned"] else "  (cached)") + (
+            f"  (damaged: {c['damagedChunks']} chunks)" if c["damagedChunks"] else ""
+        )
+        print(f"{c['uhrpUrl']}  {_human(c['size']):>10}  {c['contentType']}{flags}")
     shown = len(listing["contents"])
     if listing["total"] > shown:
         print(f"... {listing['total'] - shown} more (use --limit)")

@@ -33,6 +33,7 @@ from node.cli.commands import (
 from node.client import ApiFailure, ConnectionLost, NodeUnavailable
 from node.errors import NodeError
 from protocols.errors import ProtocolError
+from storage import StorageError
 
 __all__ = ["main"]
 
@@ -160,7 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("libp2p").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.fn(args)
-    except (CliError, ConfigError, NodeError, ProtocolError, NodeUnavailable, ConnectionLost, ApiFailure) as exc:
+    except (
+        CliError,
+        ConfigError,
+        NodeError,
+        ProtocolError,
+        StorageError,
+        NodeUnavailable,
+        ConnectionLost,
+        ApiFailure,
+    ) as exc:
         print(f"overlay-node: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -46,6 +46,34 @@ def _bounded(receive: Receive, limit: int) -> Receive:
     return bounded
 
 
+def _closing_unread(app: Any) -> Any:
+    """Close the connection after a response that left the request's body
+    unread (an upload refused early): the client would otherwise go on
+    sending it, and a next request on the same connection would wait behind it."""
+
+    async def wrapped(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
+        if headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers:
+            await app(scope, receive, send)
+            return
+        read_all = False
+
+        async def tracked() -> MutableMapping[str, Any]:
+            nonlocal read_all
+            message = await receive()
+            read_all = read_all or (message["type"] == "http.request" and not message.get("more_body", False))
+            return message
+
+        async def closing(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and not read_all:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, tracked, closing)
+
+    return wrapped
+
+
 def create_app(ctx: NodeContext) -> Any:
     """The node's ASGI app: data reads go straight to the data plane."""
     app = FastAPI(
@@ -75,11 +103,10 @@ def create_app(ctx: NodeContext) -> Any:
             receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses
         await app(scope, receive, send)
 
-    asgi.fastapi = app  # type: ignore[attr-defined]
-    asgi.data = data  # type: ignore[attr-defined]
-    if ctx.settings.quota.enforcement == "off":
-        return asgi
-    authenticated = AuthMiddleware(asgi, ctx.identity, ctx.settings.quota.enforcement)
-    authenticated.fastapi = app  # type: ignore[attr-defined]
-    authenticated.data = data  # type: ignore[attr-defined]
-    return authenticated
+    outer = _closing_unread(
+        asgi
+        if ctx.settings.quota.enforcement == "off"
+        else AuthMiddleware(asgi, ctx.identity, ctx.settings.quota.enforcement)
+    )
+    outer.fastapi = app  # for tests of FastAPI's own routing, without the fast path
+    return outer

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -39,7 +38,7 @@ from storage import ContentRecord, Mismatch, TooLarge
 __all__ = ["content_router", "content_info"]
 
 
-def content_info(m: Manifest, pinned: bool, created_at: float) -> dict[str, Any]:
+def content_info(m: Manifest, pinned: bool, created_at: float, damaged: int = 0) -> dict[str, Any]:
     return {
         "uhrpUrl": url_for_hash(m.content_hash),
         "contentHash": m.content_hash.hex(),
@@ -51,11 +50,8 @@ def content_info(m: Manifest, pinned: bool, created_at: float) -> dict[str, Any]
         "contentType": m.content_type,
         "pinned": pinned,
         "createdAt": created_at,
+        "damagedChunks": damaged,
     }
-
-
-def _record_info(r: ContentRecord) -> ContentInfo:
-    return ContentInfo(**content_info(r.manifest, r.pinned, r.created_at))
 
 
 class _DataResponse(Response):
@@ -72,6 +68,9 @@ class _DataResponse(Response):
 def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     router = APIRouter(tags=["content"])
     settings = ctx.settings
+
+    def record_info(r: ContentRecord) -> ContentInfo:
+        return ContentInfo(**content_info(r.manifest, r.pinned, r.created_at, ctx.content.damaged_chunks(r.manifest)))
 
     @router.post(
         "/v1/content",
@@ -111,9 +110,9 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
                 raise InvalidContentLength("Content-Length must be a number")
             if int(declared) > limit:
                 raise TooLarge(f"content of {declared} bytes exceeds the limit of {limit}")
-            free = shutil.disk_usage(settings.home).free - settings.storage.min_free_disk_mb * 2**20
-            if int(declared) > free:
-                raise InsufficientStorage(f"{declared} bytes do not fit: {max(free, 0)} bytes free")
+            room = ctx.content.chunks.room()
+            if int(declared) > room:
+                raise InsufficientStorage(f"{declared} bytes do not fit: {max(room, 0)} bytes free above the reserve")
         try:
             result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
         except ClientDisconnect:
@@ -131,9 +130,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     ) -> ContentList:
         records = await ctx.content.meta.list_contents(limit=limit, offset=offset)
         stats = await ctx.content.meta.stats()
-        return ContentList(
-            contents=[_record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset
-        )
+        return ContentList(contents=[record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset)
 
     @router.get(
         "/v1/content/{contentId}",
@@ -146,7 +143,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         record = await ctx.content.get(digest)
         if record is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
-        return _record_info(record)
+        return record_info(record)
 
     @router.delete(
         "/v1/content/{contentId}",

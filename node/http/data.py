@@ -35,7 +35,7 @@ from protocols.quota_book import Served, Ticket
 from protocols.ranges import ByteRange, Unsatisfiable, parse_range
 from protocols.uhrp import parse_content_id
 from protocols.usage_sync import valid_receipt_id
-from storage import Mismatch, StorageError
+from storage import ChunkDamaged, Mismatch, StorageError, StorageFull
 
 if TYPE_CHECKING:
     from node.services.fetch import Download
@@ -44,6 +44,7 @@ __all__ = ["DataPlane"]
 
 _MANIFEST_CACHE = 4096
 _PACED_PIECE = 64 << 10
+_VERIFY_FIRST = 8 << 20  # hashed before the response starts, when not yet verified this run
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -96,6 +97,7 @@ class _Read:
 class DataPlane:
     def __init__(self, ctx: NodeContext) -> None:
         self.is_operator = ctx.is_operator
+        self.integrity = ctx.services.integrity
         self.default_policy = ctx.settings.quota.default_policy
         self.content = ctx.content
         self.quotas = ctx.quotas
@@ -157,12 +159,14 @@ class DataPlane:
             download = self.fetcher.start(digest)
             try:
                 manifest = await download.wait_manifest()
-            except (NotAvailable, Mismatch) as exc:
+            except (NotAvailable, Mismatch, StorageFull) as exc:
                 if session is not None:
                     session.request_ended(error=True, unavailable=True, failovers=0, now=self.agents.clock())
                     self.agents.keep(session)
                 if isinstance(exc, NotAvailable):
                     raise NotAvailable(f"not held here and {exc}") from None
+                if isinstance(exc, StorageFull):
+                    raise StorageFull(f"no room to fetch {digest.hex()}: {exc}") from None
                 raise Mismatch(f"fetching {digest.hex()} failed: {exc}") from None
         if manifest is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
@@ -196,6 +200,12 @@ class DataPlane:
                     Unsatisfiable(message), [(b"content-range", f"bytes */{size}".encode()), *read.common]
                 ) from None
         read.range = rng
+        if download is None or download.finished.is_set():
+            try:  # fail now, as a clear error, if a chunk it needs is damaged
+                await self.content.check(manifest, read.start, read.stop, _VERIFY_FIRST)
+            except ChunkDamaged as exc:
+                self.integrity.report(manifest, exc.digest)
+                raise
         if (limit := scope.get(RESPONSE_LIMIT)) is not None and read.stop - read.start > limit:
             # Refused before it is admitted: a response that cannot be sent is charged to no one.
             raise ResponseTooLarge(f"an authenticated response is signed whole, so at most {limit} bytes; use Range")
@@ -372,6 +382,13 @@ class DataPlane:
             self.agents.keep(session)
 
     async def _body(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
+        try:
+            await self._pieces(manifest, start, stop, download, emit)
+        except ChunkDamaged as exc:  # found mid-response: the body is cut short before it
+            self.integrity.report(manifest, exc.digest)
+            raise
+
+    async def _pieces(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
         if download is None or download.finished.is_set():
             async with contextlib.aclosing(self.content.read(manifest, start, stop, self.read_size)) as pieces:
                 async for piece in pieces:

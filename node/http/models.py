@@ -45,6 +45,9 @@ class ContentInfo(BaseModel):
     contentType: str
     pinned: bool
     createdAt: float = Field(description="Unix seconds")
+    damagedChunks: int = Field(
+        0, description="chunks found corrupt or missing, being fetched again; reads that need them fail"
+    )
 
 
 class AddedContent(ContentInfo):
@@ -71,6 +74,9 @@ class StorageInfo(BaseModel):
     chunkBytes: int
     chunkSize: int
     diskFreeBytes: int
+    diskFull: bool = Field(
+        description="no room for another chunk above storage.min_free_disk_mb: adds fail with 507, reads work"
+    )
 
 
 class OverlayInfo(BaseModel):

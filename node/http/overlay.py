@@ -136,6 +136,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 chunkSize=settings.chunk_size,
                 chunkBytes=stats.chunk_bytes,
                 diskFreeBytes=shutil.disk_usage(settings.home).free,
+                diskFull=ctx.content.chunks.room() < settings.chunk_size,
             ),
         )
 

@@ -5,6 +5,7 @@
 - ``fetch``: downloads content from the hosts that advertise it; ranks hosts.
 - ``quotas``: policies, receipts, admission, usage gossip, strict-mode leases.
 - ``agents``: agent sessions, plans, prefetching, analytics, shared bandwidth.
+- ``integrity``: the scrub of stored chunks, and the repair of damaged ones.
 - ``streams``: length-prefixed frames over the p2p stream seam.
 
 ``node.node`` builds them (``build_services``), registers their protocol
@@ -22,6 +23,7 @@ from node.services.adverts import AdvertService
 from node.services.agents import AgentService
 from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
+from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
 from protocols.advert_cache import AdvertCache
 from storage import ContentStore
@@ -49,4 +51,5 @@ class Services:
     content: ContentStore
     quotas: QuotaService
     agents: AgentService
+    integrity: IntegrityService
     overlay: Overlay | None

@@ -46,7 +46,7 @@ from protocols.quota_book import UnknownReceipt
 from protocols.quota_status import QuotaStatus
 from protocols.token_bucket import TokenBucket
 from protocols.usage_sync import valid_receipt_id
-from storage import ContentStore, Mismatch
+from storage import ContentStore, Mismatch, StorageFull
 from storage.metadata import SessionRow
 
 __all__ = ["AgentService", "BandwidthShare", "new_session_id"]
@@ -336,9 +336,14 @@ class AgentService:
         return session
 
     async def flush(self) -> None:
+        """Write the sessions that changed; kept for the next flush when the disk is full."""
         dirty, self._dirty = self._dirty, set()
         rows = [_row(self._live[sid]) for sid in dirty if sid in self._live]
-        await self.content.meta.put_sessions(rows)
+        try:
+            await self.content.meta.put_sessions(rows)
+        except StorageFull as exc:
+            self._dirty |= dirty
+            log.warning("agent sessions not written, kept for the next flush: %s", exc)
 
     # -- plans and prefetching ----------------------------------------------------
 
@@ -398,7 +403,7 @@ class AgentService:
             try:
                 if self.fetcher is not None and await self.content.get(digest) is None:
                     await self.fetcher.fetch(digest)
-            except (NotAvailable, Mismatch) as exc:
+            except (NotAvailable, Mismatch, StorageFull) as exc:
                 log.info("prefetch of %s failed: %s", digest.hex(), exc)
             finally:
                 self._queued.discard(digest)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
@@ -50,7 +50,7 @@ from protocols.framing import FrameDecoder
 from protocols.manifest import Manifest
 from protocols.quota_book import Served
 from protocols.token_bucket import TokenBucket
-from storage import ContentStore, StorageError
+from storage import ChunkDamaged, ContentStore, StorageError
 
 __all__ = ["ChunkServer", "ChunkClient"]
 
@@ -59,9 +59,19 @@ _RECEIVE = 1 << 20
 
 
 class ChunkServer:
-    def __init__(self, content: ContentStore, quotas: QuotaService, cache: AdvertCache, config: P2pConfig) -> None:
+    def __init__(
+        self,
+        content: ContentStore,
+        quotas: QuotaService,
+        cache: AdvertCache,
+        config: P2pConfig,
+        *,
+        on_damaged: Callable[[Manifest, bytes], None],
+    ) -> None:
+        """``on_damaged(manifest, chunk)``: a chunk asked for is damaged here (to repair it)."""
         self.content = content
         self.quotas = quotas
+        self.on_damaged = on_damaged
         self.cache = cache
         self.config = config
         # One bucket for the whole node: the cap is on everything it uploads.
@@ -136,6 +146,14 @@ class ChunkServer:
         else:
             await self._unmetered(stream, msg, m)
 
+    async def _chunk(self, m: Manifest, index: int) -> bytes:
+        """A chunk, hashed first if this run has not yet (a damaged one is reported for repair)."""
+        try:
+            return await trio.to_thread.run_sync(self.content.chunks.read_verified, m.chunk_hashes[index])
+        except ChunkDamaged as exc:
+            self.on_damaged(m, m.chunk_hashes[index])
+            raise ChunkDamaged(f"chunk {index} is damaged here; ask another host", exc.digest) from None
+
     async def _charged_to(self, peer: str) -> str | None:
         """The receipt a chunk request that names none is charged to (None: not metered)."""
         key = identity_of(peer)  # peers are authenticated by their libp2p key
@@ -153,7 +171,7 @@ class ChunkServer:
         began, sent = self.quotas.clock(), 0
         try:
             for i in msg.indices:
-                data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
+                data = await self._chunk(m, i)
                 if pause := self.upload.delay(len(data), trio.current_time()):
                     await trio.sleep(pause)
                 await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
@@ -178,7 +196,7 @@ class ChunkServer:
         began, first, complete = trio.current_time(), None, False
         try:
             for i in msg.indices:
-                data = await trio.to_thread.run_sync(self.content.chunks.read, m.chunk_hashes[i])
+                data = await self._chunk(m, i)
                 await self.quotas.pace(ticket, len(data))
                 await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
                 first = first if first is not None else trio.current_time() - began

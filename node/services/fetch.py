@@ -15,6 +15,7 @@ whole file before recording it. Peer measurements persist across downloads
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import Counter
@@ -34,7 +35,7 @@ from protocols.errors import InvalidManifest, RemoteProtocolError
 from protocols.manifest import Manifest
 from protocols.peer_stats import PeerStats, rank_key
 from protocols.scheduler import Scheduler
-from storage import ContentStore, HostPerformance, Mismatch
+from storage import ContentStore, HostPerformance, Mismatch, StorageFull
 
 __all__ = ["Download", "Fetcher", "Host"]
 
@@ -251,11 +252,44 @@ class Fetcher:
         assert download.manifest is not None
         return download.manifest
 
+    async def repair(self, manifest: Manifest, digest: bytes) -> bool:
+        """Fetch one damaged chunk of stored content again, from a host that
+        serves the same manifest; True once a good copy is on disk."""
+        index = manifest.chunk_hashes.index(digest)
+        for host in self.hosts(manifest.content_hash):
+            try:
+                client = await self._client(host)
+                try:
+                    if hashlib.sha256(await client.manifest(manifest.content_hash)).digest() != manifest.manifest_hash:
+                        continue  # chunked otherwise: its chunks are not ours
+                    data = await client.chunk_reply(await client.request_chunk(manifest.content_hash, index), index)
+                finally:
+                    await client.stream.aclose()
+            except _PEER_ERRORS as exc:
+                self._blame(host, exc)
+                continue
+            if await trio.to_thread.run_sync(_sha256, data) != digest:
+                self._blame(host, f"chunk {index} does not match the manifest")
+                continue
+            try:
+                await self._store_chunk(data, digest)
+            except StorageFull as exc:
+                log.warning("a repaired chunk could not be written: %s", exc)
+                return False
+            return True
+        return False
+
+    async def _store_chunk(self, data: bytes, digest: bytes) -> None:
+        chunks = self.content.chunks
+        _, dirs = await trio.to_thread.run_sync(functools.partial(chunks.put, data, digest, trusted=True))
+        chunks.unpin([digest])
+        await trio.to_thread.run_sync(chunks.sync_dirs, dirs)
+
     async def _run_download(self, download: Download) -> None:
         try:
             await self._fetch(download)
             download.end()
-        except (NotAvailable, Mismatch) as exc:
+        except (NotAvailable, Mismatch, StorageFull) as exc:
             download.end(exc)
         finally:
             del self._downloads[download.content_hash]
@@ -337,7 +371,7 @@ class Fetcher:
                     on_chunk=download.chunk_stored,
                     keep_on_failure=True,
                 )
-            except (NotAvailable, Mismatch) as exc:  # raised here, not as an ExceptionGroup
+            except (NotAvailable, Mismatch, StorageFull) as exc:  # raised here, not as an ExceptionGroup
                 outcome.append(exc)
                 nursery.cancel_scope.cancel()
         if outcome:
@@ -451,7 +485,10 @@ class Fetcher:
                     )
                 )
         with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await self.content.meta.record_hosts(rows)
+            try:
+                await self.content.meta.record_hosts(rows)
+            except StorageFull as exc:  # measurements are kept in memory (self.stats)
+                log.warning("host performance not written: %s", exc)
 
     async def _worker(
         self,

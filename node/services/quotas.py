@@ -70,7 +70,7 @@ from protocols.usage_sync import (
     encode_lease_reply,
     encode_lease_request,
 )
-from storage import MetadataStore
+from storage import MetadataStore, StorageFull
 from storage.metadata import ReceiptRow, StreamRow, UsageWindowRow
 
 __all__ = ["QuotaService"]
@@ -392,9 +392,12 @@ class QuotaService:
         give, reason, retry = self.book.grant(requester, receipt_id, now, want)
         if give.bytes or give.requests:
             # Written before the answer leaves: a restarted owner must not grant it again.
-            await self.meta.save_usage(
-                self._rows({(receipt_id, kind, start) for kind, start in current_windows(now).items()})
-            )
+            windows = {(receipt_id, kind, start) for kind, start in current_windows(now).items()}
+            try:
+                await self.meta.save_usage(self._rows(windows))
+            except StorageFull:  # the grant stays committed in memory, unused: never an overshoot
+                self.book.to_store |= windows
+                return Usage(), "owner_storage_full", _OWNER_RETRY_S
         return give, reason, retry
 
     async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
@@ -592,14 +595,29 @@ class QuotaService:
         return rows
 
     async def flush(self) -> None:
-        """Write what changed since the last flush, in one transaction per table."""
+        """Write what changed since the last flush, in one transaction per table.
+
+        When the disk is full, what was not written is kept for the next flush
+        (the usage windows are a set; request rows stay within their bound)."""
         keys, self.book.to_store = self.book.to_store, set()
         records, self._pending_records = self._pending_records, []
         streams, self._stream_rows = self._stream_rows, []
-        for record, encoded in records:
-            await self._store_record(record, encoded)
-        await self.meta.save_usage(self._rows(keys))
-        await self.meta.add_streams(streams)
+        try:
+            while records:
+                await self._store_record(*records[0])
+                records.pop(0)
+            await self.meta.save_usage(self._rows(keys))
+            keys = set()
+            await self.meta.add_streams(streams)
+        except StorageFull as exc:
+            self.book.to_store |= keys
+            self._pending_records[:0] = records
+            self._stream_rows[:0] = streams
+            if (over := len(self._stream_rows) - _STREAM_ROWS) > 0:
+                del self._stream_rows[:over]  # the oldest go first
+                self.counters["stream_rows_dropped"] += over
+            self.counters["flushes_failed_disk_full"] += 1
+            log.warning("quota accounting not written, kept for the next flush: %s", exc)
 
     async def cleanup(self, now: float) -> None:
         keep = self.settings.quota.window_cleanup_hours * 3600

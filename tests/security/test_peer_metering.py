@@ -19,12 +19,11 @@ from node.p2p import peer_id_of
 from node.services.chunks import ChunkClient, ChunkServer
 from node.services.quotas import QuotaService
 from protocols.advert import Advert, OverlayAdvert
-from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import ErrorCode, GetChunks
 from protocols.manifest import Manifest
 from protocols.quota import Policy, Window
 from storage import ContentStore
-from tests.services.test_chunk_service import DATA, Peer, pieces
+from tests.services.test_chunk_service import DATA, Peer, chunk_server, pieces
 
 PEER_KEY = coincurve.PrivateKey(b"\x5e" * 32)
 PEER = peer_id_of(PEER_KEY.public_key.format(compressed=True))
@@ -39,7 +38,7 @@ async def serve(
     identity, _ = init_home(settings.home)
     quotas = QuotaService(identity, settings, content.meta, None, clock=time.time)
     await quotas.put_policy(Policy("peers", bytes_per_hour=2 * manifest.chunk_size, max_concurrent_streams=4))
-    return ChunkServer(content, quotas, AdvertCache(), settings.p2p), manifest
+    return chunk_server(content, quotas, settings.p2p), manifest
 
 
 def client(nursery: trio.Nursery, server: ChunkServer) -> ChunkClient:

@@ -15,6 +15,7 @@ from config import P2pConfig, Settings
 from node.errors import RemoteError, StreamClosed
 from node.home import init_home
 from node.services.chunks import ChunkClient, ChunkServer
+from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
 from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
@@ -50,11 +51,17 @@ def quota_service(settings: Settings, content: ContentStore) -> QuotaService:
     return QuotaService(identity, settings, content.meta, None, clock=time.time)
 
 
+def chunk_server(content: ContentStore, quotas: QuotaService, config: P2pConfig) -> ChunkServer:
+    """A chunk server as ``build_services`` makes one, off an overlay."""
+    integrity = IntegrityService(content, None, scrub_bps=0, clock=time.time)
+    return ChunkServer(content, quotas, AdvertCache(), config, on_damaged=integrity.report)
+
+
 @pytest.fixture
 async def server(content: ContentStore, settings: Settings) -> ChunkServer:
     await content.ingest(pieces())
-    return ChunkServer(
-        content, quota_service(settings, content), AdvertCache(), P2pConfig(max_streams_per_peer=2, stream_timeout_s=5)
+    return chunk_server(
+        content, quota_service(settings, content), P2pConfig(max_streams_per_peer=2, stream_timeout_s=5)
     )
 
 
@@ -136,8 +143,8 @@ async def test_a_bad_frame_closes_the_stream(server: ChunkServer) -> None:
 async def test_a_frozen_peer_is_dropped_after_the_timeout(
     content: ContentStore, settings: Settings, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = ChunkServer(
-        content, quota_service(settings, content), AdvertCache(), P2pConfig(max_streams_per_peer=1, stream_timeout_s=30)
+    server = chunk_server(
+        content, quota_service(settings, content), P2pConfig(max_streams_per_peer=1, stream_timeout_s=30)
     )
     left, right = trio.testing.memory_stream_pair()
     with trio.fail_after(60):  # virtual time: the server gives up at 30 s
@@ -171,7 +178,7 @@ async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(
     quotas = quota_service(settings, content)
     await quotas.put_policy(Policy("p", bytes_per_hour=m.chunk_length(0) + m.chunk_length(1), max_concurrent_streams=4))
     await quotas.put_receipt(Receipt("agent-1", "p"))
-    server = ChunkServer(content, quotas, AdvertCache(), P2pConfig(max_streams_per_peer=2, stream_timeout_s=5))
+    server = chunk_server(content, quotas, P2pConfig(max_streams_per_peer=2, stream_timeout_s=5))
     digest = m.content_hash
     async with trio.open_nursery() as nursery:
         client = pair(nursery, server)

@@ -44,7 +44,7 @@ async def test_ingest_names_and_stores_every_chunk(content: ContentStore) -> Non
     assert list(m.chunk_hashes) == expected
     assert m.merkle_root == merkle_root(expected)
     for h in expected:
-        assert content.chunks.verify(h)
+        assert hashlib.sha256(content.chunks.read(h)).digest() == h
     assert list(content.chunks.tmp.iterdir()) == []
     record = await content.get(m.content_hash)
     assert record is not None and record.manifest == m
@@ -101,7 +101,7 @@ async def test_a_concurrent_add_keeps_a_chunk_that_delete_frees(content: Content
         assert await content.delete(a.content_hash) == 0  # pinned: kept on disk
         gate.set()
     b = results[0].manifest
-    assert content.chunks.verify(b.chunk_hashes[0])
+    assert hashlib.sha256(content.chunks.read(b.chunk_hashes[0])).digest() == b.chunk_hashes[0]
     got = b"".join([p async for p in content.read(b, 0, b.size, CHUNK)])
     assert got[:CHUNK] == shared
 
