@@ -98,6 +98,7 @@ class P2pConfig:
     listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
     bootstrap: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
+    handshake_timeout_s: float = 5.0  # an inbound connection that has not finished its handshake by then is dropped
     stream_timeout_s: float = 30.0
     max_streams_per_peer: int = 8
     max_connections: int = 256
@@ -114,6 +115,7 @@ class P2pConfig:
     # (and recorded); other peers too, unless quota.enforcement requires receipts.
     peer_policy: str = ""
     node_policy: str = ""
+    frame_budget_mib: int = 256  # chunk-protocol frames being received, all peers together
 
 
 @dataclass(frozen=True)
@@ -226,11 +228,13 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "streaming.read_size_kb": (4, 16384),
     "uhrp.max_failover_hosts": (1, 1000),
     "p2p.connect_timeout_s": (0.1, 600),
+    "p2p.handshake_timeout_s": (0.1, 600),
     "p2p.stream_timeout_s": (0.1, 3600),
     "p2p.max_streams_per_peer": (1, 1024),
     "p2p.max_connections": (1, 100000),
     "p2p.target_peers": (0, 1000),
     "p2p.upload_limit_mib_s": (0, 1e6),
+    "p2p.frame_budget_mib": (1, 1 << 16),
     "p2p.gossip_heartbeat_s": (1, 120),
     "p2p.advert_ttl_s": (10, 7 * 24 * 3600),
     "p2p.advert_refresh_s": (5, 7 * 24 * 3600),

@@ -39,6 +39,7 @@ __all__ = [
     "InvalidPublicKey",
     "ClientDisconnected",
     "RequestTooLarge",
+    "HeadersTooLarge",
     "ResponseTooLarge",
     "InsufficientStorage",
     "OverlayDisabled",
@@ -57,6 +58,7 @@ __all__ = [
     "ReceiptRequired",
     "ReceiptBound",
     "Busy",
+    "ShuttingDown",
     "PeerUnreachable",
     "StreamClosed",
     "RemoteError",
@@ -145,6 +147,10 @@ class RequestTooLarge(NodeError):
     """A request body over its limit."""
 
 
+class HeadersTooLarge(NodeError):
+    """A request's headers over the HTTP server's limit."""
+
+
 class ResponseTooLarge(NodeError):
     """A response too large to sign whole (BRC-104)."""
 
@@ -168,6 +174,12 @@ class Busy(NodeError):
     """Too much at once from this peer; try again later."""
 
     retry_after_s = 1.0
+
+
+class ShuttingDown(NodeError):
+    """The node is stopping: it takes no new work."""
+
+    retry_after_s = 5.0
 
 
 # -- who may do what ------------------------------------------------------------
@@ -316,6 +328,7 @@ ERRORS: dict[type[Exception], Rule] = {
     RequestTooLarge: Rule(413, "too_large", _BAD),
     HandshakeTooLarge: Rule(413, "too_large", _BAD),
     ResponseTooLarge: Rule(413, "response_too_large", _BAD),
+    HeadersTooLarge: Rule(431, "headers_too_large", _BAD),
     Unsatisfiable: Rule(416, "range_not_satisfiable", _BAD),
     InvalidRequest: Rule(422, "invalid_request", _BAD),
     QuotaDenied: Rule(429, "quota_exceeded", ErrorCode.QUOTA_EXCEEDED),
@@ -323,6 +336,7 @@ ERRORS: dict[type[Exception], Rule] = {
     ChunkDamaged: Rule(503, "content_damaged", _NF),  # a chunk is quarantined until it is fetched again
     Mismatch: Rule(502, "fetch_failed", _NF),
     Busy: Rule(503, "busy", ErrorCode.BUSY),
+    ShuttingDown: Rule(503, "shutting_down", ErrorCode.BUSY),
     InsufficientStorage: Rule(507, "insufficient_storage", _BAD),
     StorageFull: Rule(507, "insufficient_storage", _BAD),
     RecordsFull: Rule(507, "too_many_records", _BAD),

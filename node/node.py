@@ -19,10 +19,12 @@ nothing is wired afterwards. The daemon and the tests both build through it.
    stored chunks, and last the HTTP API;
 6. writes ``HOME/node.json``: the node is ready.
 
-``Node.stop`` first pushes this run's advert withdrawals to the connected
-peers (within ``api.shutdown_grace_s``), then cancels ``run``: the HTTP server
-stops within its grace, unfinished ingests clean up after themselves, the
-last usage is written and the database closed.
+``Node.stop``, within ``api.shutdown_grace_s``: refuses new requests (503
+``shutting_down``), lets those in flight finish (an upload that cannot gets
+its 503 answer just before the end) and pushes this run's advert
+withdrawals to the connected peers; then cancels ``run``: unfinished
+ingests clean up after themselves, the last usage is written and the
+database closed.
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ import socket
 import time
 from collections.abc import Callable
 
-import hypercorn.trio.tcp_server
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from config import Settings
 from node import __version__
 from node.home import clear_node_info, hold_home, write_node_info
 from node.http import NodeContext, create_app
+from node.http.context import Drain
+from node.http.server import hypercorn_config
 from node.identity import Identity, load_identity
 from node.p2p import P2P
 from node.services import Overlay, Services
@@ -53,15 +55,12 @@ from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
 from protocols import ids
 from protocols.advert_cache import AdvertCache
+from protocols.framing import Budget
 from storage import ContentStore, open_content_store
 
 __all__ = ["Node", "build_services", "register"]
 
 log = logging.getLogger("overlay_node")
-
-# hypercorn reads sockets 64 KiB at a time (a module constant, no setting);
-# 1 MiB reads cut a 1 GiB upload from 4.7 s to 3.8 s here (measured).
-hypercorn.trio.tcp_server.MAX_RECV = 1 << 20
 
 
 def build_services(
@@ -76,11 +75,12 @@ def build_services(
         agents = AgentService(settings, content, quotas, None, clock=clock)
         return Services(settings, identity, content, quotas, agents, integrity, None)
     cache = AdvertCache()
+    budget = Budget(settings.p2p.frame_budget_mib << 20)  # chunk frames being received, from every peer
     adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
     on_fetched = adverts.announce if settings.p2p.advertise_cached else None
-    fetcher = Fetcher(settings, p2p, content, cache, on_fetched=on_fetched, clock=clock)
+    fetcher = Fetcher(settings, p2p, content, cache, budget=budget, on_fetched=on_fetched, clock=clock)
     integrity = IntegrityService(content, fetcher, scrub_bps=scrub_bps, clock=clock)
-    chunks = ChunkServer(content, quotas, cache, settings.p2p, on_damaged=integrity.report)
+    chunks = ChunkServer(content, quotas, cache, settings.p2p, budget=budget, on_damaged=integrity.report)
     agents = AgentService(settings, content, quotas, fetcher, clock=clock)
     return Services(
         settings, identity, content, quotas, agents, integrity, Overlay(p2p, cache, adverts, fetcher, chunks)
@@ -118,26 +118,13 @@ def _bind_api(settings: Settings) -> tuple[socket.socket, str]:
     return sock, f"http://{f'[{bound}]' if ':' in bound else bound}:{port}"
 
 
-def _hypercorn_config(settings: Settings, fd: int) -> HypercornConfig:
-    cfg = HypercornConfig()
-    cfg.bind = [f"fd://{fd}"]
-    cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("overlay_node.http")
-    cfg.graceful_timeout = settings.api.shutdown_grace_s
-    # A read from a client may wait this long (slow uploads); idle
-    # keep-alive connections close much sooner.
-    cfg.read_timeout = int(settings.streaming.timeout_seconds)
-    cfg.keep_alive_timeout = 30
-    cfg.keep_alive_max_requests = 1_000_000
-    return cfg
-
-
 class Node:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock  # the wall clock of every service (tests move it)
         self.api_url = ""
         self.services: Services | None = None  # while running
+        self.drain = Drain()
         self._scope: trio.CancelScope | None = None
 
     @property
@@ -149,11 +136,17 @@ class Node:
         return self.services.quotas if self.services else None
 
     async def stop(self) -> None:
-        """Stop gracefully: this run's withdrawals reach the connected peers
-        first (within ``api.shutdown_grace_s``), then ``run`` is cancelled."""
-        if self.overlay is not None:
-            with trio.move_on_after(self.settings.api.shutdown_grace_s):
-                await self.overlay.adverts.push_withdrawals()
+        """Stop gracefully, within ``api.shutdown_grace_s``: new requests are
+        refused (503), those in flight finish (an upload that cannot is
+        answered 503 just before the end), this run's withdrawals reach the
+        connected peers; then ``run`` is cancelled."""
+        grace = self.settings.api.shutdown_grace_s
+        self.drain.begin(grace)
+        with trio.move_on_after(grace):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.drain.idle)
+                if self.overlay is not None:
+                    nursery.start_soon(self.overlay.adverts.push_withdrawals)
         if self._scope is not None:
             self._scope.cancel()
 
@@ -173,7 +166,7 @@ class Node:
                 self.services = services = build_services(settings, identity, content, p2p, clock=self.clock)
                 register(services)
                 await services.quotas.load()
-                app = create_app(NodeContext(services, self.api_url))
+                app = create_app(NodeContext(services, self.api_url, self.drain))
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
                     if services.overlay is not None:
@@ -183,7 +176,7 @@ class Node:
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
                     await nursery.start(services.integrity.run)
-                    await nursery.start(serve, app, _hypercorn_config(settings, api_socket.detach()))
+                    await nursery.start(serve, app, hypercorn_config(settings, api_socket.detach()))
                     info = {
                         "api": self.api_url,
                         "pid": os.getpid(),

@@ -32,6 +32,7 @@ from libp2p.crypto.secp256k1 import Secp256k1PublicKey, create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStoreError
@@ -50,7 +51,7 @@ __all__ = ["P2P", "Stream", "peer_id_of", "identity_of"]
 log = logging.getLogger("overlay_node.p2p")
 _READ_BUFFER = 1 << 20
 _CONNECTION_QUEUE = 256
-_BOOTSTRAP_BACKOFF_S = (1, 2, 5, 10, 30, 60)
+_BOOTSTRAP_BACKOFF_S = (1, 2, 5)  # a bootstrap peer is worth a dial every few seconds
 
 
 class Stream(Protocol):
@@ -128,7 +129,13 @@ class P2P:
         limits = ResourceLimits(max_connections=config.max_connections + 1, max_streams=config.max_connections * 64)
         self._host = new_host(
             key_pair=key_pair,
-            connection_config=ConnectionConfig(max_connections_per_peer=1),
+            # A connection that does not finish its handshake in time is dropped:
+            # a flood of idle ones would otherwise hold the host's slots.
+            connection_config=ConnectionConfig(
+                max_connections_per_peer=1,
+                inbound_upgrade_timeout=config.handshake_timeout_s,
+                outbound_upgrade_timeout=config.handshake_timeout_s,
+            ),
             muxer_preference="YAMUX",
             resource_manager=new_resource_manager(limits=limits),
         )
@@ -230,6 +237,12 @@ class P2P:
         attempt = 0
         while True:
             try:
+                # py-libp2p refuses to dial a peer whose addresses all failed
+                # in the last 60 s; this loop's own backoff decides instead.
+                network = self._host.get_network()
+                if isinstance(network, Swarm):
+                    with contextlib.suppress(ValueError):
+                        network.unblock_peer(info_from_p2p_addr(multiaddr.Multiaddr(addr)).peer_id)
                 peer = await self.connect(addr)
                 attempt = 0
                 while peer in self.connected_peers():  # noqa: ASYNC110 - libp2p offers no per-peer event

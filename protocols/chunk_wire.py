@@ -13,7 +13,9 @@ with increasing ids; the server answers them in order: ``GetManifest`` ->
 ``ManifestReply``, ``GetChunks`` -> one ``ChunkReply`` per index, ``GetHave``
 -> ``HaveReply`` (a bitfield for partial holders). Any request may instead
 get an ``ErrorReply``, which ends that request only.
-Limits: ``MAX_FRAME`` bytes per frame, ``MAX_INDICES`` indices per request.
+Limits: ``MAX_FRAME`` bytes per frame (a reply), ``MAX_REQUEST_FRAME`` per
+request (a server reads no more from a client), ``MAX_INDICES`` indices per
+request.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from protocols.manifest import MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_MANIFEST_BYTES
 
 __all__ = [
     "MAX_FRAME",
+    "MAX_REQUEST_FRAME",
     "MAX_INDICES",
     "ErrorCode",
     "GetManifest",
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 MAX_FRAME = max(MAX_MANIFEST_BYTES, MAX_CHUNK_SIZE) + 4096
+MAX_REQUEST_FRAME = 64 << 10  # a request names a hash, up to MAX_INDICES indices and a receipt: a few KiB
 MAX_INDICES = 1024
 
 

@@ -9,7 +9,11 @@ receiver feeds whatever arrived to ``FrameDecoder.feed`` and gets the whole
 bodies back, in order, however the bytes were split; ``finish`` at end of
 stream says whether the stream ended cleanly between frames.
 Limits: ``max_frame`` bytes per body, chosen by each protocol; a header
-announcing more raises ``FrameTooLarge`` at once.
+announcing more raises ``FrameTooLarge`` at once. Frames being received
+across all streams share a ``Budget``: a frame's announced length is taken
+from it at its header and given back once the frame is whole (or the stream
+ends), and a frame that does not fit raises ``OverBudget``, so the memory
+held by half-received frames is bounded for the whole node.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ import struct
 
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["HEADER_BYTES", "FrameError", "FrameTooLarge", "TruncatedFrame", "frame", "FrameDecoder"]
+__all__ = [
+    "HEADER_BYTES",
+    "FrameError",
+    "FrameTooLarge",
+    "TruncatedFrame",
+    "OverBudget",
+    "Budget",
+    "frame",
+    "FrameDecoder",
+]
 
 _HEADER = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size
@@ -36,6 +49,27 @@ class TruncatedFrame(FrameError):
     """The stream ended inside a frame."""
 
 
+class OverBudget(FrameError):
+    """Frames being received already hold the whole budget; this one is refused."""
+
+
+class Budget:
+    """Bytes that half-received frames may hold, across every stream."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 def frame(body: bytes, max_frame: int) -> bytes:
     """``body`` with its length prefix; a body over ``max_frame`` is our bug."""
     if len(body) > max_frame:
@@ -46,9 +80,11 @@ def frame(body: bytes, max_frame: int) -> bytes:
 class FrameDecoder:
     """Feed received bytes, get whole frame bodies."""
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, budget: Budget | None = None) -> None:
         self.max_frame = max_frame
+        self.budget = budget
         self._buf = bytearray()
+        self._reserved = 0  # of the budget, for the frame being received
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
@@ -58,10 +94,23 @@ class FrameDecoder:
             if n > self.max_frame:
                 raise FrameTooLarge(f"frame of {n} bytes exceeds {self.max_frame}")
             if len(self._buf) < HEADER_BYTES + n:
+                if self.budget is not None and not self._reserved:
+                    if not self.budget.take(n):
+                        raise OverBudget(
+                            f"no room for a {n}-byte frame now: {self.budget.used} of {self.budget.total} bytes in use"
+                        )
+                    self._reserved = n
                 break
             out.append(bytes(self._buf[HEADER_BYTES : HEADER_BYTES + n]))
             del self._buf[: HEADER_BYTES + n]
+            self.release()
         return out
+
+    def release(self) -> None:
+        """Give back what the frame being received took from the budget."""
+        if self.budget is not None and self._reserved:
+            self.budget.give(self._reserved)
+        self._reserved = 0
 
     @property
     def pending(self) -> int:
@@ -70,5 +119,6 @@ class FrameDecoder:
 
     def finish(self) -> None:
         """The stream ended: raise ``TruncatedFrame`` unless it ended between frames."""
+        self.release()
         if self._buf:
             raise TruncatedFrame(f"the stream ended {len(self._buf)} bytes into a frame")

@@ -9,17 +9,18 @@ unknown paths and methods included.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
 
 from node import __version__
-from node.errors import RequestTooLarge
+from node.errors import RequestTooLarge, ShuttingDown
 from node.http.agents import agent_router
 from node.http.auth import AuthMiddleware
 from node.http.content import content_router
-from node.http.context import DATA_PREFIX, NodeContext
+from node.http.context import DATA_PREFIX, Drain, NodeContext
 from node.http.data import DataPlane, Receive
 from node.http.errors import Send, documented, install_handlers, send_error
 from node.http.overlay import overlay_router
@@ -28,6 +29,7 @@ from protocols.brc104 import AuthError
 
 __all__ = ["create_app", "MAX_JSON_BODY"]
 
+log = logging.getLogger("overlay_node.http")
 MAX_JSON_BODY = 1 << 20  # every body but an upload's is a small JSON document
 
 
@@ -46,17 +48,24 @@ def _bounded(receive: Receive, limit: int) -> Receive:
     return bounded
 
 
-def _closing_unread(app: Any) -> Any:
-    """Close the connection after a response that left the request's body
-    unread (an upload refused early): the client would otherwise go on
-    sending it, and a next request on the same connection would wait behind it."""
+def _edge(app: Any, drain: Drain) -> Any:
+    """What every request passes first: refused while the node stops; counted
+    while in flight (the stop waits for them); a bug before the response
+    started answers 500 ``internal_error`` in the one JSON shape; and a
+    response that leaves the request's body unread closes the connection (the
+    client would otherwise go on sending an upload refused early, and a next
+    request on that connection would wait behind it)."""
 
-    async def wrapped(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
-        if headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers:
+    async def edge(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        read_all = False
+        if drain.stopping:
+            await send_error(send, ShuttingDown("the node is stopping; try again when it is back"))
+            return
+        headers = dict(scope["headers"])
+        read_all = headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
+        started = False
 
         async def tracked() -> MutableMapping[str, Any]:
             nonlocal read_all
@@ -64,14 +73,24 @@ def _closing_unread(app: Any) -> Any:
             read_all = read_all or (message["type"] == "http.request" and not message.get("more_body", False))
             return message
 
-        async def closing(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start" and not read_all:
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        async def answer(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not read_all:
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
-        await app(scope, tracked, closing)
+        with drain.request():
+            try:
+                await app(scope, tracked, answer)
+            except Exception as exc:
+                if started:
+                    raise  # the response is under way: only cutting it short is left
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                await send_error(answer, exc)
 
-    return wrapped
+    return edge
 
 
 def create_app(ctx: NodeContext) -> Any:
@@ -103,10 +122,7 @@ def create_app(ctx: NodeContext) -> Any:
             receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses
         await app(scope, receive, send)
 
-    outer = _closing_unread(
-        asgi
-        if ctx.settings.quota.enforcement == "off"
-        else AuthMiddleware(asgi, ctx.identity, ctx.settings.quota.enforcement)
-    )
+    mode = ctx.settings.quota.enforcement
+    outer = _edge(asgi if mode == "off" else AuthMiddleware(asgi, ctx.identity, mode), ctx.drain)
     outer.fastapi = app  # for tests of FastAPI's own routing, without the fast path
     return outer

@@ -20,6 +20,7 @@ from node.errors import (
     QuotaDenied,
     ReceiptMismatch,
     SessionNotYours,
+    ShuttingDown,
     Unauthenticated,
     UnknownSession,
     WrongContent,
@@ -84,7 +85,9 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         ),
         responses={
             200: {"model": AddedContent, "description": "already held"},
-            **documented(InvalidContentType, Unauthenticated, OperatorOnly, TooLarge, InsufficientStorage),
+            **documented(
+                InvalidContentType, Unauthenticated, OperatorOnly, TooLarge, ShuttingDown, InsufficientStorage
+            ),
         },
         openapi_extra={
             "requestBody": {
@@ -113,10 +116,13 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             room = ctx.content.chunks.room()
             if int(declared) > room:
                 raise InsufficientStorage(f"{declared} bytes do not fit: {max(room, 0)} bytes free above the reserve")
-        try:
-            result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
-        except ClientDisconnect:
-            raise ClientDisconnected("the request body ended early") from None
+        with ctx.drain.answered_in_time() as in_time:
+            try:
+                result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
+            except ClientDisconnect:
+                raise ClientDisconnected("the request body ended early") from None
+        if in_time.cancelled_caught:  # nothing of it was kept
+            raise ShuttingDown("the node stopped before the upload finished; send it again when it is back")
         record = await ctx.content.get(result.manifest.content_hash)
         assert record is not None
         if ctx.overlay is not None and (pin or settings.p2p.advertise_cached):

@@ -13,11 +13,15 @@ bound to it (or bearer receipts), opens sessions, and sees what is its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 from config import Settings
 from node.errors import NotYourReceipt, OperatorOnly, OverlayDisabled, Unauthenticated
@@ -28,17 +32,68 @@ from node.services.fetch import Fetcher
 from node.services.quotas import QuotaService
 from storage import ContentStore
 
-__all__ = ["NodeContext", "DATA_PREFIX", "IDENTITY", "RESPONSE_LIMIT"]
+__all__ = ["NodeContext", "Drain", "DATA_PREFIX", "IDENTITY", "RESPONSE_LIMIT"]
 
 DATA_PREFIX = "/v1/streaming/data/"
 IDENTITY = "overlay.identity"  # the scope key node.http.auth sets to the caller's identity key (hex)
 RESPONSE_LIMIT = "overlay.response_limit"  # set by node.http.auth: the largest response it can sign
 
 
+_ANSWER_MARGIN_S = 0.5  # work cut at the deadline still gets its answer out before the node stops
+
+
+class Drain:
+    """The node stopping: new requests are refused (503 ``shutting_down``) and
+    those in flight get until the deadline (``api.shutdown_grace_s``)."""
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        self.active = 0
+        self._idle = trio.Event()
+        self._scopes: set[trio.CancelScope] = set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline < math.inf
+
+    def begin(self, grace_s: float) -> None:
+        self.deadline = trio.current_time() + grace_s
+        for scope in self._scopes:
+            scope.deadline = min(scope.deadline, self.deadline - _ANSWER_MARGIN_S)
+        if not self.active:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Returns once no request is in flight (after ``begin``)."""
+        await self._idle.wait()
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if self.stopping and not self.active:
+                self._idle.set()
+
+    @contextlib.contextmanager
+    def answered_in_time(self) -> Iterator[trio.CancelScope]:
+        """A scope for long work (an upload) that ends in time for its request
+        to be answered before the node stops."""
+        with trio.CancelScope(deadline=self.deadline - _ANSWER_MARGIN_S) as scope:
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+
 @dataclass(frozen=True)
 class NodeContext:
     services: Services
     api_url: str  # where the API listens, e.g. http://127.0.0.1:8700
+    drain: Drain = field(default_factory=Drain)
     started_at: float = field(default_factory=time.monotonic)
 
     @property

@@ -33,6 +33,7 @@ from node.services.streams import FrameReader
 from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import (
     MAX_FRAME,
+    MAX_REQUEST_FRAME,
     ChunkReply,
     ErrorReply,
     GetChunks,
@@ -46,7 +47,7 @@ from protocols.chunk_wire import (
     encode,
 )
 from protocols.errors import ProtocolError, RemoteProtocolError
-from protocols.framing import FrameDecoder
+from protocols.framing import Budget, FrameDecoder, OverBudget
 from protocols.manifest import Manifest
 from protocols.quota_book import Served
 from protocols.token_bucket import TokenBucket
@@ -66,9 +67,12 @@ class ChunkServer:
         cache: AdvertCache,
         config: P2pConfig,
         *,
+        budget: Budget,
         on_damaged: Callable[[Manifest, bytes], None],
     ) -> None:
-        """``on_damaged(manifest, chunk)``: a chunk asked for is damaged here (to repair it)."""
+        """``budget``: the node's bytes for half-received frames; ``on_damaged(manifest,
+        chunk)``: a chunk asked for is damaged here (to repair it)."""
+        self.budget = budget
         self.content = content
         self.quotas = quotas
         self.on_damaged = on_damaged
@@ -94,6 +98,9 @@ class ChunkServer:
             self._streams[peer] += 1
             try:
                 await self._serve(stream)
+            except OverBudget as exc:  # the node is busy with other peers' requests
+                with trio.move_on_after(self.timeout_s):
+                    await stream.send_all(self._error(0, Busy(str(exc))))
             except RemoteProtocolError as exc:
                 log.info("peer %s sent a bad frame: %s", peer, exc)
             except trio.TooSlowError:
@@ -106,15 +113,18 @@ class ChunkServer:
             await stream.aclose()
 
     async def _serve(self, stream: Stream) -> None:
-        frames = FrameReader(stream, max_frame=MAX_FRAME, timeout_s=self.timeout_s)
-        while (body := await frames.next()) is not None:
-            msg = decode(body)
-            try:
-                await self._answer(stream, msg)
-            except StreamClosed:
-                raise  # the peer is gone: nothing to answer
-            except (NodeError, ProtocolError, StorageError) as exc:  # ends this request only
-                await self._send(stream, self._error(msg.request_id, exc))
+        frames = FrameReader(stream, max_frame=MAX_REQUEST_FRAME, timeout_s=self.timeout_s, budget=self.budget)
+        try:
+            while (body := await frames.next()) is not None:
+                msg = decode(body)
+                try:
+                    await self._answer(stream, msg)
+                except StreamClosed:
+                    raise  # the peer is gone: nothing to answer
+                except (NodeError, ProtocolError, StorageError) as exc:  # ends this request only
+                    await self._send(stream, self._error(msg.request_id, exc))
+        finally:
+            frames.close()
 
     @staticmethod
     def _error(request_id: int, exc: Exception) -> bytes:
@@ -210,10 +220,10 @@ class ChunkServer:
 class ChunkClient:
     """Requests on one stream; replies arrive in request order."""
 
-    def __init__(self, stream: Stream, *, timeout_s: float) -> None:
+    def __init__(self, stream: Stream, *, timeout_s: float, budget: Budget | None = None) -> None:
         self.stream = stream
         self.timeout_s = timeout_s
-        self._decoder = FrameDecoder(MAX_FRAME)
+        self._decoder = FrameDecoder(MAX_FRAME, budget)
         self._pending: list[Message] = []
         self._next_id = 1
         self.first_byte_at = 0.0  # when the first byte of the last reply arrived
@@ -239,6 +249,10 @@ class ChunkClient:
         if self._pending or self._decoder.pending:
             self.first_byte_at = trio.current_time()  # the next reply has started already
         return reply
+
+    async def aclose(self) -> None:
+        self._decoder.release()
+        await self.stream.aclose()
 
     def _id(self) -> int:
         self._next_id += 1

@@ -32,6 +32,7 @@ from protocols import ids
 from protocols.advert import OverlayAdvert
 from protocols.advert_cache import AdvertCache
 from protocols.errors import InvalidManifest, RemoteProtocolError
+from protocols.framing import Budget
 from protocols.manifest import Manifest
 from protocols.peer_stats import PeerStats, rank_key
 from protocols.scheduler import Scheduler
@@ -138,13 +139,16 @@ class Fetcher:
         content: ContentStore,
         cache: AdvertCache,
         *,
+        budget: Budget,
         on_fetched: Callable[[Manifest], None] | None = None,
         clock: Callable[[], float],
     ) -> None:
+        """``budget``: the node's bytes for half-received frames (replies included)."""
         self.settings = settings
         self.p2p = p2p
         self.content = content
         self.cache = cache
+        self.budget = budget
         self.on_fetched = on_fetched
         self.clock = clock
         self.failures: Counter[bytes] = Counter()  # by host identity key
@@ -264,7 +268,7 @@ class Fetcher:
                         continue  # chunked otherwise: its chunks are not ours
                     data = await client.chunk_reply(await client.request_chunk(manifest.content_hash, index), index)
                 finally:
-                    await client.stream.aclose()
+                    await client.aclose()
             except _PEER_ERRORS as exc:
                 self._blame(host, exc)
                 continue
@@ -296,7 +300,7 @@ class Fetcher:
 
     async def _client(self, host: OverlayAdvert) -> ChunkClient:
         stream = await self.p2p.open_stream(peer_id_of(host.advert.identity_key), ids.CHUNK, host.addrs)
-        return ChunkClient(stream, timeout_s=self.settings.p2p.stream_timeout_s)
+        return ChunkClient(stream, timeout_s=self.settings.p2p.stream_timeout_s, budget=self.budget)
 
     def _blame(self, host: OverlayAdvert, why: object) -> None:
         self.failures[host.advert.identity_key] += 1
@@ -334,7 +338,7 @@ class Fetcher:
                 try:
                     candidate = Manifest.decode(await client.manifest(content_hash))
                 finally:
-                    await client.stream.aclose()
+                    await client.aclose()
                 if candidate.content_hash != content_hash:
                     raise InvalidManifest("manifest names other content")
                 if candidate.manifest_hash not in rejected:
@@ -507,7 +511,7 @@ class Fetcher:
                 # A host chunks by its own manifest; one with another chunking
                 # (or a lying manifest) cannot serve this download's chunks.
                 if hashlib.sha256(await client.manifest(manifest.content_hash)).digest() != manifest.manifest_hash:
-                    await client.stream.aclose()
+                    await client.aclose()
                     await events.send(_Event(peer, -1, None, blame=False, why="serves another manifest"))
                     return
             except _PEER_ERRORS as exc:
@@ -555,4 +559,4 @@ class Fetcher:
                         previous = now
             finally:
                 with trio.CancelScope(shield=True):
-                    await client.stream.aclose()
+                    await client.aclose()

@@ -11,7 +11,7 @@ from collections import deque
 import trio
 
 from node.p2p import Stream
-from protocols.framing import FrameDecoder, frame
+from protocols.framing import Budget, FrameDecoder, frame
 
 __all__ = ["send_frame", "FrameReader"]
 
@@ -24,13 +24,17 @@ async def send_frame(stream: Stream, body: bytes, *, max_frame: int, timeout_s: 
 
 
 class FrameReader:
-    """Frame bodies from a stream, one at a time."""
+    """Frame bodies from a stream, one at a time; with a ``budget``, ``close``
+    gives back what a half-received frame holds of it."""
 
-    def __init__(self, stream: Stream, *, max_frame: int, timeout_s: float) -> None:
+    def __init__(self, stream: Stream, *, max_frame: int, timeout_s: float, budget: Budget | None = None) -> None:
         self.stream = stream
         self.timeout_s = timeout_s
-        self._decoder = FrameDecoder(max_frame)
+        self._decoder = FrameDecoder(max_frame, budget)
         self._ready: deque[bytes] = deque()
+
+    def close(self) -> None:
+        self._decoder.release()
 
     async def next(self) -> bytes | None:
         """The next body; None at a clean end of stream.

@@ -19,6 +19,7 @@ from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
 from protocols.advert_cache import AdvertCache
 from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
+from protocols.framing import Budget
 from protocols.manifest import Manifest
 from protocols.quota import Window
 from storage import ContentStore
@@ -54,7 +55,7 @@ def quota_service(settings: Settings, content: ContentStore) -> QuotaService:
 def chunk_server(content: ContentStore, quotas: QuotaService, config: P2pConfig) -> ChunkServer:
     """A chunk server as ``build_services`` makes one, off an overlay."""
     integrity = IntegrityService(content, None, scrub_bps=0, clock=time.time)
-    return ChunkServer(content, quotas, AdvertCache(), config, on_damaged=integrity.report)
+    return ChunkServer(content, quotas, AdvertCache(), config, budget=Budget(64 << 20), on_damaged=integrity.report)
 
 
 @pytest.fixture
