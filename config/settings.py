@@ -144,6 +144,10 @@ class QuotaConfig:
     # none bound to its identity) is charged to its identity under this policy;
     # "" = such reads are refused (403 receipt_required).
     default_policy: str = ""
+    # Default (non-strict) mode: once a node's view of a receipt's usage passes
+    # this share of a limit, it admits only out of leases from the receipt's
+    # owner, as strict mode does throughout. 1.0 = never.
+    lease_above: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "usage_sync.stale_after_s": (1, 86400),
     "quota.window_cleanup_hours": (1, 100000),
     "quota.metrics_retention_days": (1, 100000),
+    "quota.lease_above": (0.0, 1.0),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
     "agent.bandwidth_mbps": (0, 1e6),
 }

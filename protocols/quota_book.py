@@ -12,6 +12,10 @@ as they are sent, so a stream cut short is charged for what left.
 Strict mode: a node admits bytes only out of a lease granted by the
 receipt's owner; the owner grants from ``limit - sum(max(granted, counted))``
 over every node, so the sum of all entries never exceeds the limit.
+Default mode: a node admits on its own view until that view reaches
+``lease_above`` of a limit, and out of leases beyond it, so the nodes that
+have not heard each other yet can overshoot by at most
+``(nodes - 1) x (lease_above x limit + one request)``.
 Non-goals: I/O and clocks (``now`` is Unix seconds, passed in).
 """
 
@@ -102,11 +106,14 @@ class _Local:
 
 
 class QuotaBook:
-    def __init__(self, node: bytes, *, strict: bool = False, burst_enabled: bool = True) -> None:
+    def __init__(
+        self, node: bytes, *, strict: bool = False, burst_enabled: bool = True, lease_above: float = 1.0
+    ) -> None:
         self.node = node
         self.me = node.hex()
         self.strict = strict
         self.burst_enabled = burst_enabled
+        self.lease_above = lease_above  # default mode: the share of a limit a node's own view may admit from
         self.policies: dict[str, PolicyRecord] = {}
         self.receipts: dict[str, ReceiptRecord] = {}
         self.counters: dict[str, dict[tuple[Window, int], GCounter]] = {}
@@ -203,9 +210,12 @@ class QuotaBook:
     ) -> tuple[Decision, Ticket | None]:
         """Decide a request for ``nbytes``; when allowed, reserve them and count the request.
 
-        In strict mode the bytes must also fit this node's lease (reason
-        ``LEASE_NEEDED`` otherwise); ``use_lease=False`` admits on the counts
-        alone (the owner is unreachable and the node is set to fail open)."""
+        In strict mode, and in default mode near a limit (``lease_above``),
+        the bytes must also fit this node's lease (reason ``LEASE_NEEDED``
+        otherwise); ``use_lease=False`` admits on the counts alone (the owner
+        is unreachable and the node is set to fail open). A request admitted
+        on the burst allowance needs no lease: bursting past the hourly limit
+        is what the allowance is for."""
         policy = self.policy_for(receipt_id)
         local = self._local(receipt_id)
         hour_start = int(now // 3600) * 3600
@@ -216,7 +226,10 @@ class QuotaBook:
         if not decision.allow:
             return decision, None
         ticket = Ticket(receipt_id, nbytes, hour_start, now)
-        if self.strict and use_lease:
+        if use_lease and (
+            self.strict
+            or (not decision.burst and self._near_limit(receipt_id, policy, local, hour_start, nbytes, agent))
+        ):
             lease = self.leases.get((receipt_id, hour_start), _ZERO)
             if lease.bytes < nbytes or lease.requests < 1:
                 return Decision(False, LEASE_NEEDED, {}), None
@@ -252,6 +265,20 @@ class QuotaBook:
                 if used[0] + need_b > limit_b or used[1] + need_r > limit_r:
                     return False
         return True
+
+    def _near_limit(self, rid: str, policy: Policy, local: _Local, hour_start: int, nbytes: int, agent: bool) -> bool:
+        """Default mode: would this request take the node's view past ``lease_above`` of a limit?"""
+        if self.lease_above >= 1.0:
+            return False
+        windows = self.counters.get(rid, {})
+        for key, limit_b, limit_r in self._plan(rid, policy, agent, hour_start):
+            c = windows.get(key)
+            used_b, used_r = c.total if c is not None else (0, 0)
+            if limit_b != UNLIMITED and used_b + local.pending + nbytes > self.lease_above * limit_b:
+                return True
+            if limit_r != UNLIMITED and used_r + local.pending_requests + 1 > self.lease_above * limit_r:
+                return True
+        return False
 
     def _plan(
         self, rid: str, policy: Policy, agent: bool, hour_start: int
@@ -389,8 +416,11 @@ class QuotaBook:
 
     # -- strict mode: leases granted by a receipt's owner ---------------------
 
-    def grant(self, requester: bytes, receipt_id: str, now: float, want: Usage) -> tuple[Usage, str, float]:
-        """Owner side: a lease ``requester`` may admit from in the current hour.
+    def grant(
+        self, requester: bytes, receipt_id: str, now: float, want: Usage, agent: bool = False
+    ) -> tuple[Usage, str, float]:
+        """Owner side: a lease ``requester`` may admit from in the current hour,
+        within the policy's agent limits when the lease is for an agent's read.
 
         Returns (allowance, reason, retry-after): a zero allowance when ``want``
         does not fit in what remains, with the window that is full."""
@@ -405,7 +435,7 @@ class QuotaBook:
             for node in set(granted) | set(counted):
                 g, c = granted.get(node, Usage()), counted.get(node, Usage())
                 committed = committed + Usage(max(g.bytes, c.bytes), max(g.requests, c.requests))
-            limit = policy.limits(kind, agent=False)
+            limit = policy.limits(kind, agent)
             room[kind] = Usage(limit.bytes - committed.bytes, limit.requests - committed.requests)
             if want.requests > room[kind].requests:
                 return Usage(), f"requests_per_{kind.value}", window_bounds(kind, now)[1] - now

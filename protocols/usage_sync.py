@@ -346,14 +346,18 @@ def decode_message(data: bytes) -> Message:
     return message
 
 
-def encode_lease_request(receipt_id: str, want_bytes: int, want_requests: int) -> bytes:
-    return _pack([receipt_id, want_bytes, want_requests])
+def encode_lease_request(receipt_id: str, want_bytes: int, want_requests: int, agent: bool) -> bytes:
+    return _pack([receipt_id, want_bytes, want_requests, agent])
 
 
-def decode_lease_request(data: bytes) -> tuple[str, int, int]:
-    obj = unpack(data, InvalidUsageMessage, max_bin=0, max_str=128, max_array=3)
-    _check(isinstance(obj, list) and len(obj) == 3, "lease request must have 3 elements")
-    return _receipt_id(obj[0]), _int(obj[1], "bytes"), _int(obj[2], "requests")
+def decode_lease_request(data: bytes) -> tuple[str, int, int, bool]:
+    """``[receipt, bytes, requests, agent]``; ``agent`` (the read is an agent
+    session's, so the policy's agent limits apply) may be absent: False."""
+    obj = unpack(data, InvalidUsageMessage, max_bin=0, max_str=128, max_array=4)
+    _check(isinstance(obj, list) and len(obj) in (3, 4), "lease request must have 3 or 4 elements")
+    agent = obj[3] if len(obj) == 4 else False
+    _check(type(agent) is bool, "agent must be a boolean")
+    return _receipt_id(obj[0]), _int(obj[1], "bytes"), _int(obj[2], "requests"), agent
 
 
 def encode_lease_reply(grant_bytes: int, grant_requests: int, reason: str, retry_after_s: float) -> bytes:

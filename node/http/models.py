@@ -86,6 +86,9 @@ class OverlayInfo(BaseModel):
     advertsCached: int
     advertCounters: dict[str, int] = Field(description="adverts accepted and dropped, by reason")
     bytesServedToPeers: int
+    usageGossipLagMs: dict[str, float | None] = Field(
+        description="publish-to-merge lag of the latest usage messages from other nodes: p50, p99, max (null before any)"
+    )
 
 
 class NodeInfo(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterable
 
 from fastapi import APIRouter
 
@@ -42,6 +43,17 @@ def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]
             totalRequests=f.successes + f.failures, successfulRequests=f.successes, failedRequests=f.failures
         ),
     )
+
+
+def _percentiles_ms(samples: Iterable[float]) -> dict[str, float | None]:
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None}
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 def overlay_router(ctx: NodeContext) -> APIRouter:
@@ -122,6 +134,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 advertsCached=len(o.cache),
                 advertCounters=dict(o.cache.counters + o.adverts.counters),
                 bytesServedToPeers=o.chunks.served_bytes,
+                usageGossipLagMs=_percentiles_ms(ctx.quotas.lags),
             )
         return NodeInfo(
             overlay=overlay,

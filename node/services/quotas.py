@@ -27,7 +27,7 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 import trio
@@ -89,6 +89,7 @@ _SYNC_DELAY_S = 0.5
 _OWNER_RETRY_S = 5.0
 _MAX_STREAMING_CONFIG = 8192
 _AUTO_RECEIPTS_PER_S = 10.0
+_LAGS_KEPT = 4096
 
 
 def _receipt_row(record: ReceiptRecord, encoded: bytes) -> ReceiptRow:
@@ -125,8 +126,9 @@ class QuotaService:
         self.meta = meta
         self.p2p = p2p
         self.clock = clock
+        q = settings.quota
         self.book = QuotaBook(
-            identity.public_key, strict=settings.quota.strict, burst_enabled=settings.quota.burst_enabled
+            identity.public_key, strict=q.strict, burst_enabled=q.burst_enabled, lease_above=q.lease_above
         )
         self.ledger = Ledger()
         self.records: dict[tuple[int, str], bytes] = {}  # (kind, name) -> signed record, for peers
@@ -135,7 +137,8 @@ class QuotaService:
         self._seq = 0
         self._heard: dict[bytes, tuple[int, int]] = {}  # origin -> (epoch, last seq)
         self.last_heard = self.clock()
-        self.max_lag_s = 0.0  # longest gossip lag seen (publish to merge), for the overshoot bound
+        self.lags: deque[float] = deque(maxlen=_LAGS_KEPT)  # publish-to-merge lags of the latest gossip
+        self._owner_down: dict[bytes, float] = {}  # receipt owner -> until when not to ask it again
         self._heard_any = False
         self._outbox, self._outbox_recv = trio.open_memory_channel[bytes](_OUTBOX)
         self._urgent = trio.Event()
@@ -306,7 +309,7 @@ class QuotaService:
             async with self._lease_locks[receipt_id]:
                 decision, ticket = self.book.admit(receipt_id, now=self.clock(), **ask)  # type: ignore[arg-type]
                 if ticket is None and decision.reason == LEASE_NEEDED:
-                    if await self._lease(receipt_id, nbytes):
+                    if await self._lease(receipt_id, nbytes, agent):
                         decision, ticket = self.book.admit(receipt_id, now=self.clock(), **ask)  # type: ignore[arg-type]
                     else:  # owner unreachable and on_partition = allow
                         self.counters["lease_fallbacks"] += 1
@@ -367,29 +370,34 @@ class QuotaService:
 
     # -- strict mode ----------------------------------------------------------------
 
-    async def _lease(self, receipt_id: str, nbytes: int) -> bool:
+    async def _lease(self, receipt_id: str, nbytes: int, agent: bool) -> bool:
         """Get a lease from the receipt's owner; False if it cannot be asked (and we fail open)."""
         now = self.clock()
         want = self.book.lease_wanted(receipt_id, now, nbytes)
         owner = self.book.owner(receipt_id)
         if owner == self.identity.public_key:
-            give, reason, retry = await self._grant(owner, receipt_id, want)
+            give, reason, retry = await self._grant(owner, receipt_id, want, agent)
         else:
             try:
-                give, reason, retry = await self._ask_owner(owner, receipt_id, want)
+                if self._owner_down.get(owner, 0.0) > now:  # not every request waits for a dead owner
+                    raise PeerUnreachable("failed to answer a moment ago")
+                give, reason, retry = await self._ask_owner(owner, receipt_id, want, agent)
             except (PeerUnreachable, StreamClosed, trio.TooSlowError, InvalidUsageMessage, FrameError) as exc:
                 log.info("lease for %s from its owner failed: %s", receipt_id, exc)
+                if self._owner_down.get(owner, 0.0) <= now:
+                    self._owner_down[owner] = now + _OWNER_RETRY_S
                 if self.settings.quota.on_partition == "deny":
                     raise QuotaDenied("quota_owner_unreachable", _OWNER_RETRY_S) from None
                 return False
+            self._owner_down.pop(owner, None)
         if give.bytes < want.bytes or give.requests < want.requests:
             raise QuotaDenied(reason, retry, self.book.usage(receipt_id, now))
         self.book.add_lease(receipt_id, now, give)
         return True
 
-    async def _grant(self, requester: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
+    async def _grant(self, requester: bytes, receipt_id: str, want: Usage, agent: bool) -> tuple[Usage, str, float]:
         now = self.clock()
-        give, reason, retry = self.book.grant(requester, receipt_id, now, want)
+        give, reason, retry = self.book.grant(requester, receipt_id, now, want, agent)
         if give.bytes or give.requests:
             # Written before the answer leaves: a restarted owner must not grant it again.
             windows = {(receipt_id, kind, start) for kind, start in current_windows(now).items()}
@@ -400,12 +408,12 @@ class QuotaService:
                 return Usage(), "owner_storage_full", _OWNER_RETRY_S
         return give, reason, retry
 
-    async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage) -> tuple[Usage, str, float]:
+    async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage, agent: bool) -> tuple[Usage, str, float]:
         if self.p2p is None:
             raise PeerUnreachable("not on an overlay")
         stream = await self.p2p.open_stream(peer_id_of(owner), ids.QUOTA_LEASE)
         try:
-            request = encode_lease_request(receipt_id, want.bytes, want.requests)
+            request = encode_lease_request(receipt_id, want.bytes, want.requests, agent)
             await send_frame(stream, request, max_frame=_LEASE_FRAME, timeout_s=self._timeout_s)
             reply = await self._one_frame(stream)
         finally:
@@ -422,7 +430,7 @@ class QuotaService:
     async def serve_lease(self, stream: Stream) -> None:
         """``ids.QUOTA_LEASE``: a peer asks this node, a receipt's owner, for a lease."""
         try:
-            receipt_id, b, r = decode_lease_request(await self._one_frame(stream))
+            receipt_id, b, r, agent = decode_lease_request(await self._one_frame(stream))
             requester = identity_of(stream.remote_peer)
             if requester is None:
                 reply = encode_lease_reply(0, 0, "unknown_requester", 0.0)
@@ -430,7 +438,7 @@ class QuotaService:
                 reply = encode_lease_reply(0, 0, "not_owner", 0.0)
             else:
                 try:
-                    give, reason, retry = await self._grant(requester, receipt_id, Usage(b, r))
+                    give, reason, retry = await self._grant(requester, receipt_id, Usage(b, r), agent)
                     reply = encode_lease_reply(give.bytes, give.requests, reason, retry)
                 except UnknownReceipt:
                     reply = encode_lease_reply(0, 0, "unknown_receipt", 0.0)
@@ -481,16 +489,16 @@ class QuotaService:
         allowed = self.settings.quota.policy_issuers
         return not allowed or issuer.hex() in allowed or issuer == self.identity.public_key
 
-    def _apply(self, message: Message, encoded: bytes, *, store: bool = True) -> bool:
-        """Take a verified message; True if it changed anything."""
+    def _apply(self, message: Message, encoded: bytes, *, store: bool = True, live: bool = False) -> bool:
+        """Take a verified message (``live``: just gossiped, not pulled); True if it changed anything."""
         if isinstance(message, UsageUpdate):
             if message.origin == self.identity.public_key and message.epoch == self.epoch:
                 return False  # our own, echoed back
             self._note_sequence(message)
             if message.origin != self.identity.public_key:
                 self.last_heard, self._heard_any = self.clock(), True
-                if message.sent_at_ms:  # on the origin's clock: skew shows up here too
-                    self.max_lag_s = max(self.max_lag_s, self.last_heard - message.sent_at_ms / 1000)
+                if live and message.sent_at_ms:  # on the origin's clock: skew shows up here too
+                    self.lags.append(self.last_heard - message.sent_at_ms / 1000)
             self.ledger.offer(message, encoded)
             raised = self.book.merge(message)
             if message.origin == self.identity.public_key:
@@ -526,11 +534,11 @@ class QuotaService:
         if (update.epoch, update.seq) > (epoch, seq):
             self._heard[update.origin] = (update.epoch, update.seq)
 
-    def _take(self, data: bytes) -> None:
+    def _take(self, data: bytes, *, live: bool = False) -> None:
         message = self._decode(data)
         if message is not None:
             self.counters["received"] += 1
-            self._apply(message, data)  # checks the issuer of records
+            self._apply(message, data, live=live)  # checks the issuer of records
 
     # -- services -----------------------------------------------------------------
 
@@ -548,7 +556,7 @@ class QuotaService:
 
     async def _receive_loop(self, p2p: P2P, topic: str) -> None:
         async for data in p2p.subscribe(topic):
-            self._take(data)
+            self._take(data, live=True)
 
     async def _publish_loop(self, p2p: P2P, topic: str) -> None:
         async for data in self._outbox_recv:

@@ -49,6 +49,7 @@ class Scenario:
     flush_s: float = 1.0
     skew_s: float = 0.0  # the last node's clock runs ahead by this much
     strict: bool = False
+    lease_above: float = 0.15  # default mode: leases beyond this share of the limit (the node's default)
     on_partition: str = "allow"
     stale_after_s: float = 5.0
     start_offset_s: float = 600.0  # seconds into an hour when the run starts (true time)
@@ -73,12 +74,13 @@ class Outcome:
         s = self.scenario
         if s.strict:
             return 0.0
+        leased = (s.nodes - 1) * s.lease_above if s.lease_above < 1.0 else float("inf")
         per_node_rate = s.rate * s.request_bytes
         unpublished = per_node_rate * s.interval_s
         if s.threshold:
             unpublished = min(unpublished, s.threshold * s.limit + s.request_bytes)
         unheard = per_node_rate * (s.delay_s + s.jitter_s)
-        return s.nodes * (unpublished + unheard + s.request_bytes) / s.limit
+        return min(leased, s.nodes * (unpublished + unheard + s.request_bytes) / s.limit)
 
 
 @dataclass(order=True)
@@ -107,7 +109,7 @@ class _Sim:
         self.denied = self.messages = self.lost = 0
 
     def _fresh(self, i: int) -> QuotaBook:
-        book = QuotaBook(_KEYS[i], strict=self.s.strict, burst_enabled=False)
+        book = QuotaBook(_KEYS[i], strict=self.s.strict, burst_enabled=False, lease_above=self.s.lease_above)
         book.offer_policy(self.policy)
         book.offer_receipt(self.receipt)
         return book
@@ -154,7 +156,7 @@ class _Sim:
         if s.on_partition == "deny" and self.now - self.last_heard[i] > s.stale_after_s:
             self.denied += 1
             return
-        if s.strict and self.leasing[i]:
+        if self.leasing[i]:
             self.waiting[i].append(self.now)
             return
         self.admit(i, use_lease=True)
@@ -286,6 +288,15 @@ SCENARIOS = [
     Scenario("partition 10-90 s, allow", partition=(10.0, 90.0)),
     Scenario("partition 10-90 s, deny", partition=(10.0, 90.0), on_partition="deny"),
     Scenario("a clock 5 s ahead, at the hour", skew_s=5.0, start_offset_s=3600 - 60.0, limit=50 * MiB),
+    Scenario("the 3-node pull: 6 MiB, 10 reads/s, 1 s gossip", limit=6 * MiB, rate=10.0, delay_s=1.0, duration_s=30),
+    Scenario(
+        "the same pull, no leases (lease_above = 1)",
+        limit=6 * MiB,
+        rate=10.0,
+        delay_s=1.0,
+        duration_s=30,
+        lease_above=1.0,
+    ),
     Scenario("strict", strict=True),
     Scenario("strict, late gossip", strict=True, delay_s=0.5, jitter_s=0.5),
     Scenario("strict, partition, allow", strict=True, partition=(10.0, 90.0)),

@@ -18,8 +18,10 @@ HOUR_START, HOUR_END = window_bounds(Window.HOUR, NOW)
 POLICY = Policy("p", bytes_per_hour=1000, requests_per_hour=100, max_concurrent_streams=10)
 
 
-def book(i: int = 0, policy: Policy = POLICY, *, strict: bool = False, owner: int = 0) -> QuotaBook:
-    b = QuotaBook(PUB[i], strict=strict)
+def book(
+    i: int = 0, policy: Policy = POLICY, *, strict: bool = False, owner: int = 0, lease_above: float = 1.0
+) -> QuotaBook:
+    b = QuotaBook(PUB[i], strict=strict, lease_above=lease_above)
     b.offer_policy(PolicyRecord.create(KEYS[owner].secret, 1, policy))
     b.offer_receipt(ReceiptRecord.create(KEYS[owner].secret, 1, Receipt("r", "p", concurrent_streams_allowed=10)))
     return b
@@ -97,6 +99,25 @@ def test_strict_mode_admits_only_out_of_a_lease() -> None:
     other.add_lease("r", NOW, give)
     assert admit(other, 100)[1] is not None
     assert owner.grant(PUB[2], "r", NOW, Usage(1000, 1)) == (Usage(), "bytes_per_hour", HOUR_END - NOW)
+
+
+def test_strict_grants_for_agents_reads_use_the_agent_limits() -> None:
+    owner = book(0, Policy("p", bytes_per_hour=1000, agent_multiplier=4.0), strict=True)
+    assert owner.grant(PUB[1], "r", NOW, Usage(3000, 1))[1] == "bytes_per_hour"
+    give, reason, _ = owner.grant(PUB[1], "r", NOW, Usage(3000, 1), agent=True)
+    assert reason == "ok" and give.bytes == 3000
+
+
+def test_default_mode_admits_from_its_own_view_until_lease_above() -> None:
+    b = book(1, lease_above=0.5)
+    _, first = admit(b, 400)  # 400 of 1000: on its own view
+    assert first is not None
+    b.sent(first, 400, NOW)
+    b.finish(first, NOW)
+    assert admit(b, 200)[0].reason == LEASE_NEEDED  # 600 > 500: only out of a lease from here
+    b.add_lease("r", NOW, Usage(200, 1))
+    assert admit(b, 200)[1] is not None
+    assert admit(book(1), 900)[1] is not None  # lease_above = 1.0: never asks
 
 
 @settings(max_examples=60, deadline=None)

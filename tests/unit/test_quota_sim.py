@@ -15,7 +15,7 @@ WITHIN_BOUND = [
     "10 nodes",
     "10x the load",
     "node restarts at 30 s",
-    "partition 10-90 s, deny",
+    "the 3-node pull: 6 MiB, 10 reads/s, 1 s gossip",
 ]
 
 
@@ -39,8 +39,16 @@ def test_failing_open_through_a_partition_overshoots_and_failing_closed_does_not
     deny = run(BY_NAME["partition 10-90 s, deny"])
     assert allow.overshoot > allow.bound  # the cut-off node keeps admitting: the documented cost of "allow"
     assert deny.overshoot <= deny.bound
+    assert deny.served < deny.scenario.limit  # past lease_above the others need the cut-off owner
     assert run(BY_NAME["strict, partition, allow"]).overshoot > 0
     assert run(BY_NAME["strict, partition, deny"]).served < BY_NAME["strict, partition, deny"].limit
+
+
+def test_leases_near_the_limit_hold_a_fast_pull_that_gossip_alone_cannot() -> None:
+    leased = run(BY_NAME["the 3-node pull: 6 MiB, 10 reads/s, 1 s gossip"])
+    unleased = run(BY_NAME["the same pull, no leases (lease_above = 1)"])
+    assert unleased.overshoot > 1.0  # every node admits on a view a second old: the reported 2.33x
+    assert leased.overshoot <= (leased.scenario.nodes - 1) * leased.scenario.lease_above
 
 
 def test_clock_skew_adds_its_own_term() -> None:

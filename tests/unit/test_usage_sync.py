@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import coincurve
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,10 +84,13 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
 
 
 def test_lease_frames_round_trip_and_reject_junk() -> None:
-    assert decode_lease_request(encode_lease_request("r-1", 5, 1)) == ("r-1", 5, 1)
+    assert decode_lease_request(encode_lease_request("r-1", 5, 1, True)) == ("r-1", 5, 1, True)
+    assert decode_lease_request(msgpack.packb(["r-1", 5, 1])) == ("r-1", 5, 1, False)  # before the agent flag
     assert decode_lease_reply(encode_lease_reply(5, 1, "ok", 0.0)) == (5, 1, "ok", 0.0)
     with pytest.raises(InvalidUsageMessage):
-        decode_lease_request(encode_lease_request("r-1", -5, 1))
+        decode_lease_request(encode_lease_request("r-1", -5, 1, False))
+    with pytest.raises(InvalidUsageMessage, match="agent"):
+        decode_lease_request(msgpack.packb(["r-1", 5, 1, 1]))
 
 
 def test_ledger_keeps_only_messages_that_supply_a_current_maximum() -> None:
