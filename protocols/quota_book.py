@@ -13,9 +13,9 @@ Strict mode: a node admits bytes only out of a lease granted by the
 receipt's owner; the owner grants from ``limit - sum(max(granted, counted))``
 over every node, so the sum of all entries never exceeds the limit.
 Default mode: a node admits on its own view until that view reaches
-``lease_above`` of a limit, and out of leases beyond it, so the nodes that
-have not heard each other yet can overshoot by at most
-``(nodes - 1) x (lease_above x limit + one request)``.
+``lease_above`` of a limit, and out of leases beyond it, so what the owner
+has not heard of yet, and overshoot, is at most
+``(nodes - 1) x lease_above x limit``.
 Non-goals: I/O and clocks (``now`` is Unix seconds, passed in).
 """
 
@@ -414,7 +414,7 @@ class QuotaBook:
         self.unpublished.clear()
         return self.own_entries(keys)
 
-    # -- strict mode: leases granted by a receipt's owner ---------------------
+    # -- leases granted by a receipt's owner (strict mode; default mode near a limit)
 
     def grant(
         self, requester: bytes, receipt_id: str, now: float, want: Usage, agent: bool = False

@@ -368,7 +368,7 @@ class QuotaService:
             )
         )
 
-    # -- strict mode ----------------------------------------------------------------
+    # -- leases (strict mode; default mode near a limit) -----------------------------
 
     async def _lease(self, receipt_id: str, nbytes: int, agent: bool) -> bool:
         """Get a lease from the receipt's owner; False if it cannot be asked (and we fail open)."""
