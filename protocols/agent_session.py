@@ -15,6 +15,7 @@ Flow::
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -168,6 +169,7 @@ class AgentSession:
             "errors": self.errors,
             "failovers": self.failovers,
             "rateMbps": round(rate * 8 / 1e6, 3) if rate else None,
-            "etaSeconds": 0.0 if not remaining else (round(remaining / rate, 3) if rate else None),
+            # Rounded up: bytes remain, so the ETA is never 0 (a fast read can make it microseconds).
+            "etaSeconds": 0.0 if not remaining else (math.ceil(1000 * remaining / rate) / 1000 if rate else None),
             "actualCostSatoshis": self.actual_cost,
         }

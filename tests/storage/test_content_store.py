@@ -90,14 +90,15 @@ async def test_a_concurrent_add_keeps_a_chunk_that_delete_frees(content: Content
         await gate.wait()
         yield os.urandom(100)
 
+    pinned = trio.Event()  # B has written (so pinned) its first chunk, the one A has too
     async with trio.open_nursery() as nursery:
         results = []
 
         async def add_b() -> None:
-            results.append(await content.ingest(slow_b()))
+            results.append(await content.ingest(slow_b(), on_chunk=lambda index: pinned.set()))
 
         nursery.start_soon(add_b)
-        await trio.testing.wait_all_tasks_blocked()
+        await pinned.wait()
         assert await content.delete(a.content_hash) == 0  # pinned: kept on disk
         gate.set()
     b = results[0].manifest

@@ -51,6 +51,13 @@ def test_status_progress_and_cost() -> None:
     assert s.status == "completed" and s.coverage.covered == 1000 and s.progress()["etaSeconds"] == 0.0
 
 
+def test_a_near_instant_read_leaves_a_positive_eta_while_bytes_remain() -> None:
+    s = session(total=3 << 20, price=0)
+    s.delivered(0, 1 << 20, now=10.0)
+    s.delivered(1 << 20, 1 << 20, now=10.0 + 1e-7)  # the whole read in one send: 0.1 us
+    assert 0 < s.progress()["etaSeconds"] <= 0.001
+
+
 def test_cost_rounds_up_and_is_exact_for_whole_gigabytes() -> None:
     assert cost_satoshis(0, 50) == 0
     assert cost_satoshis(1, 50) == 1
