@@ -61,6 +61,17 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> No
             await trio.sleep(POLL_S)
 
 
+async def wait_for_receipt(nodes: list[Node] | tuple[Node, ...], receipt_id: str, policy_name: str) -> None:
+    """Until every node holds the receipt and its policy: the two replicate
+    independently, and a receipt whose policy has not arrived reads as 404."""
+
+    def held(node: Node) -> bool:
+        book = node.quotas.book if node.quotas is not None else None
+        return book is not None and receipt_id in book.receipts and policy_name in book.policies
+
+    await wait_for(lambda: all(held(n) for n in nodes))
+
+
 async def start_killable_node(
     nursery: trio.Nursery, home: Path, bootstrap: tuple[str, ...] = (), /, **overrides: object
 ) -> tuple[Node, Callable[[], Awaitable[None]]]:

@@ -16,7 +16,7 @@ import trio
 from config.settings import QuotaConfig
 from node.node import Node
 from protocols.quota import Window, window_bounds
-from tests.integration.conftest import start_overlay, wait_for
+from tests.integration.conftest import start_overlay, wait_for, wait_for_receipt
 
 DATA = os.urandom(128 * 1024)
 HASH = hashlib.sha256(DATA).hexdigest()
@@ -61,7 +61,7 @@ async def run_scenario(tmp_path: Path, strict: bool) -> None:
                 r = await http.post("/v1/streaming/receipts", json={"policyName": "agents"})
                 rid = r.json()["receiptId"]
             # Policies and receipts replicate to every node.
-            await wait_for(lambda: all(rid in n.quotas.book.receipts for n in nodes if n.quotas))
+            await wait_for_receipt(nodes, rid, "agents")
             # ...and, once each has served a byte, every node hears the others'
             # usage (gossipsub has formed its mesh).
             for node in nodes:

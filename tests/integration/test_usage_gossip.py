@@ -15,7 +15,7 @@ from node.identity import KEY_FILE
 from node.node import Node
 from protocols.quota import Window
 from protocols.usage_sync import Entry, UsageUpdate
-from tests.integration.conftest import start_killable_node, start_node, wait_for
+from tests.integration.conftest import start_killable_node, start_node, wait_for, wait_for_receipt
 
 DATA = os.urandom(100_000)
 HASH = hashlib.sha256(DATA).hexdigest()
@@ -60,7 +60,7 @@ async def test_a_node_that_lost_its_database_gets_its_counts_back_from_peers(tmp
                     await http.post("/v1/streaming/quotas/policies", json={"policyName": "p", "bytesPerDay": 10**9})
                 ).status_code == 201
                 rid = (await http.post("/v1/streaming/receipts", json={"policyName": "p"})).json()["receiptId"]
-            await wait_for(lambda: b.quotas is not None and rid in b.quotas.book.receipts)
+            await wait_for_receipt([b], rid, "p")
             async with httpx.AsyncClient(base_url=b.api_url, timeout=30) as http:
                 assert (await http.post("/v1/content", content=DATA)).status_code == 201
                 for _ in range(3):
