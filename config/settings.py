@@ -95,7 +95,7 @@ class UhrpConfig:
 class P2pConfig:
     """libp2p peers: listening, bootstrap, timeouts, advert lifetimes."""
 
-    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4801",)  # not 4001: kubo's swarm port
     bootstrap: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     handshake_timeout_s: float = 5.0  # an inbound connection that has not finished its handshake by then is dropped

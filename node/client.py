@@ -1,10 +1,25 @@
-"""Clients for a running node's HTTP API: ``AsyncNodeClient`` for trio
-programs (agents), ``NodeClient``, its blocking twin, for scripts and the CLI.
+"""Clients for a running node's HTTP API: ``AsyncNodeClient`` for async
+programs (trio or asyncio), ``NodeClient``, its blocking twin, for scripts.
+
+    async with AsyncNodeClient("http://127.0.0.1:8700") as node:
+        added = await node.add(b"hello")                 # bytes, a file object or a path
+        assert await node.read(added["uhrpUrl"]) == b"hello"
+        async with node.stream(added["contentHash"]) as blocks:
+            async for block in blocks: ...
+
+Every method answers the node's JSON as a dict, or raises a ``ClientError``:
+``ApiFailure`` when the node refused (its status, error code, whole body and
+``retry_after``), ``NodeUnavailable`` when nothing answers, ``ConnectionLost``
+when a connection broke mid-request. Whole-content reads are checked against
+the content's hash (its name), so a read that returns is the right bytes.
 
 Given an identity key, a client authenticates with BRC-103/104 when the node
 asks for it (a 401 ``unauthenticated``): one handshake, then every request
 signed and every response's signature checked. Signed responses are whole, so
 authenticated downloads go in ranges of ``_AUTH_RANGE`` bytes.
+
+A ``Retry`` policy (off unless given) repeats a request the node refused for
+now: 429 and 503 after the ``Retry-After`` the node sent, 502 after a backoff.
 """
 
 from __future__ import annotations
@@ -15,21 +30,32 @@ import hashlib
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Concatenate, ParamSpec, TypeVar
+from typing import IO, Any, BinaryIO, Concatenate, ParamSpec, TypeAlias, TypeVar
 from urllib.parse import quote
 
+import anyio
 import coincurve
 import httpx
-import trio
 from anyio.from_thread import start_blocking_portal
 
-from node.home import read_node_info
 from protocols import brc42
 from protocols.brc104 import AUTH_VERSION, PROTOCOL, request_preimage, response_preimage
+from protocols.errors import InvalidUhrpUrl
+from protocols.uhrp import parse_content_id
 
-__all__ = ["AsyncNodeClient", "NodeClient", "NodeUnavailable", "ConnectionLost", "ApiFailure", "find_api"]
+__all__ = [
+    "AsyncNodeClient",
+    "NodeClient",
+    "Retry",
+    "Source",
+    "ClientError",
+    "NodeUnavailable",
+    "ConnectionLost",
+    "ApiFailure",
+]
 
 _READ = 1 << 20
 _AUTH_RANGE = 16 << 20  # below the node's 64 MiB cap on a signed response
@@ -39,43 +65,102 @@ _DATA = "/v1/streaming/data/"
 P = ParamSpec("P")
 T = TypeVar("T")
 
+Source: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike[str]
+"""What ``add`` uploads: the bytes themselves, a binary file object (read from
+where it stands), or the path of a file."""
 
-class NodeUnavailable(Exception):
+
+class ClientError(Exception):
+    """Root of the client's errors."""
+
+
+class NodeUnavailable(ClientError):
     """No node answers at the expected address."""
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(ClientError):
     """The node answered, then the connection broke mid-request."""
 
 
-class ApiFailure(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+class ApiFailure(ClientError):
+    """The node refused: ``status``, its error ``code`` and ``message``, the
+    whole JSON ``body``, and ``retry_after`` (seconds, from ``Retry-After``) when
+    the node said when to come back."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        body: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{message} ({status} {code})")
-        self.status, self.code = status, code
+        self.status, self.code, self.message = status, code, message
+        self.body = body if body is not None else {"error": code, "message": message}
+        self.retry_after = retry_after
 
 
-def find_api(home: Path, api_url: str | None) -> str | None:
-    """The API URL from ``--api`` or ``HOME/node.json``; None if neither."""
-    if api_url:
-        return api_url.rstrip("/")
-    info = read_node_info(home)
-    return str(info["api"]).rstrip("/") if info else None
+@dataclass(frozen=True)
+class Retry:
+    """When to repeat a refused request: up to ``attempts`` more times for a
+    status in ``statuses``, waiting the node's ``Retry-After`` (429, 503) or
+    ``backoff_s`` doubling per attempt; never longer than ``max_wait_s`` (a
+    longer ``Retry-After`` is raised at once, so a caller is not parked for an
+    hour). A download is repeated only before its first byte."""
+
+    attempts: int = 3
+    statuses: frozenset[int] = frozenset({429, 502, 503})
+    backoff_s: float = 0.5
+    max_wait_s: float = 30.0
+
+    def delay(self, failure: ApiFailure, attempt: int) -> float | None:
+        """Seconds to wait before retry number ``attempt`` (1-based), or None: raise."""
+        if attempt > self.attempts or failure.status not in self.statuses:
+            return None
+        wait = failure.retry_after if failure.retry_after is not None else self.backoff_s * 2 ** (attempt - 1)
+        return wait if wait <= self.max_wait_s else None
+
+
+_NO_RETRY = Retry(attempts=0)
+
+
+def _retry_after(r: httpx.Response, body: dict[str, Any] | None) -> float | None:
+    header = r.headers.get("retry-after", "")
+    if header.isdigit():
+        return float(header)
+    seconds = (body or {}).get("retryAfterSeconds")
+    return float(seconds) if isinstance(seconds, int | float) else None
 
 
 def _failure(r: httpx.Response) -> ApiFailure:
-    """The node's ``{"error", "message"}`` body as an exception."""
+    """The node's ``{"error", "message", ...}`` body as an exception."""
     try:
         body = r.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        return ApiFailure(r.status_code, "error", r.text[:200])
-    return ApiFailure(r.status_code, str(body.get("error", "error")), str(body.get("message", r.text[:200])))
+        return ApiFailure(r.status_code, "error", r.text[:200] or r.reason_phrase, retry_after=_retry_after(r, None))
+    return ApiFailure(
+        r.status_code,
+        str(body.get("error", "error")),
+        str(body.get("message", r.text[:200])),
+        body=body,
+        retry_after=_retry_after(r, body),
+    )
 
 
 def _seg(text: str) -> str:
     """``text`` as one URL path segment."""
     return quote(text, safe="")
+
+
+def _digest(content_id: str) -> bytes:
+    try:
+        return parse_content_id(content_id)
+    except InvalidUhrpUrl as exc:
+        raise ApiFailure(400, "invalid_content_id", str(exc)) from None
 
 
 def _range(start: int, end: int | None) -> dict[str, str]:
@@ -95,14 +180,84 @@ def _present(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _flush(out: BinaryIO) -> None:
-    """Flush ``out``, and fsync it when it is a file on disk (not a pipe or a buffer)."""
+    """Flush ``out``, and fsync it when it is a file on disk (not a pipe, a device or a buffer)."""
     out.flush()
     try:
         fd = out.fileno()
     except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
         return
     if stat.S_ISREG(os.fstat(fd).st_mode):
-        await trio.to_thread.run_sync(os.fsync, fd)
+        await anyio.to_thread.run_sync(os.fsync, fd)
+
+
+def _position(f: IO[bytes]) -> int | None:
+    """Where a seekable file stands (a retry starts there again); None for a pipe or a socket."""
+    try:
+        return f.tell() if f.seekable() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _remaining(f: IO[bytes], start: int | None) -> int | None:
+    """The bytes left in a regular file from ``start``; None when unknown (the upload is chunked)."""
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, ValueError):  # in memory: no descriptor
+        if start is None:
+            return None
+        end = f.seek(0, os.SEEK_END)
+        f.seek(start)
+        return end - start
+    return st.st_size - start if stat.S_ISREG(st.st_mode) and start is not None else None
+
+
+class _Body:
+    """An upload's bytes, able to start over when a retry needs them again."""
+
+    def __init__(self, source: Source) -> None:
+        self._bytes: bytes | None = None
+        self._path: Path | None = None
+        self._file: IO[bytes] | None = None
+        self._start: int | None = None
+        self.size: int | None
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._bytes = bytes(source)
+            self.size = len(self._bytes)
+        elif isinstance(source, str | os.PathLike):
+            self._path = Path(source)
+            self.size = self._path.stat().st_size
+        else:
+            self._file = source
+            self._start = _position(source)
+            self.size = _remaining(source, self._start)
+
+    @property
+    def repeatable(self) -> bool:
+        return self._file is None or self._start is not None
+
+    async def blocks(self, progress: Callable[[int], None] | None) -> AsyncIterator[bytes]:
+        if self._bytes is not None:
+            parts: Iterator[bytes] = (self._bytes[i : i + _READ] for i in range(0, len(self._bytes), _READ))
+            for part in parts:
+                if progress:
+                    progress(len(part))
+                yield part
+            return
+        if self._path is not None:
+            async with await anyio.open_file(self._path, "rb") as opened:
+                while block := await opened.read(_READ):
+                    if progress:
+                        progress(len(block))
+                    yield block
+            return
+        f = self._file
+        assert f is not None
+        if self._start is not None:
+            f.seek(self._start)
+        while block := await anyio.to_thread.run_sync(f.read, _READ):
+            if progress:
+                progress(len(block))
+            yield block
 
 
 class _Auth:
@@ -197,21 +352,30 @@ class _Auth:
 
 
 class AsyncNodeClient:
-    """The node's API for trio programs: ``async with AsyncNodeClient(url) as node: ...``.
+    """The node's API for async programs, under trio or asyncio:
+    ``async with AsyncNodeClient(url) as node: ...``.
 
-    Methods answer the node's JSON as a dict, and raise ``ApiFailure`` (with
-    the node's status and error code), ``NodeUnavailable`` or ``ConnectionLost``.
+    ``identity_key`` (32 bytes) authenticates when the node requires it;
+    ``retry`` repeats requests the node refused for now (none by default).
     One client may serve many tasks at once; they share one auth session.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 300.0, identity_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 300.0,
+        identity_key: bytes | None = None,
+        retry: Retry | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=3.0), trust_env=False
         )
         self._identity_key = identity_key
+        self._retry = retry or _NO_RETRY
         self._auth: _Auth | None = None
-        self._handshaking = trio.Lock()
+        self._handshaking = anyio.Lock()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -222,7 +386,7 @@ class AsyncNodeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- transport and authentication -----------------------------------
+    # -- transport, retries and authentication ---------------------------
 
     @contextmanager
     def _transport_errors(self, what: str) -> Iterator[None]:
@@ -264,12 +428,32 @@ class AsyncNodeClient:
         await request.aread()  # the signature covers the whole body
         return await self._signed(request)
 
-    async def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        with self._transport_errors(f"{method} {url}"):
-            r = await self._send(method, url, **kw)
-        if r.status_code >= 400:
-            raise _failure(r)
-        return r
+    async def _wait_or_raise(self, failure: ApiFailure, attempt: int, repeatable: bool = True) -> None:
+        """Sleep before retry number ``attempt`` as the policy says, or raise ``failure``."""
+        wait = self._retry.delay(failure, attempt) if repeatable else None
+        if wait is None:
+            raise failure
+        await anyio.sleep(wait)
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: _Body | None = None,
+        progress: Callable[[int], None] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            if body is not None:
+                kw["content"] = body.blocks(progress)
+            with self._transport_errors(f"{method} {url}"):
+                r = await self._send(method, url, **kw)
+            if r.status_code < 400:
+                return r
+            attempt += 1
+            await self._wait_or_raise(_failure(r), attempt, body is None or body.repeatable)
 
     async def _json(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
         return dict((await self._request(method, url, **kw)).json())
@@ -283,38 +467,128 @@ class AsyncNodeClient:
     # -- content --------------------------------------------------------
 
     async def node(self) -> dict[str, Any]:
+        """The node's identity, version, uptime, storage and overlay state."""
         return await self._json("GET", "/v1/node")
 
     async def add(
         self,
-        path: Path,
+        source: Source,
         *,
         content_type: str | None = None,
         pin: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload a file; ``progress`` is called with each block's size as it is read."""
+        """Upload ``source`` (bytes, a binary file object, or a path); its
+        ``uhrpUrl``, ``contentHash``, ``size``, ... and ``new`` (False when the
+        node already held it, in which case its stored content type is kept).
+        ``progress`` is called with each block's size as it is sent."""
+        body = _Body(source)
         await self._learn_auth()
         params = _present({"pin": str(pin).lower(), "contentType": content_type})
-        async with await trio.open_file(path, "rb") as f:
-            headers = {"content-length": str(os.fstat(f.fileno()).st_size), "content-type": "application/octet-stream"}
-
-            async def body() -> AsyncIterator[bytes]:
-                while block := await f.read(_READ):
-                    if progress:
-                        progress(len(block))
-                    yield block
-
-            return await self._json("POST", "/v1/content", content=body(), headers=headers, params=params)
+        headers = {"content-type": "application/octet-stream"}
+        if body.size is not None:
+            headers["content-length"] = str(body.size)
+        return await self._json("POST", "/v1/content", body=body, progress=progress, headers=headers, params=params)
 
     async def list(self, *, limit: int = 1000, offset: int = 0) -> dict[str, Any]:
+        """Stored content, newest first: ``contents``, ``total``."""
         return await self._json("GET", "/v1/content", params={"limit": limit, "offset": offset})
 
+    async def info(self, content_id: str) -> dict[str, Any]:
+        """One stored content's metadata (404 ``not_found`` when not held)."""
+        return await self._json("GET", f"/v1/content/{_seg(content_id)}")
+
     async def delete(self, content_id: str) -> dict[str, Any]:
+        """Delete stored content and free the chunks nothing else uses."""
         return await self._json("DELETE", f"/v1/content/{_seg(content_id)}")
 
     async def resolve(self, content_id: str) -> dict[str, Any]:
+        """The hosts that advertise ``content_id``, ranked, with their signed adverts."""
         return await self._json("GET", f"/v1/streaming/resolve/{_seg(content_id)}")
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        content_id: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        session_id: str | None = None,
+        receipt_id: str | None = None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Bytes ``start``..``end`` (inclusive; to the end when None) as they
+        arrive: ``async with node.stream(h) as blocks: async for block in blocks``.
+        A negative ``start`` reads the last ``-start`` bytes. ``on_size`` is
+        told how many bytes are coming before the first one. When the whole
+        content is read, the last block is followed by a check of the hash:
+        ``ApiFailure`` (502 ``hash_mismatch``) if the bytes are not the named content."""
+        expected = _digest(content_id) if start == 0 and end is None else None
+        await self._learn_auth()
+        path = _DATA + _seg(content_id)
+        params = _present({"sessionId": session_id, "receiptId": receipt_id})
+        if self._auth is not None:
+            yield _checked(self._signed_blocks(path, params, start, end, on_size), expected)
+            return
+        async with self._opened(path, params, start, end) as r:
+            if on_size:
+                on_size(int(r.headers.get("content-length", 0)))
+            yield _checked(self._raw(r), expected)
+
+    @asynccontextmanager
+    async def _opened(
+        self, path: str, params: dict[str, Any], start: int, end: int | None
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed response that started well, retried as the policy says until it does."""
+        attempt = 0
+        while True:
+            with self._transport_errors("download"):
+                async with self._http.stream("GET", path, params=params, headers=_range(start, end)) as r:
+                    if r.status_code < 400:
+                        yield r
+                        return
+                    await r.aread()
+            attempt += 1
+            await self._wait_or_raise(_failure(r), attempt)
+
+    async def _raw(self, r: httpx.Response) -> AsyncIterator[bytes]:
+        with self._transport_errors("download"):
+            async for block in r.aiter_raw(_READ):
+                yield block
+
+    async def _signed_blocks(
+        self,
+        path: str,
+        params: dict[str, Any],
+        start: int,
+        end: int | None,
+        on_size: Callable[[int], None] | None,
+    ) -> AsyncIterator[bytes]:
+        """Signed responses are whole, so a read goes in ranges of ``_AUTH_RANGE``."""
+        if start < 0:  # a suffix: one signed response
+            r = await self._request("GET", path, params=params, headers=_range(start, None))
+            if on_size:
+                on_size(len(r.content))
+            yield r.content
+            return
+        at, stop = start, end  # stop: the last byte wanted, once known
+        while stop is None or at <= stop:
+            last = at + _AUTH_RANGE - 1 if stop is None else min(stop, at + _AUTH_RANGE - 1)
+            try:
+                r = await self._request("GET", path, params=params, headers=_range(at, last))
+            except ApiFailure as exc:
+                if exc.status == 416 and at == 0 and end is None:
+                    return  # empty content has no byte 0; the hash check still applies
+                raise
+            if stop is None:
+                total = int(r.headers.get("content-range", "/0").rsplit("/", 1)[1]) if r.status_code == 206 else None
+                stop = (total if total is not None else at + len(r.content)) - 1
+            if at == start and on_size:
+                on_size(stop - start + 1)
+            if not r.content:
+                return
+            yield r.content
+            at += len(r.content)
 
     async def read(
         self,
@@ -325,98 +599,55 @@ class AsyncNodeClient:
         session_id: str | None = None,
         receipt_id: str | None = None,
     ) -> bytes:
-        """Bytes ``start``..``end`` (inclusive; to the end when None) in one request;
-        a negative ``start`` reads the last ``-start`` bytes. Signed reads are at most 64 MiB."""
-        params = _present({"sessionId": session_id, "receiptId": receipt_id})
-        r = await self._request("GET", _DATA + _seg(content_id), params=params, headers=_range(start, end))
-        return r.content
+        """Bytes ``start``..``end`` (inclusive; to the end when None) as one
+        ``bytes``; a negative ``start`` reads the last ``-start`` bytes. See ``stream``."""
+        async with self.stream(
+            content_id, start=start, end=end, session_id=session_id, receipt_id=receipt_id
+        ) as blocks:
+            return b"".join([block async for block in blocks])
 
     async def download(
         self,
         content_id: str,
         out: BinaryIO,
         *,
-        expected: bytes,
+        expected: bytes | None = None,
         receipt_id: str | None = None,
         session_id: str | None = None,
         on_size: Callable[[int], None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Stream content into ``out`` and check it hashes to ``expected``; the byte count."""
-        await self._learn_auth()
-        h = hashlib.sha256()
-
-        def write(block: bytes) -> None:
-            h.update(block)
-            out.write(block)
-            if progress:
-                progress(len(block))
-
-        path, params = _DATA + _seg(content_id), _present({"receiptId": receipt_id, "sessionId": session_id})
-        fetch = self._download_signed if self._auth is not None else self._download_streamed
-        n = await fetch(path, params, write, on_size)
-        if h.digest() != expected:
-            raise ApiFailure(502, "hash_mismatch", "downloaded bytes do not match the content hash")
-        await _flush(out)
-        return n
-
-    async def _download_streamed(
-        self, path: str, params: dict[str, Any], write: Callable[[bytes], None], on_size: Callable[[int], None] | None
-    ) -> int:
+        """Stream the whole content into ``out`` (flushed, and fsynced when a
+        regular file) and check it against its hash (the name, or ``expected``);
+        the byte count. ``progress`` is called with each block's size."""
         n = 0
-        with self._transport_errors("download"):
-            async with self._http.stream("GET", path, params=params) as r:
-                if r.status_code >= 400:
-                    await r.aread()
-                    raise _failure(r)
-                if on_size:
-                    on_size(int(r.headers.get("content-length", 0)))
-                async for block in r.aiter_raw(_READ):
-                    write(block)
-                    n += len(block)
-        return n
-
-    async def _download_signed(
-        self, path: str, params: dict[str, Any], write: Callable[[bytes], None], on_size: Callable[[int], None] | None
-    ) -> int:
-        """Signed responses are whole, so read in ranges."""
-        n, size = 0, None
-        while size is None or n < size:
-            try:
-                r = await self._request("GET", path, params=params, headers=_range(n, n + _AUTH_RANGE - 1))
-            except ApiFailure as exc:
-                if exc.status == 416 and n == 0:
-                    break  # empty content has no byte 0; the caller's hash check still applies
-                raise
-            if size is None:
-                size = (
-                    int(r.headers.get("content-range", "/0").rsplit("/", 1)[1])
-                    if r.status_code == 206
-                    else len(r.content)
-                )
-                if on_size:
-                    on_size(size)
-            if not r.content:
-                break
-            write(r.content)
-            n += len(r.content)
+        async with self.stream(content_id, session_id=session_id, receipt_id=receipt_id, on_size=on_size) as blocks:
+            async for block in _checked(blocks, expected):  # the stream checks the name; this, ``expected``
+                out.write(block)
+                n += len(block)
+                if progress:
+                    progress(len(block))
+        await _flush(out)
         return n
 
     # -- quotas ---------------------------------------------------------
 
     async def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a quota policy (the API's camelCase fields; operator only)."""
         return await self._json("POST", "/v1/streaming/quotas/policies", json=body)
 
     async def policies(self) -> dict[str, Any]:
         return await self._json("GET", "/v1/streaming/quotas/policies")
 
     async def put_receipt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Issue a receipt bound to a policy (operator only)."""
         return await self._json("POST", "/v1/streaming/receipts", json=body)
 
     async def receipt(self, receipt_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/v1/streaming/receipts/{_seg(receipt_id)}")
 
     async def quota(self, receipt_id: str) -> dict[str, Any]:
+        """A receipt's usage and limits across the overlay, per window."""
         return await self._json("GET", f"/v1/streaming/quotas/{_seg(receipt_id)}")
 
     # -- sessions and agents --------------------------------------------
@@ -444,6 +675,7 @@ class AsyncNodeClient:
         return await self._json("POST", "/v1/streaming/sessions", json=_present(body))
 
     async def session(self, session_id: str) -> dict[str, Any]:
+        """A session's status and progress."""
         return await self._json("GET", f"/v1/streaming/sessions/{_seg(session_id)}")
 
     async def optimize(
@@ -466,7 +698,18 @@ class AsyncNodeClient:
         return await self._json("POST", "/v1/streaming/agents/optimize", json=_present(body))
 
     async def analytics(self, agent_id: str, *, hours: int = 24) -> dict[str, Any]:
+        """An agent's usage, efficiency, cost and recommendations over ``hours``."""
         return await self._json("GET", f"/v1/streaming/agents/{_seg(agent_id)}/analytics", params={"hours": hours})
+
+
+async def _checked(blocks: AsyncIterator[bytes], expected: bytes | None) -> AsyncIterator[bytes]:
+    """``blocks``, then (when ``expected``) a check that they hash to it."""
+    h = hashlib.sha256()
+    async for block in blocks:
+        h.update(block)
+        yield block
+    if expected is not None and h.digest() != expected:
+        raise ApiFailure(502, "hash_mismatch", "downloaded bytes do not match the content hash")
 
 
 def _blocking(
@@ -484,14 +727,21 @@ def _blocking(
 class NodeClient:
     """``AsyncNodeClient``, blocking: ``with NodeClient(url) as node: node.node()``.
 
-    One trio event loop runs in a helper thread (an anyio blocking portal) for
-    the client's lifetime, so connections and the auth session are reused from
+    One event loop runs in a helper thread (an anyio blocking portal) for the
+    client's lifetime, so connections and the auth session are reused from
     call to call. Callbacks (``progress``, ``on_size``) and writes to a
     download's ``out`` run in that thread. Safe to call from several threads.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 300.0, identity_key: bytes | None = None) -> None:
-        self._client = AsyncNodeClient(base_url, timeout_s=timeout_s, identity_key=identity_key)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 300.0,
+        identity_key: bytes | None = None,
+        retry: Retry | None = None,
+    ) -> None:
+        self._client = AsyncNodeClient(base_url, timeout_s=timeout_s, identity_key=identity_key, retry=retry)
         self.base_url = self._client.base_url
         self._stack = ExitStack()
         self._portal = self._stack.enter_context(start_blocking_portal(backend="trio"))
@@ -517,6 +767,7 @@ class NodeClient:
     node = _blocking(AsyncNodeClient.node)
     add = _blocking(AsyncNodeClient.add)
     list = _blocking(AsyncNodeClient.list)
+    info = _blocking(AsyncNodeClient.info)
     delete = _blocking(AsyncNodeClient.delete)
     resolve = _blocking(AsyncNodeClient.resolve)
     read = _blocking(AsyncNodeClient.read)

@@ -63,6 +63,7 @@ __all__ = [
     "StreamClosed",
     "RemoteError",
     "IdentityError",
+    "AddressInUse",
     "HomeBusy",
     "Rule",
     "Failure",
@@ -277,6 +278,10 @@ class IdentityError(NodeError):
 
 class HomeBusy(NodeError):
     """Another process is writing to this home."""
+
+
+class AddressInUse(NodeError):
+    """A port the node would listen on is held by another process."""
 
 
 # -- the table ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ database closed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -40,6 +41,7 @@ from hypercorn.trio import serve
 
 from config import Settings
 from node import __version__
+from node.errors import AddressInUse
 from node.home import clear_node_info, hold_home, write_node_info
 from node.http import NodeContext, create_app
 from node.http.context import Drain
@@ -111,8 +113,10 @@ def _bind_api(settings: Settings) -> tuple[socket.socket, str]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, settings.api.port))
-    except BaseException:
+    except BaseException as exc:
         sock.close()
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"API address {host}:{settings.api.port} is in use; choose another with --api") from None
         raise
     bound, port = sock.getsockname()[:2]
     return sock, f"http://{f'[{bound}]' if ':' in bound else bound}:{port}"

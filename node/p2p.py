@@ -18,9 +18,11 @@ read in the callers has a deadline.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -42,7 +44,7 @@ from libp2p.rcmgr import ResourceLimits, new_resource_manager
 from libp2p.tools.anyio_service import background_trio_service
 
 from config import P2pConfig
-from node.errors import PeerUnreachable, StreamClosed
+from node.errors import AddressInUse, PeerUnreachable, StreamClosed
 from node.identity import Identity
 from protocols import ids, peer_exchange
 
@@ -100,6 +102,26 @@ class _Libp2pStream:
     async def aclose(self) -> None:
         with contextlib.suppress(StreamError):
             await self._s.close()
+
+
+def _refuse_a_shared_port(addr: multiaddr.Multiaddr) -> None:
+    """py-libp2p listens with SO_REUSEPORT, so a port another process holds
+    (another node, kubo) would be shared silently, the kernel splitting
+    incoming dials between the two. A plain bind first fails instead."""
+    protocols = {p.name for p in addr.protocols()}
+    if "tcp" not in protocols or int(addr.value_for_protocol("tcp")) == 0:
+        return
+    family, host = (socket.AF_INET6, "ip6") if "ip6" in protocols else (socket.AF_INET, "ip4")
+    if host not in protocols:
+        return  # a DNS name: py-libp2p resolves it
+    ip, port = addr.value_for_protocol(host), int(addr.value_for_protocol("tcp"))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse(f"p2p address {addr} is in use; choose another with --listen") from None
+            raise
 
 
 class _ConnectionEvents(INotifee):
@@ -162,6 +184,8 @@ class P2P:
 
     async def run(self, *, task_status: trio.TaskStatus[P2P] = trio.TASK_STATUS_IGNORED) -> None:
         listen = [multiaddr.Multiaddr(a) for a in self.config.listen]
+        for addr in listen:
+            _refuse_a_shared_port(addr)
         async with (
             self._host.run(listen_addrs=listen),
             background_trio_service(self._pubsub),

@@ -33,6 +33,9 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
         touch "$stamp"
     fi
+    # .venv/bin also holds py-libp2p's demo commands; this dir holds only ours.
+    mkdir -p "$VENV/overlay-bin"
+    ln -sf ../bin/overlay-node "$VENV/overlay-bin/overlay-node"
 }
 
 # ensure_tool NAME DEBIAN_PACKAGE: install from apt when missing and possible.

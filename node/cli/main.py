@@ -1,15 +1,19 @@
 """``overlay-node``: run a node and use it from the shell.
 
-Bad input gets one clear line on stderr and a non-zero exit code: 1 for a
-failed operation, 2 for a usage error.
+Global options (``--home``, ``--api``, ``--json``, ``-v``) go anywhere on the
+line. A failure is one line on stderr naming what failed (``--json``: a JSON
+object; ``-v``: the traceback too), and the exit code says what kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 from config import ConfigError, resolve_home
 from node import __version__
@@ -30,39 +34,109 @@ from node.cli.commands import (
     cmd_session_show,
     cmd_status,
 )
-from node.client import ApiFailure, ConnectionLost, NodeUnavailable
+from node.client import ApiFailure, ClientError, NodeUnavailable
 from node.errors import NodeError
 from protocols.errors import ProtocolError
 from storage import StorageError
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_CODES"]
+
+EXIT_CODES = {
+    0: "success",
+    1: "the operation failed (the message says why)",
+    2: "usage error: an unknown command, option or value",
+    3: "no node answers (none is running for the home, or none at --api)",
+    130: "interrupted (Ctrl-C)",
+    141: "the output pipe closed (e.g. piped into head)",
+}
+
+_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
+
+# The errors a user can cause or meet: reported as one line, never a traceback.
+_EXPECTED = (CliError, ConfigError, NodeError, ProtocolError, StorageError, ClientError, OSError)
 
 
-# -- argument parsing ----------------------------------------------------
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written (their line breaks kept)."""
+
+
+def _global_options(top: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. On the
+    subcommands they default to SUPPRESS, so they never undo the top level's."""
+    g = argparse.ArgumentParser(add_help=False)
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    g.add_argument(
+        "--home",
+        type=Path,
+        default=default(None),
+        metavar="DIR",
+        help="the node's data dir (env OVERLAY_NODE_HOME; default ~/.overlay-node)",
+    )
+    g.add_argument(
+        "--api",
+        default=default(None),
+        metavar="HOST:PORT|URL",
+        help="run: where the API listens (default 127.0.0.1:8700); other commands: the node to use "
+        "(default: the running node of --home, from HOME/node.json)",
+    )
+    g.add_argument("--json", action="store_true", default=default(False), help="print JSON (errors too, on stderr)")
+    g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logs and tracebacks")
+    return g
+
+
+def _command(sub: Any, name: str, fn: Any, summary: str, examples: str, **kw: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\nexamples:\n{examples}",
+        formatter_class=_Formatter,
+        parents=[_global_options(top=False)],
+        **kw,
+    )
+    p.set_defaults(fn=fn)
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="overlay-node", description="A content node for a BSV overlay network (UHRP).")
-    p.add_argument("--home", help="data dir (env OVERLAY_NODE_HOME, default ~/.overlay-node)")
-    p.add_argument("--api", help="URL of a running node's API (default: from HOME/node.json)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = argparse.ArgumentParser(
+        prog="overlay-node",
+        description=(
+            "A content node for a BSV overlay network: stores files as SHA-256 chunks, names them by\n"
+            "UHRP URL, serves them to agents over HTTP and to peers over libp2p.\n\n"
+            "examples:\n"
+            "  overlay-node run                      # start the daemon (Ctrl-C stops it)\n"
+            "  overlay-node add video.mp4            # prints its UHRP URL\n"
+            "  overlay-node get XU... -o copy.mp4    # download, verified against the hash\n"
+            "  overlay-node ls"
+        ),
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        parents=[_global_options(top=True)],
+    )
     p.add_argument("--version", action="version", version=f"overlay-node {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("init", help="create the data dir: identity key and default config").set_defaults(fn=cmd_init)
+    _command(
+        sub, "init", cmd_init, "create the data dir: identity key and a commented config.toml", "  overlay-node init"
+    )
 
-    run = sub.add_parser("run", help="run the node daemon")
-    run.add_argument(
-        "--api",
-        dest="bind",
-        metavar="HOST:PORT",
-        help="where the HTTP API listens (default 127.0.0.1:8700; port 0 picks one)",
+    run = _command(
+        sub,
+        "run",
+        cmd_run,
+        "run the node daemon",
+        "  overlay-node run\n"
+        "  overlay-node run --api 127.0.0.1:0 --listen /ip4/0.0.0.0/tcp/4801\n"
+        "  overlay-node run --bootstrap /ip4/192.0.2.7/tcp/4801/p2p/16Uiu2...",
     )
     run.add_argument(
         "--listen",
         action="append",
         metavar="MULTIADDR",
-        help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)",
+        help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4801)",
     )
     run.add_argument(
         "--bootstrap",
@@ -70,87 +144,179 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MULTIADDR",
         help="peer to join through, ending in /p2p/<id> (repeatable)",
     )
-    run.set_defaults(fn=cmd_run)
 
-    add = sub.add_parser("add", help="add a file; prints its UHRP URL")
-    add.add_argument("file", type=Path)
-    add.add_argument("--content-type", help="media type (default application/octet-stream)")
-    add.add_argument("--no-pin", action="store_true", help="store as cache (may be evicted) instead of pinned")
-    add.set_defaults(fn=cmd_add)
-
-    get = sub.add_parser("get", help="download content by hash or UHRP URL")
-    get.add_argument("content", metavar="HASH|URL")
-    get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
-    get.set_defaults(fn=cmd_get)
-
-    ls = sub.add_parser("ls", help="list stored content")
-    ls.add_argument("--limit", type=int, default=1000)
-    ls.set_defaults(fn=cmd_ls)
-
-    rm = sub.add_parser("rm", help="delete content")
-    rm.add_argument("content", metavar="HASH|URL")
-    rm.set_defaults(fn=cmd_rm)
-
-    sub.add_parser("status", help="show the running node's identity and storage").set_defaults(fn=cmd_status)
-
-    policy = sub.add_parser("policy", help="quota policies (replicated to the overlay)")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
-    pset = policy_sub.add_parser("set", help="create or update a policy (sizes like 500M, 10G)")
-    pset.add_argument("name")
-    for opt, (_, kind) in POLICY_OPTIONS.items():
-        pset.add_argument("--" + opt.replace("_", "-"), type=kind)
-    pset.add_argument(
-        "--content-type", action="append", help="allowed media type, e.g. video/* (repeatable; default any)"
+    add = _command(
+        sub,
+        "add",
+        cmd_add,
+        "add files, directories (-r) or standard input (-); prints each UHRP URL",
+        "  overlay-node add video.mp4\n"
+        "  overlay-node add -r photos/\n"
+        "  tar c notes | overlay-node add - --content-type application/x-tar\n"
+        "  URL=$(overlay-node add -q report.pdf)",
     )
-    pset.add_argument("--description", default="")
+    add.add_argument("paths", nargs="+", metavar="PATH", help="a file, a directory (with -r), or - for stdin")
+    add.add_argument("-r", "--recursive", action="store_true", help="add every file under a directory")
+    add.add_argument("-q", "--quiet", action="store_true", help="print only the UHRP URL")
+    add.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="media type (default: guessed from the name, else application/octet-stream)",
+    )
+    add.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep it until deleted (default); --no-pin stores it as cache, which may be evicted",
+    )
+
+    get = _command(
+        sub,
+        "get",
+        cmd_get,
+        "download content by hash or UHRP URL, verified against its hash",
+        "  overlay-node get XU...                 # writes ./XU....<ext>\n"
+        "  overlay-node get XU... -o copy.mp4\n"
+        "  overlay-node get XU... -o downloads/   # downloads/XU....<ext>\n"
+        "  overlay-node get XU... -o - | mpv -",
+    )
+    get.add_argument("content", metavar="HASH|URL")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="a file, a directory, a device or a pipe, or - for stdout (default ./<UHRP URL><ext>)",
+    )
+    get.add_argument("--receipt", metavar="ID", help="charge the read to this receipt")
+    get.add_argument("--session", metavar="ID", help="count the read toward this agent session")
+
+    ls = _command(sub, "ls", cmd_ls, "list stored content, newest first", "  overlay-node ls\n  overlay-node ls --json")
+    ls.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+
+    rm = _command(sub, "rm", cmd_rm, "delete content and free the chunks nothing else uses", "  overlay-node rm XU...")
+    rm.add_argument("content", metavar="HASH|URL")
+
+    _command(
+        sub, "status", cmd_status, "show the running node's identity, addresses and storage", "  overlay-node status"
+    )
+
+    policy = _command(
+        sub,
+        "policy",
+        None,
+        "quota policies, replicated to the overlay",
+        "  overlay-node policy set trial --bytes-per-hour 1.5G --requests-per-hour 1000\n  overlay-node policy ls",
+    )
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    pset = _command(
+        policy_sub,
+        "set",
+        cmd_policy_set,
+        "create or update a policy (sizes like 500M, 1.5G, 10GiB)",
+        "  overlay-node policy set trial --bytes-per-hour 1G --max-streams 4",
+    )
+    pset.add_argument("name", help="the policy's name")
+    for opt, (field, kind) in POLICY_OPTIONS.items():
+        pset.add_argument("--" + opt.replace("_", "-"), type=kind, metavar="N", help=f"the policy's {field}")
+    pset.add_argument(
+        "--content-type",
+        action="append",
+        metavar="TYPE",
+        help="allowed media type, e.g. video/* (repeatable; default any)",
+    )
+    pset.add_argument("--description", default="", help="free text")
     pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")
     pset.add_argument("--priority-boost", action="store_true", help="its agents' priority sessions get bandwidth first")
-    pset.set_defaults(fn=cmd_policy_set)
-    policy_sub.add_parser("ls", help="list policies").set_defaults(fn=cmd_policy_ls)
+    _command(policy_sub, "ls", cmd_policy_ls, "list policies", "  overlay-node policy ls")
 
-    receipt = sub.add_parser("receipt", help="receipts: who may read, under which policy")
+    receipt = _command(
+        sub,
+        "receipt",
+        None,
+        "receipts: who may read, under which policy",
+        "  overlay-node receipt new trial --id agent-7\n  overlay-node receipt show agent-7",
+    )
     receipt_sub = receipt.add_subparsers(dest="receipt_command", required=True, metavar="ACTION")
-    rnew = receipt_sub.add_parser("new", help="issue a receipt; prints its id")
-    rnew.add_argument("policy")
+    rnew = _command(
+        receipt_sub,
+        "new",
+        cmd_receipt_new,
+        "issue a receipt; prints its id",
+        "  overlay-node receipt new trial --identity-key 02ab...",
+    )
+    rnew.add_argument("policy", help="the policy it reads under")
     rnew.add_argument("--id", help="receipt id (default: a new UUID)")
-    rnew.add_argument("--identity-key", help="hex identity key of the holder")
-    rnew.add_argument("--tier", default="standard")
-    rnew.add_argument("--streams", type=int, help="concurrent streams allowed")
-    rnew.set_defaults(fn=cmd_receipt_new)
-    rshow = receipt_sub.add_parser("show", help="quota status of a receipt across the overlay")
+    rnew.add_argument("--identity-key", metavar="HEX", help="only this identity may use it (default: any bearer)")
+    rnew.add_argument("--tier", default="standard", help="quota tier label (default standard)")
+    rnew.add_argument("--streams", type=int, metavar="N", help="concurrent streams allowed")
+    rshow = _command(
+        receipt_sub,
+        "show",
+        cmd_receipt_show,
+        "a receipt's quota status across the overlay",
+        "  overlay-node receipt show agent-7",
+    )
     rshow.add_argument("id")
-    rshow.set_defaults(fn=cmd_receipt_show)
 
-    session = sub.add_parser("session", help="streaming sessions: reads counted together, with progress")
+    session = _command(
+        sub,
+        "session",
+        None,
+        "streaming sessions: reads counted together, with progress",
+        "  overlay-node session new XU... --agent researcher\n  overlay-node session show SESSION_ID",
+    )
     session_sub = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
-    snew = session_sub.add_parser("new", help="open a session for content; prints its id")
+    snew = _command(
+        session_sub,
+        "new",
+        cmd_session_new,
+        "open a session for content; prints its id",
+        "  overlay-node session new XU...",
+    )
     snew.add_argument("content", metavar="HASH|URL")
-    snew.add_argument("--receipt", help="charge the session's reads to this receipt")
-    snew.add_argument("--agent", help="the agent's id (for its analytics)")
-    snew.add_argument("--type", choices=("standard", "priority", "bulk"), default="standard")
-    snew.set_defaults(fn=cmd_session_new)
-    sshow = session_sub.add_parser("show", help="a session's status and progress")
+    snew.add_argument("--receipt", metavar="ID", help="charge the session's reads to this receipt")
+    snew.add_argument("--agent", metavar="ID", help="the agent's id (for its analytics)")
+    snew.add_argument("--type", choices=("standard", "priority", "bulk"), default="standard", help="priority class")
+    sshow = _command(
+        session_sub,
+        "show",
+        cmd_session_show,
+        "a session's status and progress",
+        "  overlay-node session show SESSION_ID",
+    )
     sshow.add_argument("id")
-    sshow.set_defaults(fn=cmd_session_show)
-
-    get.add_argument("--receipt", help="charge the read to this receipt")
-    get.add_argument("--session", help="count the read toward this session")
-    for parser in (
-        *(sub.choices[n] for n in ("add", "get", "ls", "rm", "status")),
-        pset,
-        policy_sub.choices["ls"],
-        rnew,
-        rshow,
-        snew,
-        sshow,
-    ):
-        parser.add_argument("--json", action="store_true", help="print JSON")
     return p
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, ApiFailure) and exc.retry_after is not None:
+        return f"{exc}; try again in {exc.retry_after:.0f} s"
+    return str(exc)
+
+
+def _report(args: argparse.Namespace, errors: list[BaseException]) -> int:
+    if args.verbose:
+        traceback.print_exception(errors[0])
+    for exc in errors:
+        if args.json:
+            code = exc.code if isinstance(exc, ApiFailure) else type(exc).__name__
+            print(json.dumps({"error": code, "message": _message(exc)}), file=sys.stderr)
+        else:
+            print(f"overlay-node: error: {_message(exc)}", file=sys.stderr)
+    return 3 if all(isinstance(e, NodeUnavailable) for e in errors) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    args.json = getattr(args, "json", False)
     args.home = resolve_home(args.home)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -161,22 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("libp2p").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.fn(args)
-    except (
-        CliError,
-        ConfigError,
-        NodeError,
-        ProtocolError,
-        StorageError,
-        NodeUnavailable,
-        ConnectionLost,
-        ApiFailure,
-    ) as exc:
-        print(f"overlay-node: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 141
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        if isinstance(exc, SystemExit) or not all(isinstance(e, _EXPECTED) for e in leaves):
+            if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+                return 130
+            raise
+        return _report(args, leaves)
     return 0
 
 

@@ -44,3 +44,15 @@ def daemon(home: Path) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for a whole module, for tests that do not disturb each other."""
+    home = tmp_path_factory.mktemp("shared") / "home"
+    assert cli(home, "init").returncode == 0
+    d = start_daemon(home)
+    try:
+        yield d
+    finally:
+        d.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import io
@@ -15,7 +16,7 @@ import pytest
 import trio
 
 from node.cli.launcher import Daemon, start
-from node.client import ApiFailure, AsyncNodeClient, NodeClient, _Auth
+from node.client import ApiFailure, AsyncNodeClient, NodeClient, Retry, _Auth
 from node.identity import load_identity
 from tests.e2e.conftest import start_daemon
 
@@ -223,3 +224,77 @@ async def test_sessions_count_reads_and_agents_get_plans_and_analytics(daemon: D
                     break
                 await trio.sleep(0.2)
             assert analytics["totals"]["bytes"] == len(data) + 100 and analytics["sessions"]["priority"] == 1
+
+
+def test_the_async_client_runs_under_asyncio(daemon: Daemon, tmp_path: Path) -> None:
+    """The same client, with asyncio's loop instead of trio's (anyio underneath)."""
+    src, data, digest = _file(tmp_path, 200_000)
+
+    async def main() -> tuple[dict[str, Any], bytes, bytes, int]:
+        async with AsyncNodeClient(daemon.api) as node:
+            added = await node.add(src)
+            parts = await asyncio.gather(*(node.read(added["uhrpUrl"], start=i, end=i + 9) for i in (0, 10)))
+            async with node.stream(added["contentHash"]) as blocks:
+                streamed = b"".join([block async for block in blocks])
+            n = await node.download(added["uhrpUrl"], io.BytesIO())
+            return added, b"".join(parts), streamed, n
+
+    added, head, streamed, n = asyncio.run(main())
+    assert added["contentHash"] == digest.hex() and head == data[:20] and streamed == data and n == len(data)
+
+
+async def test_add_takes_bytes_file_objects_and_paths_and_reads_stream(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 3 << 20)
+    with trio.fail_after(60):
+        async with AsyncNodeClient(daemon.api) as node:
+            assert (await node.add(data[:1000]))["size"] == 1000
+            with open(src, "rb") as f:  # noqa: ASYNC230 (the client reads it in a thread)
+                f.seek(5)  # a file object is read from where it stands
+                assert (await node.add(f))["contentHash"] == hashlib.sha256(data[5:]).hexdigest()
+            r, w = os.pipe()  # no size known: the upload is chunked
+            with os.fdopen(w, "wb") as writer:
+                writer.write(data[:4096])
+            with os.fdopen(r, "rb") as reader:
+                assert (await node.add(reader))["contentHash"] == hashlib.sha256(data[:4096]).hexdigest()
+            added = await node.add(str(src))
+            assert (added["contentHash"], added["new"]) == (digest.hex(), True)
+            assert (await node.add(src))["new"] is False
+
+            sizes: list[int] = []
+            async with node.stream(digest.hex(), start=100, end=(1 << 20) + 99, on_size=sizes.append) as blocks:
+                got = [block async for block in blocks]
+            assert b"".join(got) == data[100 : (1 << 20) + 100] and sizes == [1 << 20]
+            # A whole read is checked against its name, with no expected= needed.
+            assert await node.download(added["uhrpUrl"], io.BytesIO()) == len(data)
+            await _expect("invalid_content_id", 400, node.download("not-a-hash", io.BytesIO()))
+
+
+async def test_errors_keep_the_body_and_retry_after_and_a_policy_retries(daemon: Daemon, tmp_path: Path) -> None:
+    src, data, digest = _file(tmp_path, 100_000)
+    with trio.fail_after(60):
+        async with AsyncNodeClient(daemon.api) as node:
+            await node.add(src)
+            await node.put_policy({"policyName": "tiny", "bytesPerHour": 150_000})
+            await node.put_receipt({"policyName": "tiny", "receiptId": "agent-9"})
+            assert await node.read(digest.hex(), receipt_id="agent-9") == data
+            with pytest.raises(ApiFailure) as refused:
+                await node.read(digest.hex(), receipt_id="agent-9")
+            failure = refused.value
+            assert (failure.status, failure.code, failure.body["error"]) == (429, "quota_exceeded", "quota_exceeded")
+            assert failure.body["reason"] and "remaining" in failure.body
+            assert failure.retry_after is not None and failure.retry_after > 60  # the hour window's end
+            # A retry policy does not park the caller for longer than it allows: raised at once.
+            patient = AsyncNodeClient(daemon.api, retry=Retry(attempts=3, max_wait_s=5))
+            async with patient:
+                with trio.fail_after(3):
+                    await _expect("quota_exceeded", 429, patient.read(digest.hex(), receipt_id="agent-9"))
+
+
+def test_a_retry_policy_waits_for_retry_after_then_backs_off() -> None:
+    policy = Retry(attempts=2, backoff_s=0.5, max_wait_s=10)
+    busy = ApiFailure(503, "shutting_down", "stopping", retry_after=4)
+    assert [policy.delay(busy, 1), policy.delay(busy, 2), policy.delay(busy, 3)] == [4, 4, None]
+    bad_gateway = ApiFailure(502, "fetch_failed", "no host")
+    assert [policy.delay(bad_gateway, 1), policy.delay(bad_gateway, 2)] == [0.5, 1.0]
+    assert policy.delay(ApiFailure(429, "quota_exceeded", "later", retry_after=3600), 1) is None
+    assert policy.delay(ApiFailure(404, "not_found", "no"), 1) is None

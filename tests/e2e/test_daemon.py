@@ -213,7 +213,7 @@ def test_session_commands_count_a_get(daemon: Daemon, tmp_path: Path) -> None:
     shown = json.loads(cli(daemon.home, "session", "show", session_id, "--json").stdout)
     assert shown["progress"]["bytesDelivered"] == len(data) and shown["agentSession"]["sessionType"] == "bulk"
     text = cli(daemon.home, "session", "show", session_id).stdout
-    assert f"session   {session_id} (completed)" in text and "(100%), 1 requests" in text
+    assert f"session   {session_id} (completed)" in text and "(100%), 1 request\n" in text
     r = cli(daemon.home, "session", "show", "stream-nope")
     assert r.returncode == 1 and "unknown_session" in r.stderr
     assert cli(daemon.home, "session", "new", url, "--type", "fast").returncode == 2

@@ -4,34 +4,18 @@ from what the document declares (status codes, content types, bodies)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import Case
 from schemathesis.core.result import Ok
 
 from node.cli.launcher import Daemon
-from tests.e2e.conftest import cli, start_daemon
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    home: Path = tmp_path_factory.mktemp("fuzz") / "home"
-    assert cli(home, "init").returncode == 0
-    d = start_daemon(home)
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-def test_every_operation_holds_to_its_schema(running: Daemon) -> None:
+def test_every_operation_holds_to_its_schema(shared_daemon: Daemon) -> None:
     # Driven through hypothesis directly: schemathesis' pytest plugin does
     # not run under pytest 9 ('Function' object has no attribute '_nodeid').
-    schema = schemathesis.openapi.from_url(f"{running.api.rstrip('/')}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{shared_daemon.api.rstrip('/')}/openapi.json")
     failures = []
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result

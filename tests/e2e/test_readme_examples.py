@@ -75,3 +75,29 @@ def test_the_readme_session_examples_run(home: Path, tmp_path: Path) -> None:
         assert js.stdout.split() == ["0", str(1 << 20), str(round(100 / 3, 2))]
     finally:
         d.stop()
+
+
+def test_the_readme_command_examples_run(home: Path, tmp_path: Path) -> None:
+    """The "Using a node" block, line by line in one bash, with this test's home and API."""
+    section = (ROOT / "README.md").read_text().split("## Using a node", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match
+    d = start_daemon(home)
+    try:
+        script = (
+            match.group(1)
+            .replace("~/.overlay-node", str(home))
+            .replace("http://127.0.0.1:8700", d.api.rstrip("/"))
+            .replace("$PWD/.venv", str(ROOT / ".venv"))
+        )
+        video = os.urandom(SIZE)
+        (tmp_path / "video.mp4").write_bytes(video)
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "copy.mp4").read_bytes() == video and (tmp_path / "head.bin").read_bytes() == video[:1024]
+        assert f"{SIZE}\n" in r.stdout and "peer id" in r.stdout and "video/mp4" in r.stdout
+        assert json.loads(cli(home, "ls", "--json").stdout)["contents"] == []  # the block ends with rm
+    finally:
+        d.stop()

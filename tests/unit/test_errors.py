@@ -15,7 +15,14 @@ from protocols.quota_book import UnknownPolicy, UnknownReceipt
 
 # Raised between the node's own parts; a download or the CLI turns them into
 # something else, so they never reach a client as themselves.
-INTERNAL = {errors.PeerUnreachable, errors.StreamClosed, errors.RemoteError, errors.IdentityError, errors.HomeBusy}
+INTERNAL = {
+    errors.PeerUnreachable,
+    errors.StreamClosed,
+    errors.RemoteError,
+    errors.IdentityError,
+    errors.HomeBusy,
+    errors.AddressInUse,
+}
 
 
 def _auth_codes() -> set[tuple[type[Exception], str]]:
