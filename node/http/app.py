@@ -10,13 +10,14 @@ unknown paths and methods included.
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 
 from node import __version__
-from node.errors import RequestTooLarge, ShuttingDown
+from node.errors import BadRequest, RequestTooLarge, ShuttingDown
 from node.http.agents import agent_router
 from node.http.auth import AuthMiddleware
 from node.http.content import content_router
@@ -31,6 +32,25 @@ __all__ = ["create_app", "MAX_JSON_BODY"]
 
 log = logging.getLogger("overlay_node.http")
 MAX_JSON_BODY = 1 << 20  # every body but an upload's is a small JSON document
+
+
+def _query_names(dependant: Dependant) -> Iterator[str]:
+    yield from (p.alias for p in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+def _known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take: a feature asked for
+    and silently not given (``?quality=``, ``?preferredHosts=``) is worse than a 400."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = set(_query_names(dependant))
+    if unknown := sorted(set(request.query_params) - known):
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; this endpoint takes {takes}")
 
 
 def _bounded(receive: Receive, limit: int) -> Receive:
@@ -102,6 +122,7 @@ def create_app(ctx: NodeContext) -> Any:
         responses=documented(
             AuthError, RequestTooLarge, AuthError="authentication required or failed (BRC-103/104, when enabled)"
         ),
+        dependencies=[Depends(_known_query)],
     )
     install_handlers(app)
     data = DataPlane(ctx)

@@ -25,7 +25,15 @@ from urllib.parse import parse_qs
 
 import trio
 
-from node.errors import InvalidReceiptId, NodeError, NotAvailable, NotHeld, ReceiptRequired, ResponseTooLarge
+from node.errors import (
+    BadRequest,
+    InvalidReceiptId,
+    NodeError,
+    NotAvailable,
+    NotHeld,
+    ReceiptRequired,
+    ResponseTooLarge,
+)
 from node.http.context import IDENTITY, RESPONSE_LIMIT, NodeContext
 from node.http.errors import Headers, Send, send_error
 from protocols.agent_session import AgentSession
@@ -51,10 +59,15 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Emit = Callable[[bytes | bytearray, bool], Awaitable[None]]
 
 
+_QUERY = ("receiptId", "sessionId", "range")
+
+
 def _params(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """The ``receiptId``, ``sessionId`` and ``range`` query parameters."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return tuple(query[k][-1] if k in query else None for k in ("receiptId", "sessionId", "range"))  # type: ignore[return-value]
+    """The ``receiptId``, ``sessionId`` and ``range`` query parameters; any other is refused."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    if unknown := sorted(set(query) - set(_QUERY)):
+        raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; reads take {', '.join(_QUERY)}")
+    return tuple(query[k][-1] if k in query else None for k in _QUERY)  # type: ignore[return-value]
 
 
 async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
@@ -182,7 +195,9 @@ class DataPlane:
             return read
         size = manifest.size
         raw_range = request_headers.get(b"range")
+        from_query = False
         if raw_range is None and range_param:
+            from_query = True
             # For clients that cannot send a Range header (AuthFetch signs only a few headers).
             raw_range = (range_param if range_param.startswith("bytes=") else f"bytes={range_param}").encode(
                 "latin-1", "replace"
@@ -193,7 +208,9 @@ class DataPlane:
             try:
                 rng = parse_range(raw_range.decode("latin-1"), size)
             except InvalidRange:
-                pass  # RFC 9110: a server may ignore a Range it cannot parse
+                if from_query:  # a query parameter is ours, not HTTP's: say it is wrong
+                    raise BadRequest(f"range={range_param!r} is not a byte range like 0-1023") from None
+                # RFC 9110: a server may ignore a Range header it cannot parse
             except Unsatisfiable:
                 message = f"range {raw_range.decode('latin-1')!r} is outside {size} bytes"
                 raise _Refused(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from protocols.manifest import MAX_CONTENT_TYPE, valid_content_type
 from protocols.quota import POLICY_FIELDS, Policy
@@ -19,6 +19,12 @@ RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 
 # -- content, node and overlay ----------------------------------------------------
+
+
+class RequestBody(BaseModel):
+    """A request body: a field the node does not implement is refused (400), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ErrorBody(BaseModel):
@@ -136,7 +142,7 @@ class ResolvedHost(BaseModel):
     advert: SignedAdvert
 
 
-class ReportHost(BaseModel):
+class ReportHost(RequestBody):
     contentHash: str = Field(pattern="^[0-9a-fA-F]{64}$")
     hostPublicKey: str = Field(pattern="^0[23][0-9a-fA-F]{64}$", description="33-byte compressed identity key, hex")
     success: bool
@@ -175,7 +181,7 @@ def camel(name: str) -> str:
     return first + "".join(word.title() for word in rest)
 
 
-class _PolicyBase(BaseModel):
+class _PolicyBase(RequestBody):
     @field_validator("allowedContentTypes", check_fields=False)
     @classmethod
     def _media_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -245,7 +251,7 @@ class PolicyList(BaseModel):
     policies: list[PolicyOut]
 
 
-class ReceiptIn(BaseModel):
+class ReceiptIn(RequestBody):
     policyName: str = Field(min_length=1, max_length=100)
     receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN)
     identityKey: str = Field(default="", pattern=r"^(|0[23][0-9a-fA-F]{64})$")
@@ -318,13 +324,13 @@ class QuotaStatusOut(BaseModel):
 # -- agents -----------------------------------------------------------------------
 
 
-class QualityRequirements(BaseModel):
+class QualityRequirements(RequestBody):
     minBandwidthMbps: float | None = Field(default=None, gt=0, le=1e6)
     maxLatencyMs: float | None = Field(default=None, gt=0, le=600_000)
     compressionRequired: bool = False
 
 
-class StreamingConfigIn(BaseModel):
+class StreamingConfigIn(RequestBody):
     chunkSize: int | None = Field(
         default=None, ge=4096, le=16 << 20, description="bytes per read the agent should ask for"
     )
@@ -334,7 +340,7 @@ class StreamingConfigIn(BaseModel):
     quality: Literal["auto", "low", "medium", "high"] = "auto"
 
 
-class SessionIn(BaseModel):
+class SessionIn(RequestBody):
     contentHash: str = Field(min_length=1, max_length=256, description="hex SHA-256 or UHRP URL")
     receiptId: str | None = Field(
         default=None, pattern=RECEIPT_PATTERN, description="default: the authenticated caller's receipt"
@@ -420,13 +426,13 @@ class SessionOut(BaseModel):
     updatedAt: str
 
 
-class PlanRequirements(BaseModel):
+class PlanRequirements(RequestBody):
     minBandwidthMbps: float | None = Field(default=None, gt=0, le=1e6)
     maxLatencyMs: float | None = Field(default=None, gt=0, le=600_000)
     budgetSatoshis: int | None = Field(default=None, ge=0, lt=2**53)
 
 
-class OptimizeIn(BaseModel):
+class OptimizeIn(RequestBody):
     contentHashes: list[str] = Field(min_length=1, max_length=256)
     agentId: str | None = Field(default=None, pattern=ID_PATTERN)
     receiptId: str | None = Field(default=None, pattern=RECEIPT_PATTERN)

@@ -69,7 +69,9 @@ async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenti
         await handshake(http, agent)
         r = await signed(http, agent, "POST", "/v1/content", body=DATA, ctype="application/octet-stream")
         assert r.status_code == 201 and r.json()["contentHash"] == HASH
-        r = await signed(http, agent, "GET", f"/v1/streaming/data/{HASH}", query="x=1")
+        r = await signed(
+            http, agent, "GET", f"/v1/streaming/data/{HASH}", query=f"range=0-{len(DATA) - 1}"
+        )  # the query is signed too
         assert r.content == DATA and r.headers["x-bsv-auth-identity-key"]
         bad = agent.headers("GET", "/v1/node", "", b"", [])
         bad["x-bsv-auth-signature"] = "3006020101020101"

@@ -186,3 +186,20 @@ async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, 
         await add(c)
         r = await c.get(f"/v1/streaming/data/{HASH}", headers={"range": "bytes=5-9"})
         assert r.status_code == 206 and r.content == DATA[5:10]
+
+
+async def test_what_the_node_does_not_implement_is_refused_not_ignored(client: httpx.AsyncClient) -> None:
+    await add(client)
+    r = await client.get(f"/v1/streaming/data/{HASH}", params={"quality": "bogus", "preferredHosts": "zzz"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_request"
+    assert "'preferredHosts', 'quality'" in r.json()["message"]
+    r = await client.get(f"/v1/streaming/data/{HASH}", params={"range": "garbage"})
+    assert r.status_code == 400 and "range='garbage'" in r.json()["message"]
+    r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": "garbage"})
+    assert r.status_code == 200 and r.content == DATA  # RFC 9110: a Range header it cannot parse is ignored
+    r = await client.get("/v1/content", params={"limit": "5", "sort": "size"})
+    assert r.status_code == 400 and "'sort'" in r.json()["message"] and "limit, offset" in r.json()["message"]
+    r = await client.post("/v1/streaming/quotas/policies", json={"policyName": "p", "bytesPerHour": 1, "tier": "x"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "tier" in r.json()["message"]
+    r = await client.post("/v1/streaming/sessions", json={"contentHash": HASH, "streamingConfig": {"cdn": True}})
+    assert r.status_code == 422 and "streamingConfig.cdn" in r.json()["message"]
