@@ -197,7 +197,7 @@ def cmd_add(args: argparse.Namespace) -> None:
         for path in sources:
             ctype = _content_type(path, args.content_type)
             label = f"add {path.name if path else 'stdin'}"
-            with progress(label, path.stat().st_size if path else None, enabled=not args.json) as line:
+            with progress(label, path.stat().st_size if path else None, enabled=not args.json, upload=True) as line:
                 if client is not None:
                     source: Any = path if path is not None else sys.stdin.buffer
                     info = client.add(source, content_type=ctype, pin=args.pin, progress=line.advance)

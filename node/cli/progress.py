@@ -101,12 +101,13 @@ class Progress:
 
 
 @contextmanager
-def progress(label: str, total: int | None, *, enabled: bool = True) -> Iterator[Progress]:
+def progress(label: str, total: int | None, *, enabled: bool = True, upload: bool = False) -> Iterator[Progress]:
     """A progress line for ``label`` while the block runs (nothing when
-    stderr is not a terminal); the line is cleared when the block ends."""
+    stderr is not a terminal); the line is cleared when the block ends. The
+    rate is aria2's ``DL:``, or ``UP:`` for an ``upload``."""
     if not (enabled and sys.stderr.isatty()):
         yield Progress(None)
         return
-    fmt = "[{desc} {done_iec}/{total_iec}{pct}{cn} DL:{rate_iec}{eta_s}]"
+    fmt = "[{desc} {done_iec}/{total_iec}{pct}{cn} %s:{rate_iec}{eta_s}]" % ("UP" if upload else "DL")
     with _Line(total=total, desc=label, unit="B", bar_format=fmt, leave=False, file=sys.stderr, mininterval=0.2) as bar:
         yield Progress(bar)
