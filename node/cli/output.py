@@ -31,6 +31,17 @@ def default_name(digest: bytes, content_type: str | None) -> str:
     return url_for_hash(digest) + (ext or "")
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions the written file gets: the replaced file's, or what a
+    plain ``open`` would give a new one (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 class OutputTarget:
     """``with target as out:`` a binary file to write; kept only if the block succeeds."""
 
@@ -47,6 +58,7 @@ class OutputTarget:
         if self._replace:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
             self._tmp = Path(tmp)
+            os.fchmod(fd, _mode_for(self.path))  # mkstemp's 0600 is for the temp file, not the result
             self._file = os.fdopen(fd, "wb")
         else:
             self._file = open(self.path, "wb")

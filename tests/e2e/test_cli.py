@@ -63,6 +63,12 @@ def test_get_to_stdout_and_into_a_directory(node: Daemon, url: str, tmp_path: Pa
     assert r2.returncode == 0, r2.stderr
     (written,) = tmp_path.iterdir()
     assert written.name.startswith(url) and written.read_bytes() == DATA
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask  # as a plain open would make it, not 0600
+    written.chmod(0o640)
+    assert cli(node.home, "get", url, "-o", str(written)).returncode == 0
+    assert stat.S_IMODE(written.stat().st_mode) == 0o640  # a replaced file keeps its permissions
 
 
 def test_get_to_a_missing_directory_is_one_line_naming_it(node: Daemon, url: str) -> None:
