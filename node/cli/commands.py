@@ -282,7 +282,6 @@ def cmd_get(args: argparse.Namespace) -> None:
             n = client.download(
                 digest.hex(),
                 out,
-                expected=digest,
                 receipt_id=args.receipt,
                 session_id=args.session,
                 on_size=line.set_total,
