@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from protocols.brc104 import AuthError, HandshakeTooLarge, MalformedAuthMessage
 from protocols.chunk_wire import ErrorCode, ErrorReply
 from protocols.errors import InvalidUhrpUrl, RemoteProtocolError
-from protocols.quota import Usage, Window
+from protocols.quota import Usage, Window, or_none
 from protocols.quota_book import UnknownPolicy, UnknownReceipt
 from protocols.ranges import Unsatisfiable
 from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
@@ -230,7 +230,9 @@ class QuotaDenied(NodeError):
         return {
             "reason": self.reason,
             "retryAfterSeconds": round(self.retry_after_s, 3),
-            "remaining": {k.value: {"bytes": u.bytes, "requests": u.requests} for k, u in self.remaining.items()},
+            "remaining": {
+                k.value: {"bytes": or_none(u.bytes), "requests": or_none(u.requests)} for k, u in self.remaining.items()
+            },
         }
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Window",
     "WINDOWS",
     "UNLIMITED",
+    "or_none",
     "MIN_BANDWIDTH_MBPS",
     "window_bounds",
     "GCounter",
@@ -231,6 +232,16 @@ class Decision:
     burst: bool = False  # admitted on the burst allowance
 
 
+def or_none(limit: int) -> int | None:
+    """A limit as the API shows it: ``None`` for no limit."""
+    return None if limit == UNLIMITED else limit
+
+
+def _left(limit: int, used: int) -> int:
+    """What a limit leaves; no limit leaves ``UNLIMITED`` whatever was used."""
+    return UNLIMITED if limit == UNLIMITED else max(0, limit - used)
+
+
 def decide(
     policy: Policy,
     usage: Mapping[Window, Usage],
@@ -254,7 +265,7 @@ def decide(
     remaining = {}
     for kind in WINDOWS:
         lim, used = policy.limits(kind, agent), usage.get(kind, Usage())
-        remaining[kind] = Usage(max(0, lim.bytes - used.bytes), max(0, lim.requests - used.requests))
+        remaining[kind] = Usage(_left(lim.bytes, used.bytes), _left(lim.requests, used.requests))
 
     def deny(reason: str, retry: float = 0.0) -> Decision:
         return Decision(False, reason, remaining, retry)

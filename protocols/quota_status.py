@@ -15,16 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.quota import UNLIMITED, WINDOWS, Window, window_bounds
+from protocols.quota import UNLIMITED, WINDOWS, Window, or_none, window_bounds
 from protocols.quota_book import QuotaBook
 
 __all__ = ["WindowStatus", "BurstStatus", "QuotaStatus", "quota_status"]
 
 _MIN_RATE_WINDOW_S = 60.0  # a projection averages over at least a minute
-
-
-def _limit(value: int) -> int | None:
-    return None if value == UNLIMITED else value
 
 
 @dataclass(frozen=True)
@@ -91,8 +87,8 @@ def quota_status(book: QuotaBook, receipt_id: str, now: float, *, cut_off: bool)
             at = now + max(0, limit.bytes - used.bytes) / rate
             exhaustion = at if at < end else None
         windows[kind] = WindowStatus(
-            kind, start, end, used.bytes, used.requests, _limit(limit.bytes), _limit(limit.requests),
-            _limit(agent.bytes), _limit(agent.requests), exhaustion,
+            kind, start, end, used.bytes, used.requests, or_none(limit.bytes), or_none(limit.requests),
+            or_none(agent.bytes), or_none(agent.requests), exhaustion,
         )  # fmt: skip
     local = book.local.get(receipt_id)
     hour_start = window_bounds(Window.HOUR, now)[0]

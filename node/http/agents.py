@@ -22,8 +22,8 @@ from node.http.models import (
     SessionIn,
     SessionOut,
     StreamingConfigOut,
+    iso,
 )
-from node.http.quotas import iso
 from protocols.agent_plan import ContentOption, Requirements, unmet_requirements
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidUhrpUrl

@@ -28,7 +28,7 @@ from node.errors import (
 from node.http.context import DATA_PREFIX, NodeContext
 from node.http.data import DataPlane, Receive, Scope
 from node.http.errors import Send, documented
-from node.http.models import AddedContent, ContentInfo, ContentList, Deleted
+from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, iso
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest, valid_content_type
 from protocols.quota_book import UnknownReceipt
@@ -50,7 +50,7 @@ def content_info(m: Manifest, pinned: bool, created_at: float, damaged: int = 0)
         "manifestHash": m.manifest_hash.hex(),
         "contentType": m.content_type,
         "pinned": pinned,
-        "createdAt": created_at,
+        "createdAt": iso(created_at),
         "damagedChunks": damaged,
     }
 

@@ -7,6 +7,7 @@ derived from ``protocols.quota.Policy``, the one definition of its fields.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -27,6 +28,11 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def iso(t: float | None) -> str | None:
+    """A Unix time as the API writes every time: ISO 8601 in UTC (``2026-12-03T11:32:13.5Z``)."""
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
 class ErrorBody(BaseModel):
     """Every error the node answers has this shape (``node.errors`` lists the codes)."""
 
@@ -34,8 +40,8 @@ class ErrorBody(BaseModel):
     message: str
     reason: str | None = Field(None, description="quota_exceeded: what was exceeded")
     retryAfterSeconds: float | None = Field(None, description="quota_exceeded: when the request may succeed")
-    remaining: dict[str, dict[str, int]] | None = Field(
-        None, description="quota_exceeded: bytes and requests left per window"
+    remaining: dict[str, dict[str, int | None]] | None = Field(
+        None, description="quota_exceeded: bytes and requests left per window (null: no limit)"
     )
     details: list[dict[str, Any]] | None = Field(None, description="invalid_request: each invalid field")
 
@@ -50,7 +56,7 @@ class ContentInfo(BaseModel):
     manifestHash: str
     contentType: str
     pinned: bool
-    createdAt: float = Field(description="Unix seconds")
+    createdAt: str = Field(description="when this node stored it, ISO 8601 UTC")
     damagedChunks: int = Field(
         0, description="chunks found corrupt or missing, being fetched again; reads that need them fail"
     )
@@ -138,7 +144,9 @@ class ResolvedHost(BaseModel):
     local: bool
     performance: PerformanceInfo
     statistics: HostStatistics
-    expiresAt: int
+    expiresAt: str = Field(
+        description="when the advert expires, ISO 8601 UTC (the signed advert has it in Unix seconds)"
+    )
     advert: SignedAdvert
 
 

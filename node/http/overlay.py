@@ -24,6 +24,7 @@ from node.http.models import (
     ResolvedHost,
     SignedAdvert,
     StorageInfo,
+    iso,
 )
 from protocols.errors import InvalidUhrpUrl
 from protocols.peer_stats import PeerStats, figures
@@ -83,7 +84,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                     local=h.local,
                     performance=performance,
                     statistics=statistics,
-                    expiresAt=h.advert.advert.expiry,
+                    expiresAt=iso(h.advert.advert.expiry) or "",
                     advert=SignedAdvert(**h.advert.advert.as_json()),
                 )
             )

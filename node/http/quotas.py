@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
@@ -31,6 +30,7 @@ from node.http.models import (
     ReceiptIn,
     ReceiptOut,
     WindowOut,
+    iso,
     policy_fields,
     policy_of,
 )
@@ -39,14 +39,9 @@ from protocols.quota_book import UnknownPolicy, UnknownReceipt
 from protocols.quota_status import QuotaStatus
 from protocols.usage_sync import PolicyRecord, ReceiptRecord, valid_receipt_id
 
-__all__ = ["quota_router", "iso"]
+__all__ = ["quota_router"]
 
 _PROJECTION = {Window.HOUR: "hourlyExhaustion", Window.DAY: "dailyExhaustion", Window.MONTH: "monthlyExhaustion"}
-
-
-def iso(t: float | None) -> str | None:
-    """A Unix time as the API writes it: ISO 8601 in UTC."""
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _policy_out(record: PolicyRecord) -> PolicyOut:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -177,6 +178,21 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
     assert set(paths["/v1/streaming/data/{contentId}"]) == {"get", "head"}
     assert "206" in paths["/v1/streaming/data/{contentId}"]["get"]["responses"]
     assert "get" in paths["/v1/node"]
+
+
+async def test_every_time_is_iso_8601_utc(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    times = {
+        f"{name}.{field}": prop
+        for name, schema in doc["components"]["schemas"].items()
+        for field, prop in schema.get("properties", {}).items()
+        if field.endswith("At") or field.endswith("Time")
+    }
+    assert {"ContentInfo.createdAt", "ResolvedHost.expiresAt"} <= set(times)
+    assert not [f for f, prop in times.items() if "integer" in str(prop) or "number" in str(prop)]
+    await add(client)
+    created = (await client.get(f"/v1/content/{HASH}")).json()["createdAt"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", created), created
 
 
 async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, content: ContentStore) -> None:

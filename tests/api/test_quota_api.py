@@ -87,7 +87,8 @@ async def test_reads_are_charged_then_refused_with_429_until_the_hour_rolls(
     assert r.status_code == 429
     body = r.json()
     assert body["error"] == "quota_exceeded" and body["reason"] == "bytes_per_hour"
-    assert body["remaining"]["hour"]["bytes"] == 150_000
+    assert body["remaining"]["hour"] == {"bytes": 150_000, "requests": None}  # no request limit: null
+    assert body["remaining"]["day"] == {"bytes": None, "requests": None}
     assert int(r.headers["retry-after"]) == 50 * 60
     assert (await client.get(url, params={"receiptId": rid}, headers={"range": "bytes=0-99"})).status_code == 206
     assert (await client.get(url)).status_code == 200  # reads without a receipt are not metered
