@@ -36,6 +36,7 @@ __all__ = [
     "load_settings",
     "resolve_home",
     "render_default_toml",
+    "flat_settings",
 ]
 
 HOME_ENV = "OVERLAY_NODE_HOME"
@@ -303,7 +304,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)}")
 
 
-def _apply(settings: Settings, dotted: Mapping[str, Any], source: str) -> Settings:
+def _apply(
+    settings: Settings, dotted: Mapping[str, Any], source: str, sources: dict[str, str] | None = None
+) -> Settings:
     by_section: dict[str, dict[str, Any]] = {}
     for key, value in dotted.items():
         section, _, name = key.partition(".")
@@ -316,6 +319,8 @@ def _apply(settings: Settings, dotted: Mapping[str, Any], source: str) -> Settin
             by_section.setdefault(section, {})[name] = _coerce(key, value, hints[name])
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        if sources is not None:
+            sources[key] = source
     for section, changes in by_section.items():
         settings = replace(settings, **{section: replace(getattr(settings, section), **changes)})
     return settings
@@ -354,8 +359,13 @@ def load_settings(
     home: Path,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> Settings:
-    """Defaults, then ``home/config.toml``, then environment, then ``overrides``."""
+    """Defaults, then ``home/config.toml``, then environment, then ``overrides``.
+
+    ``sources``, when given, is filled with where each setting that is not
+    at its default came from (``section.name`` -> the file, the variable or
+    "command line")."""
     settings = Settings(home=home)
     path = home / "config.toml"
     if path.exists():
@@ -363,13 +373,22 @@ def load_settings(
             doc = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        settings = _apply(settings, _flatten_toml(doc, path), str(path))
+        settings = _apply(settings, _flatten_toml(doc, path), str(path), sources)
     env = os.environ if environ is None else environ
     for var in sorted(ENV_VARS.keys() & env.keys()):
-        settings = _apply(settings, {ENV_VARS[var]: env[var]}, f"environment variable {var}")
-    settings = _apply(settings, dict(overrides or {}), "command line")
+        settings = _apply(settings, {ENV_VARS[var]: env[var]}, f"environment variable {var}", sources)
+    settings = _apply(settings, dict(overrides or {}), "command line", sources)
     _validate(settings)
     return settings
+
+
+def flat_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting by its ``section.name``, in the schema's order."""
+    return {
+        f"{section}.{f.name}": getattr(getattr(settings, section), f.name)
+        for section, cls in SECTIONS.items()
+        for f in fields(cls)
+    }
 
 
 def _toml_value(value: Any) -> str:

@@ -488,9 +488,28 @@ class AsyncNodeClient:
             headers["content-length"] = str(body.size)
         return await self._json("POST", "/v1/content", body=body, progress=progress, headers=headers, params=params)
 
-    async def list(self, *, limit: int = 1000, offset: int = 0) -> dict[str, Any]:
-        """Stored content, newest first: ``contents``, ``total``."""
-        return await self._json("GET", "/v1/content", params={"limit": limit, "offset": offset})
+    async def list(self, *, limit: int = 1000, offset: int = 0, pinned: bool | None = None) -> dict[str, Any]:
+        """Stored content, newest first: ``contents``, ``total`` (only pinned or only cached with ``pinned``)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if pinned is not None:
+            params["pinned"] = "true" if pinned else "false"
+        return await self._json("GET", "/v1/content", params=params)
+
+    async def pin(self, content_id: str) -> dict[str, Any]:
+        """Keep content until unpinned; the node downloads it first if it does not hold it."""
+        return await self._json("PUT", f"/v1/content/{_seg(content_id)}/pin")
+
+    async def unpin(self, content_id: str) -> dict[str, Any]:
+        """Keep content as cache only."""
+        return await self._json("DELETE", f"/v1/content/{_seg(content_id)}/pin")
+
+    async def transfers(self) -> dict[str, Any]:
+        """Downloads from the overlay in flight: ``transfers`` (progress, sources, rate)."""
+        return await self._json("GET", "/v1/transfers")
+
+    async def peers(self) -> dict[str, Any]:
+        """Connected peers with their measured performance: ``peers``."""
+        return await self._json("GET", "/v1/peers")
 
     async def info(self, content_id: str) -> dict[str, Any]:
         """One stored content's metadata (404 ``not_found`` when not held)."""
@@ -773,6 +792,10 @@ class NodeClient:
     list = _blocking(AsyncNodeClient.list)
     info = _blocking(AsyncNodeClient.info)
     delete = _blocking(AsyncNodeClient.delete)
+    pin = _blocking(AsyncNodeClient.pin)
+    unpin = _blocking(AsyncNodeClient.unpin)
+    transfers = _blocking(AsyncNodeClient.transfers)
+    peers = _blocking(AsyncNodeClient.peers)
     resolve = _blocking(AsyncNodeClient.resolve)
     read = _blocking(AsyncNodeClient.read)
     download = _blocking(AsyncNodeClient.download)

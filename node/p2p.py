@@ -300,6 +300,10 @@ class P2P:
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self._host.get_connected_peers()]
 
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        """Where a known peer listens, each ending in ``/p2p/<peer id>`` (empty before identify)."""
+        return self._full_addrs(ID.from_base58(peer_id))
+
     def set_handler(self, protocol: str, handler: Callable[[Stream], Awaitable[None]]) -> None:
         async def on_stream(stream: INetStream) -> None:
             wrapped = _Libp2pStream(stream)

@@ -148,6 +148,8 @@ class StoreStats:
     content_bytes: int
     chunks: int
     chunk_bytes: int  # distinct chunks: what the store really holds on disk
+    pinned: int = 0  # contents kept until unpinned (the rest is cache)
+    pinned_bytes: int = 0
 
 
 class MetadataStore(ABC):
@@ -165,8 +167,12 @@ class MetadataStore(ABC):
     async def get_content(self, content_hash: bytes) -> ContentRecord | None: ...
 
     @abstractmethod
-    async def list_contents(self, *, limit: int, offset: int) -> list[ContentRecord]:
-        """Newest first."""
+    async def list_contents(self, *, limit: int, offset: int, pinned: bool | None = None) -> list[ContentRecord]:
+        """Newest first; only pinned (or only cached) content when ``pinned`` is given."""
+
+    @abstractmethod
+    async def set_pinned(self, content_hash: bytes, pinned: bool) -> bool:
+        """Pin or unpin recorded content; False when it is not recorded."""
 
     @abstractmethod
     async def delete_content(self, content_hash: bytes) -> list[bytes] | None:

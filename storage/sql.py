@@ -164,15 +164,26 @@ class SqlMetadataStore(MetadataStore):
         )
         return _record(rows[0]) if rows else None
 
-    async def list_contents(self, *, limit: int, offset: int) -> list[ContentRecord]:
+    async def list_contents(self, *, limit: int, offset: int, pinned: bool | None = None) -> list[ContentRecord]:
+        where, args = ("", ()) if pinned is None else ("WHERE pinned = ? ", (pinned,))
         rows = await self._run(
             lambda db: db.fetch(
-                "SELECT manifest, pinned, created_at FROM contents "
+                f"SELECT manifest, pinned, created_at FROM contents {where}"
                 "ORDER BY created_at DESC, content_hash LIMIT ? OFFSET ?",
-                (limit, offset),
+                (*args, limit, offset),
             )
         )
         return [_record(r) for r in rows]
+
+    async def set_pinned(self, content_hash: bytes, pinned: bool) -> bool:
+        def txn(db: Db) -> bool:
+            key = content_hash.hex()
+            if not db.fetch("SELECT 1 FROM contents WHERE content_hash = ?", (key,)):
+                return False
+            db.execute("UPDATE contents SET pinned = ? WHERE content_hash = ?", (pinned, key))
+            return True
+
+        return await self._transaction(txn)
 
     async def delete_content(self, content_hash: bytes) -> list[bytes] | None:
         key = content_hash.hex()
@@ -380,7 +391,8 @@ class SqlMetadataStore(MetadataStore):
     async def stats(self) -> StoreStats:
         def query(db: Db) -> StoreStats:
             ((n, total),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents")
+            ((p, pb),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents WHERE pinned = ?", (True,))
             ((c, cb),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM chunk_refs")
-            return StoreStats(int(n), int(total), int(c), int(cb))
+            return StoreStats(int(n), int(total), int(c), int(cb), int(p), int(pb))
 
         return await self._run(query)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import mimetypes
 import signal
 import sys
-from collections.abc import AsyncGenerator, Callable
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,17 +19,19 @@ import trio
 
 if TYPE_CHECKING:
     from node.node import Node
+    from storage import ContentStore
 
-from config import load_settings
+from config import flat_settings, load_settings
 from node import __version__
+from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
-from node.cli.progress import human, plural, progress, size
-from node.client import ApiFailure, NodeClient, NodeUnavailable
+from node.cli.progress import Progress, human, plural, progress, size
+from node.client import ApiFailure, ClientError, NodeClient, NodeUnavailable
 from node.errors import IdentityError
-from node.home import hold_home, init_home, read_node_info
+from node.home import init_home, read_node_info
 from node.identity import load_identity
 from protocols.errors import InvalidUhrpUrl
-from protocols.manifest import DEFAULT_CONTENT_TYPE, valid_content_type
+from protocols.manifest import valid_content_type
 from protocols.uhrp import parse_content_id, url_for_hash
 
 __all__ = ["CliError", "POLICY_OPTIONS", "find_api"]
@@ -219,11 +223,6 @@ def _add_direct(
     args: argparse.Namespace, path: Path | None, content_type: str | None, advance: Callable[[int], None]
 ) -> dict[str, Any]:
     """No node is running: write into the store directly."""
-    from storage import open_content_store
-
-    if not (args.home / "identity.key").exists():
-        raise CliError(f"{args.home} is not initialised; run 'overlay-node init'")
-    settings = load_settings(args.home)
 
     async def blocks() -> AsyncGenerator[bytes, None]:
         stream = path.open("rb") if path is not None else sys.stdin.buffer
@@ -235,31 +234,11 @@ def _add_direct(
             if path is not None:
                 stream.close()
 
-    async def add() -> dict[str, Any]:
-        content = await open_content_store(settings)
-        try:
-            async with contextlib.aclosing(blocks()) as pieces:
-                result = await content.ingest(
-                    pieces, content_type=content_type or DEFAULT_CONTENT_TYPE, pinned=args.pin
-                )
-            record = await content.get(result.manifest.content_hash)
-        finally:
-            await content.meta.aclose()
-        assert record is not None
-        m = record.manifest
-        return {
-            "uhrpUrl": url_for_hash(m.content_hash),
-            "contentHash": m.content_hash.hex(),
-            "size": m.size,
-            "chunks": len(m.chunk_hashes),
-            "merkleRoot": m.merkle_root.hex(),
-            "contentType": m.content_type,
-            "pinned": record.pinned,
-            "new": result.new,
-        }
+    async def add(content: ContentStore) -> dict[str, Any]:
+        async with contextlib.aclosing(blocks()) as pieces:
+            return await add_locally(content, pieces, content_type=content_type, pinned=args.pin)
 
-    with hold_home(args.home):
-        return trio.run(add)
+    return run_locally(args.home, add)
 
 
 def _held(client: NodeClient, digest: bytes) -> dict[str, Any] | None:
@@ -272,41 +251,194 @@ def _held(client: NodeClient, digest: bytes) -> dict[str, Any] | None:
         raise
 
 
+def _not_held_locally(digest: bytes) -> CliError:
+    return CliError(
+        f"{url_for_hash(digest)} is not held here; start the node ('overlay-node run') to fetch it from the overlay"
+    )
+
+
+@contextlib.contextmanager
+def _sources_shown(client: NodeClient, digest: bytes, line: Progress, *, held: bool) -> Iterator[None]:
+    """While the node downloads ``digest`` from the overlay, show how many
+    hosts it draws on (``CN:n``), polled from ``/v1/transfers``."""
+    if held or not line.drawn:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            try:
+                transfers = client.transfers()["transfers"]
+            except ClientError:  # not the operator of a node named by --api, or gone: no count
+                return
+            for t in transfers:
+                if t["contentHash"] == digest.hex():
+                    line.set_sources(t["sources"])
+
+    watcher = threading.Thread(target=poll, name="transfers", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
 def cmd_get(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
-    with _client(args) as client:
-        info = _held(client, digest) if args.output != "-" else None
-        target = output_target(args.output, default_name(digest, info["contentType"] if info else None))
-        size = info["size"] if info else None
-        with target as out, progress(f"get {target.name}", size, enabled=not args.json) as line:
-            n = client.download(
-                digest.hex(),
-                out,
-                receipt_id=args.receipt,
-                session_id=args.session,
-                on_size=line.set_total,
-                progress=line.advance,
-            )
-    if args.output == "-":
+    client = _running_client(args)
+    if client is None:
+        n, path = _get_locally(args, digest)
+    else:
+        with client:
+            info = _held(client, digest) if args.output != "-" else None
+            target = output_target(args.output, default_name(digest, info["contentType"] if info else None))
+            size = info["size"] if info else None
+            with (
+                target as out,
+                progress(f"get {target.name}", size, enabled=not args.json) as line,
+                _sources_shown(client, digest, line, held=info is not None),
+            ):
+                n = client.download(
+                    digest.hex(),
+                    out,
+                    receipt_id=args.receipt,
+                    session_id=args.session,
+                    on_size=line.set_total,
+                    progress=line.advance,
+                )
+            path = target.path
+    if path is None:
         return
-    result = {"contentHash": digest.hex(), "uhrpUrl": url_for_hash(digest), "size": n, "path": str(target.path)}
-    _print(args, result, f"{target.path}: {human(n)}, sha256 verified")
+    result = {"contentHash": digest.hex(), "uhrpUrl": url_for_hash(digest), "size": n, "path": str(path)}
+    _print(args, result, f"{path}: {human(n)}, sha256 verified")
 
 
-def cmd_ls(args: argparse.Namespace) -> None:
-    with _client(args) as client:
-        listing = client.list(limit=args.limit)
+def _get_locally(args: argparse.Namespace, digest: bytes) -> tuple[int, Path | None]:
+    """``get`` with no node running: from the home's store, if it holds the content."""
+    if args.receipt or args.session:
+        raise CliError("--receipt and --session need a running node (they are its accounting)")
+
+    async def get(content: ContentStore) -> tuple[int, Path | None]:
+        record = await content.get(digest)
+        if record is None:
+            raise _not_held_locally(digest)
+        target = output_target(args.output, default_name(digest, record.manifest.content_type))
+        with target as out, progress(f"get {target.name}", record.manifest.size, enabled=not args.json) as line:
+            n = await read_locally(content, record, out, line.advance)
+        return n, target.path
+
+    return run_locally(args.home, get)
+
+
+def cmd_cat(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    out = sys.stdout.buffer
+    client = _running_client(args)
+    if client is not None:
+        with client:
+            client.download(digest.hex(), out, receipt_id=args.receipt)
+        return
+    if args.receipt:
+        raise CliError("--receipt needs a running node (it is its accounting)")
+
+    async def cat(content: ContentStore) -> None:
+        record = await content.get(digest)
+        if record is None:
+            raise _not_held_locally(digest)
+        await read_locally(content, record, out, lambda n: None)
+
+    run_locally(args.home, cat)
+
+
+def _listing(args: argparse.Namespace, pinned: bool | None) -> dict[str, Any]:
+    client = _running_client(args)
+    if client is None:
+        return run_locally(args.home, functools.partial(list_locally, limit=args.limit, pinned=pinned))
+    with client:
+        return client.list(limit=args.limit, pinned=pinned)
+
+
+def _print_listing(args: argparse.Namespace, listing: dict[str, Any]) -> None:
     if args.json:
         print(json.dumps(listing, indent=2))
         return
+    if listing["contents"]:
+        print(f"{'UHRP URL':<52}  {'SIZE':>10}  {'TYPE':<24}  {'PINNED':<6}  ADDED")
     for c in listing["contents"]:
-        flags = ("" if c["pinned"] else "  (cached)") + (
-            f"  (damaged: {c['damagedChunks']} chunks)" if c["damagedChunks"] else ""
+        damaged = f"  (damaged: {plural(c['damagedChunks'], 'chunk')})" if c["damagedChunks"] else ""
+        added = c["createdAt"][:19].replace("T", " ")
+        print(
+            f"{c['uhrpUrl']:<52}  {human(c['size']):>10}  {c['contentType']:<24}  "
+            f"{'yes' if c['pinned'] else 'no':<6}  {added}{damaged}"
         )
-        print(f"{c['uhrpUrl']}  {human(c['size']):>10}  {c['contentType']}{flags}")
     shown = len(listing["contents"])
     if listing["total"] > shown:
         print(f"... {listing['total'] - shown} more (use --limit)")
+
+
+def cmd_ls(args: argparse.Namespace) -> None:
+    _print_listing(args, _listing(args, None))
+
+
+def cmd_pin_ls(args: argparse.Namespace) -> None:
+    _print_listing(args, _listing(args, True))
+
+
+def cmd_pin_add(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        info = client.pin(digest.hex())
+    _print(args, info, f"pinned {info['uhrpUrl']} ({human(info['size'])})")
+
+
+def cmd_pin_rm(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        info = client.unpin(digest.hex())
+    _print(args, info, f"unpinned {info['uhrpUrl']}: kept as cache")
+
+
+def _measured(perf: dict[str, Any]) -> str:
+    if perf["bandwidthMbps"] is None:
+        return "unmeasured"
+    return f"{perf['bandwidthMbps']:.1f} Mbps, {perf['averageLatencyMs']:.1f} ms, availability {100 * perf['availabilityScore']:.0f}%"
+
+
+def cmd_peers(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        peers = client.peers()
+    lines = [
+        f"{p['peerId']}  {p['addrs'][0] if p['addrs'] else '-'}  {_measured(p['performance'])}" for p in peers["peers"]
+    ]
+    _print(args, peers, "\n".join(lines) or "no peers connected")
+
+
+def cmd_resolve(args: argparse.Namespace) -> None:
+    digest = _content_id(args.content)
+    with _client(args) as client:
+        found = client.resolve(digest.hex())
+    lines = [
+        f"{rank}. {h['hostUrl']}{'  (this node)' if h['local'] else ''}\n"
+        f"   peer {h['peerId']}; {_measured(h['performance'])}; advert expires {h['expiresAt']}"
+        for rank, h in enumerate(found["hosts"], 1)
+    ]
+    _print(args, found, "\n".join(lines) or f"no host advertises {url_for_hash(digest)}")
+
+
+def cmd_transfers(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        transfers = client.transfers()
+    lines = []
+    for t in transfers["transfers"]:
+        size = t["size"]
+        done = f"{human(t['bytesStored'])}/{human(size)} ({100 * t['bytesStored'] / size:.0f}%)" if size else "starting"
+        lines.append(
+            f"{t['uhrpUrl']}  {done}  CN:{t['sources']}  DL:{human(t['rateBytesPerSecond'])}/s  "
+            f"{plural(t['failovers'], 'failover')}"
+        )
+    _print(args, transfers, "\n".join(lines) or "no downloads in flight")
 
 
 def cmd_rm(args: argparse.Namespace) -> None:
@@ -328,7 +460,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         args,
         info,
         f"node      {info['identityKey']}\nversion   {info['version']}\napi       {info['api']}\n{overlay}"
-        f"uptime    {info['uptimeSeconds']:.0f} s\ncontent   {plural(s['contents'], 'item')}, {human(s['contentBytes'])}\n"
+        f"uptime    {info['uptimeSeconds']:.0f} s\ncontent   {plural(s['contents'], 'item')}, {human(s['contentBytes'])}"
+        f" ({s['pinnedContents']} pinned, {human(s['pinnedBytes'])})\n"
         f"on disk   {plural(s['chunks'], 'chunk')}, {human(s['chunkBytes'])}; {human(s['diskFreeBytes'])} free",
     )
 
@@ -404,16 +537,44 @@ def cmd_receipt_new(args: argparse.Namespace) -> None:
 
 def cmd_receipt_show(args: argparse.Namespace) -> None:
     with _client(args) as client:
-        status = client.quota(args.id)
+        r = client.receipt(args.id)
+    lines = [
+        f"receipt   {r['receiptId']} (policy {r['policyName']}, tier {r['quotaTier']})",
+        f"holder    {r['identityKey'] or 'any bearer'}",
+        f"issuer    {r['issuer']}",
+        f"streams   {r['concurrentStreamsAllowed']} at once",
+        f"created   {r['createdAt']}",
+    ]
+    _print(args, r, "\n".join(lines))
+
+
+def cmd_quota(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        status = client.quota(args.receipt)
     lines = [f"receipt   {status['receiptId']} (policy {status['quotaPolicy']['policyName']})"]
     for kind, w in status["windows"].items():
+        requests = plural(w["requestsUsed"], "request")
         lines.append(
             f"{kind:<9} {human(w['bytesUsed'])} of {_limit(w['bytesAllowed'])}, "
-            f"{w['requestsUsed']} requests of {w['requestsAllowed'] if w['requestsAllowed'] is not None else '-'}"
+            f"{requests} of {w['requestsAllowed'] if w['requestsAllowed'] is not None else '-'}"
         )
     c = status["concurrent"]
     lines.append(f"streams   {c['activeStreams']} of {c['maxAllowed']}")
     _print(args, status, "\n".join(lines))
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    sources: dict[str, str] = {}
+    settings = load_settings(args.home, sources=sources)
+    shown = {
+        key: {"value": value, "source": sources.get(key, "default")} for key, value in flat_settings(settings).items()
+    }
+    if args.json:
+        print(json.dumps(shown, indent=2, default=list))
+        return
+    for key, v in shown.items():
+        value = ", ".join(v["value"]) if isinstance(v["value"], tuple) else v["value"]
+        print(f"{key} = {value}" + ("" if v["source"] == "default" else f"    ({v['source']})"))
 
 
 def cmd_session_new(args: argparse.Namespace) -> None:

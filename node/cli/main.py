@@ -21,18 +21,27 @@ from node.cli.commands import (
     POLICY_OPTIONS,
     CliError,
     cmd_add,
+    cmd_cat,
+    cmd_config_show,
     cmd_get,
     cmd_init,
     cmd_ls,
+    cmd_peers,
+    cmd_pin_add,
+    cmd_pin_ls,
+    cmd_pin_rm,
     cmd_policy_ls,
     cmd_policy_set,
+    cmd_quota,
     cmd_receipt_new,
     cmd_receipt_show,
+    cmd_resolve,
     cmd_rm,
     cmd_run,
     cmd_session_new,
     cmd_session_show,
     cmd_status,
+    cmd_transfers,
 )
 from node.client import ApiFailure, ClientError, NodeUnavailable
 from node.errors import NodeError
@@ -110,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
             "  overlay-node run                      # start the daemon (Ctrl-C stops it)\n"
             "  overlay-node add video.mp4            # prints its UHRP URL\n"
             "  overlay-node get XU... -o copy.mp4    # download, verified against the hash\n"
-            "  overlay-node ls"
+            "  overlay-node ls                       # no daemon needed: ls, cat and get of held content"
         ),
         epilog=_EPILOG,
         formatter_class=_Formatter,
@@ -190,14 +199,97 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("--receipt", metavar="ID", help="charge the read to this receipt")
     get.add_argument("--session", metavar="ID", help="count the read toward this agent session")
 
-    ls = _command(sub, "ls", cmd_ls, "list stored content, newest first", "  overlay-node ls\n  overlay-node ls --json")
-    ls.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    cat = _command(
+        sub,
+        "cat",
+        cmd_cat,
+        "write content to standard output, verified against its hash (no daemon needed for held content)",
+        "  overlay-node cat XU... | less\n  overlay-node cat XU... --receipt agent-7 > copy.bin",
+    )
+    cat.add_argument("content", metavar="HASH|URL")
+    cat.add_argument("--receipt", metavar="ID", help="charge the read to this receipt (needs a running node)")
+
+    ls = _command(
+        sub,
+        "ls",
+        cmd_ls,
+        "list stored content, newest first (no daemon needed)",
+        "  overlay-node ls\n  overlay-node ls --json",
+    )
+    ls.add_argument("--limit", type=_count, default=1000, help="at most this many (default 1000)")
+
+    pin = _command(
+        sub,
+        "pin",
+        None,
+        "pinned content is kept until unpinned; the rest is cache",
+        "  overlay-node pin add XU...\n  overlay-node pin rm XU...\n  overlay-node pin ls",
+    )
+    pin_sub = pin.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
+    padd = _command(
+        pin_sub,
+        "add",
+        cmd_pin_add,
+        "pin content; content not held is first downloaded from the overlay",
+        "  overlay-node pin add XU...",
+    )
+    padd.add_argument("content", metavar="HASH|URL")
+    prm = _command(pin_sub, "rm", cmd_pin_rm, "unpin content (it stays, as cache)", "  overlay-node pin rm XU...")
+    prm.add_argument("content", metavar="HASH|URL")
+    pls = _command(pin_sub, "ls", cmd_pin_ls, "list pinned content (no daemon needed)", "  overlay-node pin ls")
+    pls.add_argument("--limit", type=_count, default=1000, help="at most this many (default 1000)")
 
     rm = _command(sub, "rm", cmd_rm, "delete content and free the chunks nothing else uses", "  overlay-node rm XU...")
     rm.add_argument("content", metavar="HASH|URL")
 
     _command(
         sub, "status", cmd_status, "show the running node's identity, addresses and storage", "  overlay-node status"
+    )
+
+    _command(
+        sub,
+        "peers",
+        cmd_peers,
+        "connected peers and their measured bandwidth, latency and success rate",
+        "  overlay-node peers\n  overlay-node peers --json",
+    )
+    resolve = _command(
+        sub,
+        "resolve",
+        cmd_resolve,
+        "the hosts that advertise content, best first, with their adverts' expiry",
+        "  overlay-node resolve XU...",
+    )
+    resolve.add_argument("content", metavar="HASH|URL")
+    _command(
+        sub,
+        "transfers",
+        cmd_transfers,
+        "downloads from the overlay in flight: progress, sources (CN), rate",
+        "  overlay-node transfers\n  watch -n1 overlay-node transfers",
+    )
+    quota = _command(
+        sub,
+        "quota",
+        cmd_quota,
+        "a receipt's quota status across the overlay: use per window, streams",
+        "  overlay-node quota agent-7",
+    )
+    quota.add_argument("receipt", metavar="RECEIPT")
+    config = _command(
+        sub,
+        "config",
+        None,
+        "the node's configuration",
+        "  overlay-node config show",
+    )
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    _command(
+        config_sub,
+        "show",
+        cmd_config_show,
+        "every setting a node started from this home now would use, and where each came from",
+        "  overlay-node config show\n  STREAMING_CHUNK_SIZE_KB=256 overlay-node config show --json",
     )
 
     policy = _command(
@@ -253,7 +345,7 @@ def _parser() -> argparse.ArgumentParser:
         receipt_sub,
         "show",
         cmd_receipt_show,
-        "a receipt's quota status across the overlay",
+        "a receipt: its policy, holder and issuer (its use: overlay-node quota ID)",
         "  overlay-node receipt show agent-7",
     )
     rshow.add_argument("id")
@@ -286,6 +378,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sshow.add_argument("id")
     return p
+
+
+def _count(text: str) -> int:
+    """A positive whole number (argparse reports anything else as a usage error)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -86,6 +86,11 @@ class Progress:
     def __init__(self, bar: _Line | None) -> None:
         self._bar = bar
 
+    @property
+    def drawn(self) -> bool:
+        """Whether a line is on the terminal (stderr is one, and not ``--json``)."""
+        return self._bar is not None
+
     def advance(self, n: int) -> None:
         if self._bar is not None:
             self._bar.update(n)

@@ -132,11 +132,52 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
 
     @router.get("/v1/content", response_model=ContentList, summary="List stored content, newest first")
     async def list_content(
-        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**40)
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=2**40),
+        pinned: bool | None = Query(None, description="only pinned content (true) or only cache (false)"),
     ) -> ContentList:
-        records = await ctx.content.meta.list_contents(limit=limit, offset=offset)
+        records = await ctx.content.meta.list_contents(limit=limit, offset=offset, pinned=pinned)
         stats = await ctx.content.meta.stats()
-        return ContentList(contents=[record_info(r) for r in records], total=stats.contents, limit=limit, offset=offset)
+        total = stats.contents if pinned is None else stats.pinned if pinned else stats.contents - stats.pinned
+        return ContentList(contents=[record_info(r) for r in records], total=total, limit=limit, offset=offset)
+
+    @router.put(
+        "/v1/content/{contentId}/pin",
+        response_model=ContentInfo,
+        summary="Pin content: keep it until unpinned",
+        description="Content this node does not hold is first downloaded from the overlay (as a read would).",
+        responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld, Mismatch, InsufficientStorage),
+    )
+    async def pin(contentId: str, request: Request) -> ContentInfo:
+        ctx.require_operator(request.scope, "pin content")
+        digest = parse_content_id(contentId)
+        if await ctx.content.get(digest) is None:
+            if ctx.overlay is None:
+                raise NotHeld(f"content {digest.hex()} is not held by this node, and it is on no overlay")
+            await ctx.overlay.fetcher.fetch(digest)
+        return await set_pinned(digest, True)
+
+    @router.delete(
+        "/v1/content/{contentId}/pin",
+        response_model=ContentInfo,
+        summary="Unpin content: keep it as cache",
+        responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld),
+    )
+    async def unpin(contentId: str, request: Request) -> ContentInfo:
+        ctx.require_operator(request.scope, "unpin content")
+        return await set_pinned(parse_content_id(contentId), False)
+
+    async def set_pinned(digest: bytes, pinned: bool) -> ContentInfo:
+        if not await ctx.content.meta.set_pinned(digest, pinned):
+            raise NotHeld(f"content {digest.hex()} is not held by this node")
+        record = await ctx.content.get(digest)
+        assert record is not None
+        if ctx.overlay is not None:  # cached content is advertised only with p2p.advertise_cached
+            if pinned or settings.p2p.advertise_cached:
+                ctx.overlay.adverts.announce(record.manifest)
+            else:
+                ctx.overlay.adverts.withdraw(digest)
+        return record_info(record)
 
     @router.get(
         "/v1/content/{contentId}",

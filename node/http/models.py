@@ -73,6 +73,22 @@ class ContentList(BaseModel):
     offset: int
 
 
+class Transfer(BaseModel):
+    contentHash: str
+    uhrpUrl: str
+    size: int | None = Field(description="null until a host's manifest is accepted")
+    bytesStored: int = Field(description="verified and on disk, resumed chunks included")
+    sources: int = Field(description="hosts the download is drawing on now")
+    hostsUsed: list[str] = Field(description="identity keys of hosts that have sent chunks")
+    failovers: int
+    startedAt: str
+    rateBytesPerSecond: float = Field(description="bytes stored per second since the download started")
+
+
+class TransferList(BaseModel):
+    transfers: list[Transfer]
+
+
 class Deleted(BaseModel):
     contentHash: str
     deleted: bool
@@ -85,6 +101,8 @@ class StorageInfo(BaseModel):
     chunks: int
     chunkBytes: int
     chunkSize: int
+    pinnedContents: int = Field(description="contents kept until unpinned; the rest is cache")
+    pinnedBytes: int
     diskFreeBytes: int
     diskFull: bool = Field(
         description="no room for another chunk above storage.min_free_disk_mb: adds fail with 507, reads work"
@@ -134,6 +152,18 @@ class HostStatistics(BaseModel):
     totalRequests: int
     successfulRequests: int
     failedRequests: int
+
+
+class Peer(BaseModel):
+    peerId: str
+    addrs: list[str]
+    performance: PerformanceInfo = Field(description="as measured by this node's downloads (unmeasured: nulls)")
+    statistics: HostStatistics
+    bytesReceived: int
+
+
+class PeerList(BaseModel):
+    peers: list[Peer]
 
 
 class ResolvedHost(BaseModel):

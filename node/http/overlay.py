@@ -6,10 +6,10 @@ import shutil
 import time
 from collections.abc import Iterable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from node import __version__
-from node.errors import InvalidPublicKey, OverlayDisabled
+from node.errors import InvalidPublicKey, OperatorOnly, OverlayDisabled, Unauthenticated
 from node.http.context import NodeContext
 from node.http.errors import documented
 from node.http.models import (
@@ -17,6 +17,8 @@ from node.http.models import (
     HostStatistics,
     NodeInfo,
     OverlayInfo,
+    Peer,
+    PeerList,
     PerformanceInfo,
     Recommendations,
     ReportHost,
@@ -24,6 +26,8 @@ from node.http.models import (
     ResolvedHost,
     SignedAdvert,
     StorageInfo,
+    Transfer,
+    TransferList,
     iso,
 )
 from protocols.errors import InvalidUhrpUrl
@@ -123,6 +127,58 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
         performance, statistics = _measured(stats)
         return HostReport(hostPublicKey=key.hex(), peerId=peer, performance=performance, statistics=statistics)
 
+    @router.get(
+        "/v1/transfers",
+        response_model=TransferList,
+        summary="Downloads from the overlay in flight",
+        description="Each download this node is running for a reader, a prefetch or a pin, oldest first.",
+        responses=documented(Unauthenticated, OperatorOnly, OverlayDisabled),
+    )
+    async def transfers(request: Request) -> TransferList:
+        ctx.require_operator(request.scope, "see transfers")
+        fetcher = ctx.require_overlay().fetcher
+        now = fetcher.clock()
+        return TransferList(
+            transfers=[
+                Transfer(
+                    contentHash=d.content_hash.hex(),
+                    uhrpUrl=url_for_hash(d.content_hash),
+                    size=d.manifest.size if d.manifest else None,
+                    bytesStored=d.bytes_stored,
+                    sources=d.sources,
+                    hostsUsed=d.hosts_used,
+                    failovers=d.failovers,
+                    startedAt=iso(d.started_at) or "",
+                    rateBytesPerSecond=round(d.bytes_stored / max(now - d.started_at, 1e-3), 1),
+                )
+                for d in fetcher.transfers
+            ]
+        )
+
+    @router.get(
+        "/v1/peers",
+        response_model=PeerList,
+        summary="Connected peers and how they have performed",
+        responses=documented(Unauthenticated, OperatorOnly, OverlayDisabled),
+    )
+    async def peers(request: Request) -> PeerList:
+        ctx.require_operator(request.scope, "see peers")
+        overlay = ctx.require_overlay()
+        listed = []
+        for peer in sorted(overlay.p2p.connected_peers()):
+            stats = overlay.fetcher.stats.get(peer)
+            performance, statistics = _measured(stats)
+            listed.append(
+                Peer(
+                    peerId=peer,
+                    addrs=overlay.p2p.peer_addrs(peer),
+                    performance=performance,
+                    statistics=statistics,
+                    bytesReceived=stats.bytes_received if stats else 0,
+                )
+            )
+        return PeerList(peers=listed)
+
     @router.get("/v1/node", response_model=NodeInfo, summary="Node identity, version, storage and overlay")
     async def node_info() -> NodeInfo:
         stats = await ctx.content.meta.stats()
@@ -149,6 +205,8 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 chunks=stats.chunks,
                 chunkSize=settings.chunk_size,
                 chunkBytes=stats.chunk_bytes,
+                pinnedContents=stats.pinned,
+                pinnedBytes=stats.pinned_bytes,
                 diskFreeBytes=shutil.disk_usage(settings.home).free,
                 diskFull=ctx.content.chunks.room() < settings.chunk_size,
             ),

@@ -76,9 +76,12 @@ def _sha256(data: bytes) -> bytes:
 class Download:
     """One content download in progress; readers stream from it as chunks land."""
 
-    def __init__(self, content_hash: bytes) -> None:
+    def __init__(self, content_hash: bytes, started_at: float) -> None:
         self.content_hash = content_hash
+        self.started_at = started_at  # wall clock
         self.manifest: Manifest | None = None
+        self.bytes_stored = 0  # of the current manifest, resumed chunks included
+        self.sources = 0  # hosts the current manifest is being fetched from
         self.error: Exception | None = None
         self.finished = trio.Event()
         self._manifest_known = trio.Event()
@@ -92,6 +95,7 @@ class Download:
         """Use ``manifest``; readers of a previous (rejected) one wake and fail."""
         rejected = self._stored
         self.manifest = manifest
+        self.bytes_stored = 0
         self._stored = [trio.Event() for _ in manifest.chunk_hashes]
         for e in rejected:
             e.set()
@@ -99,6 +103,8 @@ class Download:
 
     def chunk_stored(self, index: int) -> None:
         self._stored[index].set()
+        if self.manifest is not None:
+            self.bytes_stored += self.manifest.chunk_length(index)
 
     def end(self, error: Exception | None = None) -> None:
         self.error = error
@@ -243,9 +249,14 @@ class Fetcher:
         download = self._downloads.get(content_hash)
         if download is None:
             assert self._nursery is not None, "Fetcher.run is not running"
-            download = self._downloads[content_hash] = Download(content_hash)
+            download = self._downloads[content_hash] = Download(content_hash, self.clock())
             self._nursery.start_soon(self._run_download, download)
         return download
+
+    @property
+    def transfers(self) -> list[Download]:
+        """The downloads in flight, oldest first."""
+        return sorted(self._downloads.values(), key=lambda d: d.started_at)
 
     async def fetch(self, content_hash: bytes) -> Manifest:
         """Fetch the whole content; returns once it is stored."""
@@ -433,6 +444,7 @@ class Fetcher:
                 queues[peer], requests = trio.open_memory_channel[int](sched.max_window + 1)
                 scopes[peer] = await workers.start(self._worker, manifest, host, requests, events_send)
             while not sched.finished:
+                download.sources = len(by_peer) - len(sched.dropped)
                 if sched.stalled:
                     failure.append(NotAvailable(f"every host failed; {sched.remaining()} of {n} chunks missing"))
                     break
@@ -471,6 +483,7 @@ class Fetcher:
                 await flush()
             workers.cancel_scope.cancel()
         rows = []
+        download.sources = 0
         download.failovers += len(sched.dropped)
         for peer, (ok, bad, nbytes) in before.items():
             st, host = self.stats[peer], by_peer[peer]

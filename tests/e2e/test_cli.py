@@ -3,24 +3,18 @@ flags anywhere, stdin and directories, guessed types, help with examples."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import pty
 import socket
 import stat
-import struct
 import subprocess
 import sys
-import termios
-import threading
 from pathlib import Path
 
 import pytest
 
 from node.cli.launcher import Daemon
-from tests.e2e.conftest import cli
+from tests.e2e.conftest import cli, one_line_error, with_a_terminal_on_stderr
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +33,6 @@ def url(shared_daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def node(shared_daemon: Daemon) -> Daemon:
     return shared_daemon
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    assert r.returncode == code, (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    return r.stderr.strip()
 
 
 def test_get_to_a_device_writes_through_it(node: Daemon, url: str) -> None:
@@ -143,6 +131,14 @@ COMMANDS = [
     ("ls",),
     ("rm",),
     ("status",),
+    ("cat",),
+    ("pin", "add"),
+    ("pin", "ls"),
+    ("peers",),
+    ("resolve",),
+    ("transfers",),
+    ("quota",),
+    ("config", "show"),
     ("policy", "set"),
     ("receipt", "new"),
     ("session", "new"),
@@ -181,34 +177,6 @@ def test_start_up_refuses_ports_held_by_another_process_in_one_line(home: Path) 
 def test_a_second_daemon_on_the_same_home_is_one_line(node: Daemon) -> None:
     r = cli(node.home, "run", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", timeout=30)
     assert "in use by" in one_line_error(r)
-
-
-def with_a_terminal_on_stderr(*args: str) -> tuple[str, str]:
-    """Run the CLI with stderr on a pseudo-terminal (so it draws its progress
-    line) and stdout on a pipe: (stdout, what the terminal showed). The
-    terminal is drained as the CLI writes, or a full one would block it."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a 100-column terminal
-    shown: list[bytes] = []
-
-    def drain() -> None:
-        with contextlib.suppress(OSError):  # EIO once the terminal's last writer has gone
-            while chunk := os.read(controller, 65536):
-                shown.append(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        r = subprocess.run(
-            [sys.executable, "-m", "node", *args], stdout=subprocess.PIPE, stderr=terminal, timeout=60, check=False
-        )
-    finally:
-        os.close(terminal)
-        reader.join(timeout=10)
-        os.close(controller)
-    text = b"".join(shown).decode(errors="replace")
-    assert r.returncode == 0, text
-    return r.stdout.decode(), text
 
 
 def test_progress_lines_are_whole_and_the_result_comes_after(node: Daemon, url: str, tmp_path: Path) -> None:

@@ -170,9 +170,9 @@ def test_policy_and_receipt_commands_meter_reads(daemon: Daemon, tmp_path: Path)
     assert cli(daemon.home, "get", added["uhrpUrl"], "-o", str(out), "--receipt", "agent-7").returncode == 0
     r = cli(daemon.home, "get", added["uhrpUrl"], "-o", str(out), "--receipt", "agent-7")
     assert r.returncode == 1 and "quota" in r.stderr  # 600 000 bytes would pass 512 000
-    status = json.loads(cli(daemon.home, "receipt", "show", "agent-7", "--json").stdout)
+    status = json.loads(cli(daemon.home, "quota", "agent-7", "--json").stdout)
     assert status["windows"]["hour"]["bytesUsed"] == len(data) and status["windows"]["day"]["requestsUsed"] == 1
-    assert "hour      293.0 KiB of 500.0 KiB" in cli(daemon.home, "receipt", "show", "agent-7").stdout
+    assert "hour      293.0 KiB of 500.0 KiB" in cli(daemon.home, "quota", "agent-7").stdout
     r = cli(daemon.home, "policy", "set", "bad", "--bytes-per-hour", "lots")
     assert r.returncode == 2 and "not a size" in r.stderr
 
@@ -258,7 +258,7 @@ def test_ctrl_c_stops_a_get_cleanly(daemon: Daemon, tmp_path: Path) -> None:
         getter.kill()
     assert getter.returncode == 130 and err == ""
     assert list(out.iterdir()) == []  # the partial download is gone
-    status = json.loads(cli(daemon.home, "receipt", "show", "r1", "--json").stdout)
+    status = json.loads(cli(daemon.home, "quota", "r1", "--json").stdout)
     assert (
         status["concurrent"]["activeStreams"] == 0 and 0 < status["windows"]["hour"]["bytesUsed"] < src.stat().st_size
     )

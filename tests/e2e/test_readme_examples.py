@@ -96,7 +96,8 @@ def test_the_readme_command_examples_run(home: Path, tmp_path: Path) -> None:
             ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert r.returncode == 0, r.stderr
-        assert (tmp_path / "copy.mp4").read_bytes() == video and (tmp_path / "head.bin").read_bytes() == video[:1024]
+        assert (tmp_path / "copy.mp4").read_bytes() == video == (tmp_path / "again.mp4").read_bytes()
+        assert (tmp_path / "head.bin").read_bytes() == video[:1024]
         assert f"{SIZE}\n" in r.stdout and "peer id" in r.stdout and "video/mp4" in r.stdout
         assert json.loads(cli(home, "ls", "--json").stdout)["contents"] == []  # the block ends with rm
     finally:

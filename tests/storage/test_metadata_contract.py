@@ -62,6 +62,23 @@ async def test_put_is_idempotent_and_can_pin(meta: MetadataStore) -> None:
     assert record is not None and record.pinned and record.created_at == 1.0
 
 
+async def test_pin_state_changes_and_filters_the_listing(meta: MetadataStore) -> None:
+    kept, cached = manifest(A), manifest(B, C)
+    await meta.put_content(kept, pinned=True, now=1.0)
+    await meta.put_content(cached, pinned=False, now=2.0)
+    assert [r.manifest for r in await meta.list_contents(limit=10, offset=0, pinned=True)] == [kept]
+    assert [r.manifest for r in await meta.list_contents(limit=10, offset=0, pinned=False)] == [cached]
+    stats = await meta.stats()
+    assert (stats.pinned, stats.pinned_bytes, stats.contents) == (1, kept.size, 2)
+    assert await meta.set_pinned(cached.content_hash, True)
+    assert await meta.set_pinned(kept.content_hash, False)
+    record = await meta.get_content(cached.content_hash)
+    assert record is not None and record.pinned
+    assert [r.manifest for r in await meta.list_contents(limit=10, offset=0, pinned=False)] == [kept]
+    assert (await meta.stats()).pinned_bytes == cached.size
+    assert not await meta.set_pinned(b"\0" * 32, True)
+
+
 async def test_shared_chunks_are_freed_only_by_the_last_user(meta: MetadataStore) -> None:
     first, second = manifest(A, B), manifest(B, C)
     await meta.put_content(first, pinned=True, now=1.0)

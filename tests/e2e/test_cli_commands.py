@@ -1,0 +1,160 @@
+"""The commands around add and get: cat, pin, peers, resolve, transfers,
+quota, config show, and ls/cat/get of held content with no daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from node.cli.launcher import start
+from tests.e2e.conftest import cli, one_line_error, with_a_terminal_on_stderr
+
+pytestmark = pytest.mark.slow
+
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _configure(home: Path, section: str, line: str) -> None:
+    """Set one value in the home's config.toml, under its (uncommented) section header."""
+    path = home / "config.toml"
+    path.write_text(path.read_text().replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1))
+
+
+def _added(home: Path, path: Path) -> dict[str, str]:
+    r = cli(home, "add", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    return dict(json.loads(r.stdout))
+
+
+def test_ls_cat_and_get_of_held_content_need_no_daemon(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"line one\n" * 30_000)  # 270 000 bytes: 5 chunks
+    added = _added(home, src)  # no daemon: written into the store
+    listing = cli(home, "ls")
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    assert header.split() == ["UHRP", "URL", "SIZE", "TYPE", "PINNED", "ADDED"]
+    assert row.startswith(added["uhrpUrl"]) and "text/plain" in row and " yes " in row
+    time.strptime(json.loads(cli(home, "ls", "--json").stdout)["contents"][0]["createdAt"][:19] + "Z", ISO)
+
+    cat = cli(home, "cat", added["uhrpUrl"])
+    assert cat.returncode == 0 and cat.stdout == src.read_text()
+    out = tmp_path / "copy.txt"
+    r = cli(home, "get", added["uhrpUrl"], "-o", str(out))
+    assert r.returncode == 0 and "sha256 verified" in r.stdout and out.read_bytes() == src.read_bytes()
+
+    other = hashlib.sha256(b"never added").hexdigest()
+    assert "is not held here; start the node" in one_line_error(cli(home, "cat", other))
+    assert "need a running node" in one_line_error(cli(home, "get", added["uhrpUrl"], "--receipt", "r1"))
+
+
+def test_a_damaged_chunk_fails_an_offline_read_before_its_bytes(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "one.bin"
+    src.write_bytes(os.urandom(10_000))  # one chunk
+    added = _added(home, src)
+    (chunk,) = [p for p in (home / "chunks").rglob("*") if p.is_file() and p.name == added["contentHash"]]
+    damaged = bytearray(chunk.read_bytes())
+    damaged[5000] ^= 1
+    chunk.write_bytes(bytes(damaged))
+    r = cli(home, "cat", added["uhrpUrl"])
+    assert r.returncode == 1 and r.stdout == "" and "no longer hashes to its name" in r.stderr, r.stderr
+
+
+def test_config_show_gives_each_value_and_where_it_came_from(home: Path) -> None:
+    _configure(home, "api", "port = 9999")
+    r = cli(home, "config", "show", env={"STREAMING_CHUNK_SIZE_KB": "256"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert f"api.port = 9999    ({home / 'config.toml'})" in lines
+    assert "storage.chunk_size_kb = 256    (environment variable STREAMING_CHUNK_SIZE_KB)" in lines
+    assert "quota.enforcement = off" in lines  # a default says nothing more
+    shown = json.loads(cli(home, "config", "show", "--json").stdout)
+    assert shown["api.port"] == {"value": 9999, "source": str(home / "config.toml")}
+    assert shown["p2p.listen"] == {"value": ["/ip4/0.0.0.0/tcp/4801"], "source": "default"}
+    r = cli(home, "config", "show", env={"BRC31_QUOTA_ENFORCEMENT": "sometimes"})
+    assert "BRC31_QUOTA_ENFORCEMENT" in one_line_error(r)
+
+
+def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> None:
+    """A slow source (2 MiB/s upload) keeps a 6 MiB download in flight long
+    enough to be seen in ``transfers`` and as ``CN:1`` in get's line."""
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    assert cli(a_home, "init").returncode == 0
+    _configure(a_home, "p2p", "upload_limit_mib_s = 2.0")
+    big, small = tmp_path / "big.bin", tmp_path / "small.txt"
+    big.write_bytes(os.urandom(6 << 20))
+    small.write_text("kept by both\n")
+    big_url, small_url = _added(a_home, big)["uhrpUrl"], _added(a_home, small)["uhrpUrl"]
+    a = start(a_home)
+    try:
+        b = start(b_home, bootstrap=(a.addrs[0],))
+        try:
+            peers = json.loads(cli(b_home, "peers", "--json").stdout)["peers"]
+            assert [p["peerId"] for p in peers] == [a.peer_id] and peers[0]["addrs"]
+            deadline = time.monotonic() + 30
+            while not (found := json.loads(cli(b_home, "resolve", big_url, "--json").stdout))["hosts"]:
+                assert time.monotonic() < deadline, "b never heard a's advert"
+                time.sleep(0.2)
+            (host,) = found["hosts"]
+            assert host["peerId"] == a.peer_id and time.strptime(host["expiresAt"][:19] + "Z", ISO)
+            assert a.peer_id in cli(b_home, "resolve", big_url).stdout
+
+            shown: list[str] = []
+            out = tmp_path / "big.copy"
+            getter = threading.Thread(
+                target=lambda: shown.extend(
+                    with_a_terminal_on_stderr("get", big_url, "-o", str(out), "--home", str(b_home))
+                )
+            )
+            getter.start()
+            transfers: list[dict[str, object]] = []
+            while getter.is_alive() and not transfers:
+                transfers = json.loads(cli(b_home, "transfers", "--json").stdout)["transfers"]
+            getter.join(timeout=120)
+            assert transfers, "the download was never seen in flight"
+            assert transfers[0]["uhrpUrl"] == big_url and transfers[0]["size"] == 6 << 20
+            assert out.read_bytes() == big.read_bytes()
+            stdout, terminal = shown
+            assert " CN:1 " in terminal and "sha256 verified" in stdout, terminal
+            assert cli(b_home, "transfers").stdout.strip() == "no downloads in flight"
+
+            pinned = json.loads(cli(b_home, "pin", "add", small_url, "--json").stdout)  # b fetches it first
+            assert pinned["pinned"] is True and pinned["uhrpUrl"] == small_url
+            assert cli(b_home, "cat", small_url).stdout == "kept by both\n"
+            assert [c["uhrpUrl"] for c in json.loads(cli(b_home, "pin", "ls", "--json").stdout)["contents"]] == [
+                small_url
+            ]  # the big one was read through: cache, not pinned
+            assert "kept as cache" in cli(b_home, "pin", "rm", small_url).stdout
+            assert json.loads(cli(b_home, "pin", "ls", "--json").stdout)["total"] == 0
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+    listing = cli(b_home, "ls", "--json")  # b stopped: read from its store
+    assert {c["uhrpUrl"]: c["pinned"] for c in json.loads(listing.stdout)["contents"]} == {
+        big_url: False,
+        small_url: False,
+    }
+
+
+def test_quota_shows_a_receipts_use_and_receipt_show_the_receipt(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "d.bin"
+    src.write_bytes(os.urandom(1000))
+    d = start(home)
+    try:
+        url = _added(home, src)["uhrpUrl"]
+        assert cli(home, "policy", "set", "trial", "--requests-per-day", "10").returncode == 0
+        assert cli(home, "receipt", "new", "trial", "--id", "agent-1").returncode == 0
+        assert cli(home, "get", url, "-o", str(tmp_path / "o"), "--receipt", "agent-1").returncode == 0
+        quota = cli(home, "quota", "agent-1").stdout
+        assert "day       1000 B of -, 1 request of 10" in quota, quota
+        shown = cli(home, "receipt", "show", "agent-1").stdout
+        assert "policy trial" in shown and "holder    any bearer" in shown, shown
+    finally:
+        d.stop()
