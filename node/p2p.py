@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import logging
 import random
 import socket
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import multiaddr
+import psutil
 import trio
 from libp2p import new_host
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
@@ -124,6 +126,36 @@ def _refuse_a_shared_port(addr: multiaddr.Multiaddr) -> None:
             raise
 
 
+_WILDCARDS = {"/ip4/0.0.0.0/": socket.AF_INET, "/ip6/::/": socket.AF_INET6}
+
+
+def machine_addresses() -> dict[socket.AddressFamily, list[str]]:
+    """The machine's IPv4 and IPv6 addresses by family, loopback last (link-local
+    IPv6 is left out: it is not dialable without its interface)."""
+    found: dict[socket.AddressFamily, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in found and not a.address.startswith("fe80:") and a.address not in found[a.family]:
+                found[a.family].append(a.address)
+    for family in found:
+        found[family].sort(key=lambda ip: ipaddress.ip_address(ip).is_loopback)
+    return found
+
+
+def dialable(addrs: list[str], machine: dict[socket.AddressFamily, list[str]]) -> list[str]:
+    """``addrs`` with a wildcard host (``0.0.0.0``, ``::``) replaced by each of
+    the ``machine``'s addresses of its family: what a peer can dial."""
+    out: list[str] = []
+    for addr in addrs:
+        wildcard = next((w for w in _WILDCARDS if addr.startswith(w)), None)
+        if wildcard is None:
+            out.append(addr)
+            continue
+        proto = wildcard.split("/")[1]
+        out += [f"/{proto}/{ip}/{addr[len(wildcard) :]}" for ip in machine[_WILDCARDS[wildcard]]]
+    return out
+
+
 class _ConnectionEvents(INotifee):
     """Feeds newly connected peer IDs into a bounded channel, never blocking."""
 
@@ -179,8 +211,9 @@ class P2P:
 
     @property
     def addrs(self) -> list[str]:
-        """Full listen addresses, each ending in ``/p2p/<peer id>``."""
-        return [str(a) for a in self._host.get_addrs()]
+        """Full dialable listen addresses, each ending in ``/p2p/<peer id>``
+        (a wildcard listen address becomes one per machine address)."""
+        return dialable([str(a) for a in self._host.get_addrs()], machine_addresses())
 
     async def run(self, *, task_status: trio.TaskStatus[P2P] = trio.TASK_STATUS_IGNORED) -> None:
         listen = [multiaddr.Multiaddr(a) for a in self.config.listen]

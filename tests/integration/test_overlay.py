@@ -70,6 +70,28 @@ async def test_add_on_a_get_on_c(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_a_node_on_every_interface_advertises_addresses_peers_can_dial(tmp_path: Path) -> None:
+    """Listening on 0.0.0.0, a node names the machine's addresses (never
+    0.0.0.0: a peer dialling that reaches itself), and a peer that knows it
+    only from its advert downloads through them."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a = await start_node(nursery, tmp_path / "a", **{"p2p.listen": ("/ip4/0.0.0.0/tcp/0",)})
+            addrs = ov(a).p2p.addrs
+            assert addrs and not [x for x in addrs if "/0.0.0.0/" in x]
+            assert addrs[-1].startswith("/ip4/127.0.0.1/tcp/")  # loopback last
+            loopback = addrs[-1]
+            b = await start_node(nursery, tmp_path / "b", (loopback,))
+            await add(a)
+            await wait_for(lambda: knows(b, a))
+            (advert,) = ov(b).cache.hosts(DIGEST, time.time())
+            assert list(advert.addrs) == addrs
+            async with httpx.AsyncClient(base_url=b.api_url, timeout=20) as http:
+                r = await http.get(f"/v1/streaming/data/{DIGEST.hex()}")
+                assert r.status_code == 200 and r.content == DATA
+            nursery.cancel_scope.cancel()
+
+
 async def test_unknown_content_is_404(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
