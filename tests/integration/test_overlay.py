@@ -76,16 +76,19 @@ async def test_a_node_on_every_interface_advertises_addresses_peers_can_dial(tmp
     only from its advert downloads through them."""
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a = await start_node(nursery, tmp_path / "a", **{"p2p.listen": ("/ip4/0.0.0.0/tcp/0",)})
+            hub = await start_node(nursery, tmp_path / "hub")
+            boot = (ov(hub).p2p.addrs[0],)
+            alone = {"p2p.target_peers": 0}  # no peer exchange: a and b meet only through adverts
+            a = await start_node(nursery, tmp_path / "a", boot, **{"p2p.listen": ("/ip4/0.0.0.0/tcp/0",)}, **alone)
             addrs = ov(a).p2p.addrs
             assert addrs and not [x for x in addrs if "/0.0.0.0/" in x]
             assert addrs[-1].startswith("/ip4/127.0.0.1/tcp/")  # loopback last
-            loopback = addrs[-1]
-            b = await start_node(nursery, tmp_path / "b", (loopback,))
+            b = await start_node(nursery, tmp_path / "b", boot, **alone)
             await add(a)
             await wait_for(lambda: knows(b, a))
             (advert,) = ov(b).cache.hosts(DIGEST, time.time())
             assert list(advert.addrs) == addrs
+            assert ov(a).p2p.peer_id not in ov(b).p2p.connected_peers()
             async with httpx.AsyncClient(base_url=b.api_url, timeout=20) as http:
                 r = await http.get(f"/v1/streaming/data/{DIGEST.hex()}")
                 assert r.status_code == 200 and r.content == DATA
