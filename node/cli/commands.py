@@ -258,9 +258,12 @@ def _not_held_locally(digest: bytes) -> CliError:
 
 
 @contextlib.contextmanager
-def _sources_shown(client: NodeClient, digest: bytes, line: Progress, *, held: bool) -> Iterator[None]:
+def _transfer_shown(
+    client: NodeClient, digest: bytes, line: Progress, *, held: bool, with_bytes: bool = False
+) -> Iterator[None]:
     """While the node downloads ``digest`` from the overlay, show how many
-    hosts it draws on (``CN:n``), polled from ``/v1/transfers``."""
+    hosts it draws on (``CN:n``) and, ``with_bytes``, how far it is (when no
+    bytes reach the CLI), polled from ``/v1/transfers``."""
     if held or not line.drawn:
         yield
         return
@@ -275,6 +278,9 @@ def _sources_shown(client: NodeClient, digest: bytes, line: Progress, *, held: b
             for t in transfers:
                 if t["contentHash"] == digest.hex():
                     line.set_sources(t["sources"])
+                    if with_bytes and t["size"] is not None:
+                        line.set_total(t["size"])
+                        line.set_done(t["bytesStored"])
 
     watcher = threading.Thread(target=poll, name="transfers", daemon=True)
     watcher.start()
@@ -298,7 +304,7 @@ def cmd_get(args: argparse.Namespace) -> None:
             with (
                 target as out,
                 progress(f"get {target.name}", size, enabled=not args.json) as line,
-                _sources_shown(client, digest, line, held=info is not None),
+                _transfer_shown(client, digest, line, held=info is not None),
             ):
                 n = client.download(
                     digest.hex(),
@@ -389,8 +395,14 @@ def cmd_pin_ls(args: argparse.Namespace) -> None:
 def cmd_pin_add(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
-        info = client.pin(digest.hex())
-    _print(args, info, f"pinned {info['uhrpUrl']} ({human(info['size'])})")
+        held = _held(client, digest) is not None
+        with (
+            progress(f"pin {url_for_hash(digest)}", None, enabled=not args.json) as line,
+            _transfer_shown(client, digest, line, held=held, with_bytes=True),
+        ):
+            info = client.pin(digest.hex())
+    fetched = "" if held else ", fetched from the overlay"
+    _print(args, info, f"pinned {info['uhrpUrl']} ({human(info['size'])}{fetched})")
 
 
 def cmd_pin_rm(args: argparse.Namespace) -> None:

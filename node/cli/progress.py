@@ -95,6 +95,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def set_done(self, n: int) -> None:
+        """``n`` bytes done in all (for work whose bytes are counted elsewhere)."""
+        if self._bar is not None and n > self._bar.n:
+            self._bar.update(n - self._bar.n)
+
     def set_total(self, total: int) -> None:
         if self._bar is not None:
             self._bar.total = total

@@ -87,10 +87,11 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
     a_home, b_home = tmp_path / "a", tmp_path / "b"
     assert cli(a_home, "init").returncode == 0
     _configure(a_home, "p2p", "upload_limit_mib_s = 2.0")
-    big, small = tmp_path / "big.bin", tmp_path / "small.txt"
+    big, mid, small = tmp_path / "big.bin", tmp_path / "mid.bin", tmp_path / "small.txt"
     big.write_bytes(os.urandom(6 << 20))
+    mid.write_bytes(os.urandom(4 << 20))
     small.write_text("kept by both\n")
-    big_url, small_url = _added(a_home, big)["uhrpUrl"], _added(a_home, small)["uhrpUrl"]
+    big_url, mid_url, small_url = (_added(a_home, f)["uhrpUrl"] for f in (big, mid, small))
     a = start(a_home)
     try:
         b = start(b_home, bootstrap=(a.addrs[0],))
@@ -124,6 +125,11 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
             assert " CN:1 " in terminal and "sha256 verified" in stdout, terminal
             assert cli(b_home, "transfers").stdout.strip() == "no downloads in flight"
 
+            stdout, terminal = with_a_terminal_on_stderr("pin", "add", mid_url, "--home", str(b_home))
+            assert f"[pin {mid_url} " in terminal and "/4.0MiB(" in terminal and " CN:1 " in terminal, terminal
+            assert stdout.strip() == f"pinned {mid_url} (4.0 MiB, fetched from the overlay)"
+            assert cli(b_home, "pin", "rm", mid_url).returncode == 0
+
             pinned = json.loads(cli(b_home, "pin", "add", small_url, "--json").stdout)  # b fetches it first
             assert pinned["pinned"] is True and pinned["uhrpUrl"] == small_url
             assert cli(b_home, "cat", small_url).stdout == "kept by both\n"
@@ -139,6 +145,7 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
     listing = cli(b_home, "ls", "--json")  # b stopped: read from its store
     assert {c["uhrpUrl"]: c["pinned"] for c in json.loads(listing.stdout)["contents"]} == {
         big_url: False,
+        mid_url: False,
         small_url: False,
     }
 
