@@ -7,6 +7,8 @@ import functools
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable
 from pathlib import Path
@@ -241,6 +243,29 @@ def test_the_async_client_runs_under_asyncio(daemon: Daemon, tmp_path: Path) -> 
 
     added, head, streamed, n = asyncio.run(main())
     assert added["contentHash"] == digest.hex() and head == data[:20] and streamed == data and n == len(data)
+
+
+def test_the_client_works_in_a_project_with_its_own_config_and_storage(daemon: Daemon, tmp_path: Path) -> None:
+    """An agent's project with packages named like ours (``config``,
+    ``storage``): its own stay its own, and the client, which imports
+    neither, works beside them."""
+    project = tmp_path / "agent"
+    for package in ("config", "storage"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text(f"OWNER = 'agent {package}'\n")
+    (project / "main.py").write_text(
+        "import asyncio, sys\n"
+        "import config, storage\n"
+        "from node.client import AsyncNodeClient\n"
+        "async def main():\n"
+        "    async with AsyncNodeClient(sys.argv[1]) as node:\n"
+        "        added = await node.add(b'from the agent')\n"
+        "        return await node.read(added['uhrpUrl'])\n"
+        "print(config.OWNER, storage.OWNER, asyncio.run(main()))\n"
+    )
+    r = subprocess.run([sys.executable, "main.py", daemon.api], cwd=project, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "agent config agent storage b'from the agent'"
 
 
 async def test_add_takes_bytes_file_objects_and_paths_and_reads_stream(daemon: Daemon, tmp_path: Path) -> None:
