@@ -43,8 +43,8 @@ from config import Settings
 from node import __version__
 from node.errors import AddressInUse
 from node.home import clear_node_info, hold_home, write_node_info
-from node.http import NodeContext, create_app
-from node.http.context import Drain
+from node.http.app import create_app
+from node.http.context import Drain, NodeContext
 from node.http.server import hypercorn_config
 from node.identity import Identity, load_identity
 from node.p2p import P2P

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterable, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -21,33 +20,16 @@ import trio
 from config import load_settings
 from node.errors import IdentityError
 from node.home import hold_home
+from node.http.models import content_info
 from protocols.manifest import DEFAULT_CONTENT_TYPE
 from protocols.uhrp import url_for_hash
 from storage import ContentRecord, ContentStore, Mismatch, open_content_store
 
-__all__ = ["content_json", "run_locally", "add_locally", "list_locally", "read_locally"]
+__all__ = ["run_locally", "add_locally", "list_locally", "read_locally"]
 
 T = TypeVar("T")
 
 _PIECE = 1 << 20
-
-
-def content_json(record: ContentRecord, damaged: int = 0) -> dict[str, Any]:
-    """A stored content as the API's ``/v1/content`` describes it."""
-    m = record.manifest
-    return {
-        "uhrpUrl": url_for_hash(m.content_hash),
-        "contentHash": m.content_hash.hex(),
-        "size": m.size,
-        "chunks": len(m.chunk_hashes),
-        "chunkSize": m.chunk_size,
-        "merkleRoot": m.merkle_root.hex(),
-        "manifestHash": m.manifest_hash.hex(),
-        "contentType": m.content_type,
-        "pinned": record.pinned,
-        "createdAt": datetime.fromtimestamp(record.created_at, UTC).isoformat().replace("+00:00", "Z"),
-        "damagedChunks": damaged,
-    }
 
 
 def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]]) -> T:
@@ -73,7 +55,7 @@ async def add_locally(
     result = await content.ingest(blocks, content_type=content_type or DEFAULT_CONTENT_TYPE, pinned=pinned)
     record = await content.get(result.manifest.content_hash)
     assert record is not None
-    return content_json(record) | {"new": result.new}
+    return content_info(record.manifest, record.pinned, record.created_at) | {"new": result.new}
 
 
 async def list_locally(content: ContentStore, *, limit: int, pinned: bool | None) -> dict[str, Any]:
@@ -82,7 +64,9 @@ async def list_locally(content: ContentStore, *, limit: int, pinned: bool | None
     stats = await content.meta.stats()
     total = stats.contents if pinned is None else stats.pinned if pinned else stats.contents - stats.pinned
     return {
-        "contents": [content_json(r, content.damaged_chunks(r.manifest)) for r in records],
+        "contents": [
+            content_info(r.manifest, r.pinned, r.created_at, content.damaged_chunks(r.manifest)) for r in records
+        ],
         "total": total,
         "limit": limit,
         "offset": 0,

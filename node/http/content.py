@@ -28,31 +28,15 @@ from node.errors import (
 from node.http.context import DATA_PREFIX, NodeContext
 from node.http.data import DataPlane, Receive, Scope
 from node.http.errors import Send, documented
-from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, iso
+from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, content_info
 from protocols.errors import InvalidUhrpUrl
-from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest, valid_content_type
+from protocols.manifest import DEFAULT_CONTENT_TYPE, valid_content_type
 from protocols.quota_book import UnknownReceipt
 from protocols.ranges import Unsatisfiable
-from protocols.uhrp import parse_content_id, url_for_hash
+from protocols.uhrp import parse_content_id
 from storage import ContentRecord, Mismatch, TooLarge
 
-__all__ = ["content_router", "content_info"]
-
-
-def content_info(m: Manifest, pinned: bool, created_at: float, damaged: int = 0) -> dict[str, Any]:
-    return {
-        "uhrpUrl": url_for_hash(m.content_hash),
-        "contentHash": m.content_hash.hex(),
-        "size": m.size,
-        "chunks": len(m.chunk_hashes),
-        "chunkSize": m.chunk_size,
-        "merkleRoot": m.merkle_root.hex(),
-        "manifestHash": m.manifest_hash.hex(),
-        "contentType": m.content_type,
-        "pinned": pinned,
-        "createdAt": iso(created_at),
-        "damagedChunks": damaged,
-    }
+__all__ = ["content_router"]
 
 
 class _DataResponse(Response):

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from protocols.manifest import MAX_CONTENT_TYPE, valid_content_type
+from protocols.manifest import MAX_CONTENT_TYPE, Manifest, valid_content_type
 from protocols.quota import POLICY_FIELDS, Policy
+from protocols.uhrp import url_for_hash
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -31,6 +32,23 @@ class RequestBody(BaseModel):
 def iso(t: float | None) -> str | None:
     """A Unix time as the API writes every time: ISO 8601 in UTC (``2026-12-03T11:32:13.5Z``)."""
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def content_info(m: Manifest, pinned: bool, created_at: float, damaged: int = 0) -> dict[str, Any]:
+    """A stored content as ``/v1/content`` describes it (the CLI's offline ``ls`` too)."""
+    return {
+        "uhrpUrl": url_for_hash(m.content_hash),
+        "contentHash": m.content_hash.hex(),
+        "size": m.size,
+        "chunks": len(m.chunk_hashes),
+        "chunkSize": m.chunk_size,
+        "merkleRoot": m.merkle_root.hex(),
+        "manifestHash": m.manifest_hash.hex(),
+        "contentType": m.content_type,
+        "pinned": pinned,
+        "createdAt": iso(created_at),
+        "damagedChunks": damaged,
+    }
 
 
 class ErrorBody(BaseModel):

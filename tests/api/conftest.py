@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import Settings
-from node.http import NodeContext
+from node.http.context import NodeContext
 from storage import ContentStore
 from tests.api.context import Clock, make_context
 

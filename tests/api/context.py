@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from config import Settings
 from node.home import init_home
-from node.http import NodeContext
+from node.http.context import NodeContext
 from node.node import build_services
 from protocols.quota import Window, window_bounds
 from storage import ContentStore

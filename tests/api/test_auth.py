@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from config import Settings
-from node.http import create_app
+from node.http.app import create_app
 from storage import ContentStore
 from tests.api.context import make_context
 from tests.brc104_client import A_PUB, Client

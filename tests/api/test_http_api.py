@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from config import Settings
-from node.http import create_app
+from node.http.app import create_app
 from protocols.uhrp import url_for_hash
 from storage import ContentStore
 from tests.api.context import make_context

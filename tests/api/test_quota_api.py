@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from config import Settings
-from node.http import NodeContext, create_app
+from node.http.app import create_app
+from node.http.context import NodeContext
 from node.http.data import DataPlane
 from node.services.quotas import QuotaService
 from protocols.quota import Window

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from config import Settings
-from node.http import create_app
+from node.http.app import create_app
 from node.http.data import DataPlane
 from node.services.integrity import IntegrityService
 from storage import ChunkDamaged, ContentStore, open_content_store

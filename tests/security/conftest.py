@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from config import Settings
-from node.http import NodeContext, create_app
+from node.http.app import create_app
+from node.http.context import NodeContext
 from storage import ContentStore
 from tests.api.context import make_context
 from tests.brc104_client import Client
