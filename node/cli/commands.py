@@ -446,10 +446,8 @@ def cmd_transfers(args: argparse.Namespace) -> None:
     for t in transfers["transfers"]:
         size = t["size"]
         done = f"{human(t['bytesStored'])}/{human(size)} ({100 * t['bytesStored'] / size:.0f}%)" if size else "starting"
-        lines.append(
-            f"{t['uhrpUrl']}  {done}  CN:{t['sources']}  DL:{human(t['rateBytesPerSecond'])}/s  "
-            f"{plural(t['failovers'], 'failover')}"
-        )
+        failovers = f"  {plural(t['failovers'], 'failover')}" if t["failovers"] else ""
+        lines.append(f"{t['uhrpUrl']}  {done}  CN:{t['sources']}  DL:{human(t['rateBytesPerSecond'])}/s{failovers}")
     _print(args, transfers, "\n".join(lines) or "no downloads in flight")
 
 
