@@ -82,13 +82,14 @@ def test_config_show_gives_each_value_and_where_it_came_from(home: Path) -> None
 
 
 def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> None:
-    """A slow source (2 MiB/s upload) keeps a 6 MiB download in flight long
-    enough to be seen in ``transfers`` and as ``CN:1`` in get's line."""
+    """A slow source (1 MiB/s upload) keeps an 8 MiB download in flight for
+    8 s or more, long enough to be seen from a second CLI process even on a
+    loaded machine, and as ``CN:1`` in get's line."""
     a_home, b_home = tmp_path / "a", tmp_path / "b"
     assert cli(a_home, "init").returncode == 0
-    _configure(a_home, "p2p", "upload_limit_mib_s = 2.0")
+    _configure(a_home, "p2p", "upload_limit_mib_s = 1.0")
     big, mid, small = tmp_path / "big.bin", tmp_path / "mid.bin", tmp_path / "small.txt"
-    big.write_bytes(os.urandom(6 << 20))
+    big.write_bytes(os.urandom(8 << 20))
     mid.write_bytes(os.urandom(4 << 20))
     small.write_text("kept by both\n")
     big_url, mid_url, small_url = (_added(a_home, f)["uhrpUrl"] for f in (big, mid, small))
@@ -119,7 +120,7 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
                 transfers = json.loads(cli(b_home, "transfers", "--json").stdout)["transfers"]
             getter.join(timeout=120)
             assert transfers, "the download was never seen in flight"
-            assert transfers[0]["uhrpUrl"] == big_url and transfers[0]["size"] == 6 << 20
+            assert transfers[0]["uhrpUrl"] == big_url and transfers[0]["size"] == 8 << 20
             assert out.read_bytes() == big.read_bytes()
             stdout, terminal = shown
             assert " CN:1 " in terminal and "sha256 verified" in stdout, terminal
