@@ -580,7 +580,7 @@ def cmd_config_show(args: argparse.Namespace) -> None:
         key: {"value": value, "source": sources.get(key, "default")} for key, value in flat_settings(settings).items()
     }
     if args.json:
-        print(json.dumps(shown, indent=2, default=list))
+        print(json.dumps(shown, indent=2, default=str))
         return
     for key, v in shown.items():
         value = ", ".join(v["value"]) if isinstance(v["value"], tuple) else v["value"]

@@ -1,8 +1,8 @@
 """What the CLI does with a home's own store when no node runs: ``add``,
 ``ls``, ``cat`` and ``get`` of held content work without a daemon.
 
-The home's lock is held for the whole command, so a node started meanwhile
-waits for nothing and finds the store consistent. Reads go through
+The home's lock is held for the whole command, so a node cannot start on
+the home meanwhile (it is told the home is in use). Reads go through
 ``ContentStore.read``, which hashes every chunk before a byte of it is
 written, so a damaged chunk fails the read instead of reaching the output.
 """

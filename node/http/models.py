@@ -97,7 +97,6 @@ class Transfer(BaseModel):
     size: int | None = Field(description="null until a host's manifest is accepted")
     bytesStored: int = Field(description="verified and on disk, resumed chunks included")
     sources: int = Field(description="hosts the download is drawing on now")
-    hostsUsed: list[str] = Field(description="identity keys of hosts that have sent chunks")
     failovers: int
     startedAt: str
     rateBytesPerSecond: float = Field(description="bytes stored per second since the download started")

@@ -146,7 +146,6 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                     size=d.manifest.size if d.manifest else None,
                     bytesStored=d.bytes_stored,
                     sources=d.sources,
-                    hostsUsed=d.hosts_used,
                     failovers=d.failovers,
                     startedAt=iso(d.started_at) or "",
                     rateBytesPerSecond=round(d.bytes_stored / max(now - d.started_at, 1e-3), 1),

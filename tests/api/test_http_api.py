@@ -195,6 +195,22 @@ async def test_every_time_is_iso_8601_utc(client: httpx.AsyncClient) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", created), created
 
 
+async def test_pins_change_and_filter_the_listing(client: httpx.AsyncClient) -> None:
+    await add(client)
+    r = await client.delete(f"/v1/content/{HASH}/pin")
+    assert r.status_code == 200 and r.json()["pinned"] is False
+    assert (await client.get("/v1/content", params={"pinned": "true"})).json()["total"] == 0
+    cached = (await client.get("/v1/content", params={"pinned": "false"})).json()
+    assert [c["contentHash"] for c in cached["contents"]] == [HASH] and cached["total"] == 1
+    assert (await client.get("/v1/node")).json()["storage"]["pinnedContents"] == 0
+    r = await client.put(f"/v1/content/{HASH}/pin")
+    assert r.status_code == 200 and r.json()["pinned"] is True
+    other = hashlib.sha256(b"not held").hexdigest()
+    r = await client.put(f"/v1/content/{other}/pin")  # not held, and no overlay to fetch it from
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert (await client.get("/v1/content", params={"pinned": "maybe"})).status_code == 422
+
+
 async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, content: ContentStore) -> None:
     ctx = make_context(settings, content)
     inner = create_app(ctx).fastapi  # FastAPI's own routing, without the fast path

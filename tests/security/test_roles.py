@@ -70,6 +70,20 @@ async def test_only_the_operator_adds_and_deletes_content(node: Node) -> None:
     assert (await node.operator.request("DELETE", f"/v1/content/{HASH}")).status_code == 200
 
 
+async def test_only_the_operator_pins_and_sees_transfers_and_peers(node: Node) -> None:
+    await setup(node)
+    for method, path in (("PUT", f"/v1/content/{HASH}/pin"), ("DELETE", f"/v1/content/{HASH}/pin")):
+        r = await node.bob.request(method, path)
+        assert r.status_code == 403 and r.json()["error"] == "operator_only", path
+    for path in ("/v1/transfers", "/v1/peers"):
+        r = await node.bob.request("GET", path)
+        assert r.status_code == 403 and r.json()["error"] == "operator_only", path
+    r = await node.operator.request("DELETE", f"/v1/content/{HASH}/pin")
+    assert r.status_code == 200 and r.json()["pinned"] is False
+    r = await node.operator.request("PUT", f"/v1/content/{HASH}/pin")
+    assert r.status_code == 200 and r.json()["pinned"] is True
+
+
 async def test_a_receipt_and_its_status_are_its_holders_and_the_operators(node: Node) -> None:
     await setup(node)
     for path in ("/v1/streaming/receipts/alice-1", "/v1/streaming/quotas/alice-1"):
