@@ -129,7 +129,8 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         "/v1/content/{contentId}/pin",
         response_model=ContentInfo,
         summary="Pin content: keep it until unpinned",
-        description="Content this node does not hold is first downloaded from the overlay (as a read would).",
+        description="Content this node does not hold is first downloaded from the overlay (as a read would); "
+        "the answer comes once it is stored and pinned. A caller that hangs up leaves the download to finish as cache.",
         responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld, Mismatch, InsufficientStorage),
     )
     async def pin(contentId: str, request: Request) -> ContentInfo:
