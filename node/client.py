@@ -496,8 +496,14 @@ class AsyncNodeClient:
         return await self._json("GET", "/v1/content", params=params)
 
     async def pin(self, content_id: str) -> dict[str, Any]:
-        """Keep content until unpinned; the node downloads it first if it does not hold it."""
-        return await self._json("PUT", f"/v1/content/{_seg(content_id)}/pin")
+        """Keep content until unpinned; the node downloads it first if it does not hold it.
+
+        The answer comes once the download is stored, however long that
+        takes, so this call has no read timeout (the node's own deadlines
+        end a download that stalls); cancelling it leaves the download to
+        finish as cache."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        return await self._json("PUT", f"/v1/content/{_seg(content_id)}/pin", timeout=timeout)
 
     async def unpin(self, content_id: str) -> dict[str, Any]:
         """Keep content as cache only."""

@@ -39,12 +39,13 @@ def init_home(home: Path) -> tuple[Identity, bool]:
 
 
 @contextmanager
-def hold_home(home: Path) -> Iterator[None]:
-    """Exclusive right to write the store, for the duration of the block."""
+def hold_home(home: Path, *, shared: bool = False) -> Iterator[None]:
+    """Exclusive right to write the store, for the duration of the block;
+    ``shared``: the right to read it beside other readers (no node can start)."""
     fd = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             info = read_node_info(home)
             who = f"a node (pid {info['pid']}, {info['api']})" if info else "another overlay-node process"

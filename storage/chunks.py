@@ -235,6 +235,22 @@ class ChunkStore:
             self.verified.add(digest)
         return data
 
+    def quarantined(self) -> set[bytes]:
+        """Chunks quarantined, by this run or an earlier one, with no good copy
+        back in place: the damage a store shows while no node runs."""
+        try:
+            names = os.listdir(self.quarantine)
+        except FileNotFoundError:
+            return set()
+        found = set()
+        for name in names:
+            head = name.partition(".")[0]
+            if len(head) == 64 and all(c in "0123456789abcdef" for c in head):
+                digest = bytes.fromhex(head)
+                if not self.path(digest).exists():
+                    found.add(digest)
+        return found
+
     def _quarantine(self, digest: bytes) -> None:
         self.damaged.add(digest)
         self.verified.discard(digest)

@@ -11,6 +11,7 @@ import mimetypes
 import signal
 import sys
 import threading
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from node import __version__
 from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
 from node.cli.progress import Progress, human, plural, progress, size
-from node.client import ApiFailure, ClientError, NodeClient, NodeUnavailable
+from node.client import ApiFailure, NodeClient, NodeUnavailable
 from node.errors import IdentityError
 from node.home import init_home, read_node_info
 from node.identity import load_identity
@@ -53,7 +54,7 @@ def find_api(home: Path, api_url: str | None) -> str | None:
 def _client(args: argparse.Namespace) -> NodeClient:
     url = find_api(args.home, args.api)
     if url is None:
-        raise CliError(f"no node is running for {args.home}; start one with 'overlay-node run'")
+        raise NodeUnavailable(f"no node is running for {args.home}; start one with 'overlay-node run'")
     try:  # the home's key authenticates the CLI to a node that requires it
         key: bytes | None = load_identity(args.home).private_key.secret
     except IdentityError:
@@ -238,7 +239,7 @@ def _add_direct(
         async with contextlib.aclosing(blocks()) as pieces:
             return await add_locally(content, pieces, content_type=content_type, pinned=args.pin)
 
-    return run_locally(args.home, add)
+    return run_locally(args.home, add, write=True)
 
 
 def _held(client: NodeClient, digest: bytes) -> dict[str, Any] | None:
@@ -273,10 +274,10 @@ def _transfer_shown(
         while not stop.wait(0.5):
             try:
                 transfers = client.transfers()["transfers"]
-            except ClientError:  # not the operator of a node named by --api, or gone: no count
+            except Exception:  # a display aid: not the operator, the node gone, the client closed
                 return
             for t in transfers:
-                if t["contentHash"] == digest.hex():
+                if t["contentHash"] == digest.hex() and t["sources"]:  # 0: the download is ending
                     line.set_sources(t["sources"])
                     if with_bytes and t["size"] is not None:
                         line.set_total(t["size"])
@@ -288,7 +289,7 @@ def _transfer_shown(
         yield
     finally:
         stop.set()
-        watcher.join()
+        watcher.join(timeout=1.0)  # a poll stuck on a node that stopped answering must not hold Ctrl-C
 
 
 def cmd_get(args: argparse.Namespace) -> None:
@@ -573,11 +574,24 @@ def cmd_quota(args: argparse.Namespace) -> None:
     _print(args, status, "\n".join(lines))
 
 
+def _redacted(url: str) -> str:
+    """A database URL without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def cmd_config_show(args: argparse.Namespace) -> None:
     sources: dict[str, str] = {}
     settings = load_settings(args.home, sources=sources)
     shown = {
-        key: {"value": value, "source": sources.get(key, "default")} for key, value in flat_settings(settings).items()
+        key: {
+            "value": _redacted(value) if key == "storage.database_url" else value,
+            "source": sources.get(key, "default"),
+        }
+        for key, value in flat_settings(settings).items()
     }
     if args.json:
         print(json.dumps(shown, indent=2, default=str))

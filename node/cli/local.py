@@ -2,7 +2,8 @@
 ``ls``, ``cat`` and ``get`` of held content work without a daemon.
 
 The home's lock is held for the whole command, so a node cannot start on
-the home meanwhile (it is told the home is in use). Reads go through
+the home meanwhile (it is told the home is in use): shared by readers
+(``ls``, ``cat``, ``get`` side by side), alone for ``add``. Reads go through
 ``ContentStore.read``, which hashes every chunk before a byte of it is
 written, so a damaged chunk fails the read instead of reaching the output.
 """
@@ -32,8 +33,9 @@ T = TypeVar("T")
 _PIECE = 1 << 20
 
 
-def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]]) -> T:
-    """``fn(store)`` on the home's store, holding the home (no node may run)."""
+def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]], *, write: bool = False) -> T:
+    """``fn(store)`` on the home's store, holding the home (no node may run):
+    shared with other readers, or alone to ``write``."""
     if not (home / "identity.key").exists():
         raise IdentityError(f"{home} is not initialised; run 'overlay-node init'")
     settings = load_settings(home)
@@ -45,7 +47,7 @@ def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]]) -> T:
         finally:
             await content.meta.aclose()
 
-    with hold_home(home):
+    with hold_home(home, shared=not write):
         return trio.run(main)
 
 
@@ -63,9 +65,13 @@ async def list_locally(content: ContentStore, *, limit: int, pinned: bool | None
     records = await content.meta.list_contents(limit=limit, offset=0, pinned=pinned)
     stats = await content.meta.stats()
     total = stats.contents if pinned is None else stats.pinned if pinned else stats.contents - stats.pinned
+    # What a node found and quarantined; a chunk file removed by hand shows
+    # once a node reads or scrubs it.
+    damaged = content.chunks.quarantined() | content.chunks.damaged
     return {
         "contents": [
-            content_info(r.manifest, r.pinned, r.created_at, content.damaged_chunks(r.manifest)) for r in records
+            content_info(r.manifest, r.pinned, r.created_at, sum(1 for d in r.manifest.chunk_hashes if d in damaged))
+            for r in records
         ],
         "total": total,
         "limit": limit,

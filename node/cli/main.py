@@ -203,7 +203,8 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         "cat",
         cmd_cat,
-        "write content to standard output, verified against its hash (no daemon needed for held content)",
+        "write content to standard output (no daemon needed for held content); exit 1 if the bytes "
+        "do not hash to the name, which is known only at the end",
         "  overlay-node cat XU... | less\n  overlay-node cat XU... --receipt agent-7 > copy.bin",
     )
     cat.add_argument("content", metavar="HASH|URL")
@@ -216,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
         "list stored content, newest first (no daemon needed)",
         "  overlay-node ls\n  overlay-node ls --json",
     )
-    ls.add_argument("--limit", type=_count, default=1000, help="at most this many (default 1000)")
+    ls.add_argument("--limit", type=_count, default=1000, help="at most this many, up to 1000 (default 1000)")
 
     pin = _command(
         sub,
@@ -237,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     prm = _command(pin_sub, "rm", cmd_pin_rm, "unpin content (it stays, as cache)", "  overlay-node pin rm XU...")
     prm.add_argument("content", metavar="HASH|URL")
     pls = _command(pin_sub, "ls", cmd_pin_ls, "list pinned content (no daemon needed)", "  overlay-node pin ls")
-    pls.add_argument("--limit", type=_count, default=1000, help="at most this many (default 1000)")
+    pls.add_argument("--limit", type=_count, default=1000, help="at most this many, up to 1000 (default 1000)")
 
     rm = _command(sub, "rm", cmd_rm, "delete content and free the chunks nothing else uses", "  overlay-node rm XU...")
     rm.add_argument("content", metavar="HASH|URL")
@@ -381,9 +382,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _count(text: str) -> int:
-    """A positive whole number (argparse reports anything else as a usage error)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    """How many to list: 1 to 1000, as the API pages (anything else is a usage error)."""
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000")
     return int(text)
 
 

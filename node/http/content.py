@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from fastapi import APIRouter, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from node.errors import (
+    BadRequest,
     ClientDisconnected,
     InsufficientStorage,
     InvalidContentLength,
@@ -131,15 +133,43 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         summary="Pin content: keep it until unpinned",
         description="Content this node does not hold is first downloaded from the overlay (as a read would); "
         "the answer comes once it is stored and pinned. A caller that hangs up leaves the download to finish as cache.",
-        responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld, Mismatch, InsufficientStorage),
+        responses=documented(
+            InvalidUhrpUrl,
+            BadRequest,
+            Unauthenticated,
+            OperatorOnly,
+            NotHeld,
+            Mismatch,
+            InsufficientStorage,
+            ShuttingDown,
+        ),
     )
     async def pin(contentId: str, request: Request) -> ContentInfo:
         ctx.require_operator(request.scope, "pin content")
         digest = parse_content_id(contentId)
+        if await request.body():  # read now, so the next message is the hang-up, if one comes
+            raise BadRequest("pinning takes no request body")
         if await ctx.content.get(digest) is None:
             if ctx.overlay is None:
                 raise NotHeld(f"content {digest.hex()} is not held by this node, and it is on no overlay")
-            await ctx.overlay.fetcher.fetch(digest)
+            hung_up = False
+
+            async def until_hung_up(nursery: trio.Nursery) -> None:
+                nonlocal hung_up
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                hung_up = True
+                nursery.cancel_scope.cancel()
+
+            with ctx.drain.answered_in_time() as in_time:
+                async with trio.open_nursery() as nursery:  # the download goes on in the fetcher either way
+                    nursery.start_soon(until_hung_up, nursery)
+                    await ctx.overlay.fetcher.fetch(digest)
+                    nursery.cancel_scope.cancel()
+            if hung_up:  # nobody to tell, and nobody asked to keep it: it stays as cache
+                raise ClientDisconnected("the caller hung up before the download finished; kept as cache")
+            if in_time.cancelled_caught:
+                raise ShuttingDown("the node stopped before the download finished; pin it again when it is back")
         return await set_pinned(digest, True)
 
     @router.delete(
@@ -153,10 +183,9 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         return await set_pinned(parse_content_id(contentId), False)
 
     async def set_pinned(digest: bytes, pinned: bool) -> ContentInfo:
-        if not await ctx.content.meta.set_pinned(digest, pinned):
+        record = await ctx.content.get(digest) if await ctx.content.meta.set_pinned(digest, pinned) else None
+        if record is None:  # never held, or deleted meanwhile
             raise NotHeld(f"content {digest.hex()} is not held by this node")
-        record = await ctx.content.get(digest)
-        assert record is not None
         if ctx.overlay is not None:  # cached content is advertised only with p2p.advertise_cached
             if pinned or settings.p2p.advertise_cached:
                 ctx.overlay.adverts.announce(record.manifest)

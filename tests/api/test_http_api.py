@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+import trio
 
 from config import Settings
 from node.http.app import create_app
@@ -209,6 +210,21 @@ async def test_pins_change_and_filter_the_listing(client: httpx.AsyncClient) -> 
     r = await client.put(f"/v1/content/{other}/pin")  # not held, and no overlay to fetch it from
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     assert (await client.get("/v1/content", params={"pinned": "maybe"})).status_code == 422
+
+
+async def test_pins_racing_a_delete_answer_404_never_500(client: httpx.AsyncClient) -> None:
+    statuses: list[int] = []
+
+    async def call(method: str, path: str) -> None:
+        statuses.append((await client.request(method, path)).status_code)
+
+    for _ in range(30):
+        await add(client)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "PUT", f"/v1/content/{HASH}/pin")
+            nursery.start_soon(call, "DELETE", f"/v1/content/{HASH}/pin")
+            nursery.start_soon(call, "DELETE", f"/v1/content/{HASH}")
+    assert set(statuses) <= {200, 404} and 404 in statuses, statuses
 
 
 async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, content: ContentStore) -> None:

@@ -3,9 +3,16 @@ quota, config show, and ls/cat/get of held content with no daemon."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -166,3 +173,103 @@ def test_quota_shows_a_receipts_use_and_receipt_show_the_receipt(home: Path, tmp
         assert "policy trial" in shown and "holder    any bearer" in shown, shown
     finally:
         d.stop()
+
+
+def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tmp_path: Path) -> None:
+    """Ctrl-C on a get whose node stopped answering ends it at once (its
+    CN poll must not hold it); a pin add interrupted by Ctrl-C leaves the
+    content as cache; a pin add cut off by the node stopping is answered
+    503 shutting_down."""
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    assert cli(a_home, "init").returncode == 0
+    _configure(a_home, "p2p", "upload_limit_mib_s = 1.0")
+    urls = []
+    for name in ("one", "two", "three"):
+        f = tmp_path / f"{name}.bin"
+        f.write_bytes(os.urandom(8 << 20))
+        urls.append(_added(a_home, f)["uhrpUrl"])
+    a = start(a_home)
+    try:
+        b = start(b_home, bootstrap=(a.addrs[0],))
+        try:
+            deadline = time.monotonic() + 30
+            while not json.loads(cli(b_home, "resolve", urls[2], "--json").stdout)["hosts"]:
+                assert time.monotonic() < deadline, "b never heard a's adverts"
+                time.sleep(0.2)
+
+            controller, terminal = pty.openpty()
+            fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+            shown = bytearray()
+            getter = subprocess.Popen(
+                [sys.executable, "-m", "node", "--home", str(b_home), "get", urls[0], "-o", str(tmp_path / "o")],
+                stdout=subprocess.DEVNULL,
+                stderr=terminal,
+            )
+            os.close(terminal)
+            while b"CN:1" not in shown:  # the poll is running
+                try:
+                    shown += os.read(controller, 4096)
+                except OSError:  # the terminal's writer has gone
+                    raise AssertionError(f"get ended first: {shown.decode(errors='replace')}") from None
+            os.kill(b.proc.pid, signal.SIGSTOP)  # the node stops answering
+            try:
+                getter.send_signal(signal.SIGINT)
+                assert getter.wait(timeout=10) == 130
+            finally:
+                os.kill(b.proc.pid, signal.SIGCONT)
+                os.close(controller)
+
+            pinner = subprocess.Popen(
+                [sys.executable, "-m", "node", "--home", str(b_home), "pin", "add", urls[1]],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            pinner.send_signal(signal.SIGINT)
+            assert pinner.wait(timeout=10) == 130
+            deadline = time.monotonic() + 60
+            while urls[1] not in (
+                held := {c["uhrpUrl"]: c for c in json.loads(cli(b_home, "ls", "--json").stdout)["contents"]}
+            ):
+                assert time.monotonic() < deadline, "the interrupted pin's download never finished"
+                time.sleep(0.5)
+            assert held[urls[1]]["pinned"] is False
+
+            cut = subprocess.Popen(
+                [sys.executable, "-m", "node", "--home", str(b_home), "--json", "pin", "add", urls[2]],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1)
+            b.send_signal(signal.SIGTERM)
+            _, err = cut.communicate(timeout=60)
+            assert cut.returncode == 1 and json.loads(err)["error"] == "shutting_down", err
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def test_offline_readers_share_the_home_and_ls_shows_quarantined_chunks(home: Path, tmp_path: Path) -> None:
+    big, one = tmp_path / "big.bin", tmp_path / "one.bin"
+    big.write_bytes(os.urandom(8 << 20))
+    one.write_bytes(os.urandom(10_000))
+    big_url, one_added = _added(home, big)["uhrpUrl"], _added(home, one)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "node", "--home", str(home), "cat", big_url], stdout=subprocess.PIPE
+    )  # blocks on the full pipe while holding the home
+    try:
+        assert reader.stdout is not None and reader.stdout.read(1)
+        r = cli(home, "ls", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["total"] == 2, r.stderr
+        assert "in use" in one_line_error(cli(home, "add", str(one)))  # a writer waits for the readers
+    finally:
+        reader.kill()
+        reader.communicate()
+    (chunk,) = [p for p in (home / "chunks").rglob(one_added["contentHash"]) if p.is_file()]
+    chunk.write_bytes(b"rot" + chunk.read_bytes()[3:])
+    assert cli(home, "cat", one_added["uhrpUrl"]).returncode == 1  # quarantines the chunk
+    listing = {c["uhrpUrl"]: c for c in json.loads(cli(home, "ls", "--json").stdout)["contents"]}
+    assert listing[one_added["uhrpUrl"]]["damagedChunks"] == 1 and listing[big_url]["damagedChunks"] == 0
+    assert "(damaged: 1 chunk)" in cli(home, "ls").stdout

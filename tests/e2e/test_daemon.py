@@ -82,7 +82,7 @@ def test_bad_input_gets_one_clear_line(daemon: Daemon, tmp_path: Path) -> None:
 
 def test_commands_say_when_no_node_runs(home: Path) -> None:
     r = cli(home, "status")
-    assert r.returncode == 1 and "no node is running" in r.stderr
+    assert r.returncode == 3 and "no node is running" in r.stderr  # exit 3: no node answers
 
 
 def test_a_second_daemon_on_the_same_home_is_refused(daemon: Daemon) -> None:
