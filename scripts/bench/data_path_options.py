@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import grp
-import hashlib
 import json
-import os
-import pwd
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +38,6 @@ from _common import (
     entry,
     free_port,
     init_home,
-    make_random_file,
     median,
     overlay_node_bin,
     run,
@@ -53,7 +48,7 @@ from _common import (
     temp_dir,
     wait_port,
 )
-from http_serve import BLOCK, LUA_DONE, LUA_RANGES, NGINX_CONF, check_server, require_tools, wrk_run
+from http_serve import BLOCK, LUA_DONE, LUA_RANGES, check_server, random_blob, require_tools, serve_with_nginx, wrk_run
 
 from config import load_settings
 from storage import open_content_store
@@ -98,26 +93,8 @@ def main() -> int:
 
     with temp_dir(args.dir, ".bench-datapath-") as tmp, contextlib.ExitStack() as stack:
         src = tmp / "blob.bin"
-        make_random_file(src, size)
-        h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while block := f.read(MIB):
-                h.update(block)
-        expected = h.hexdigest()
-
-        (tmp / "nginx-temp").mkdir()
-        nginx_port = free_port()
-        conf = tmp / "nginx.conf"
-        user = (
-            f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-            if os.geteuid() == 0
-            else ""
-        )
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port, user=user))
-        nginx_log = stack.enter_context(open(tmp / "nginx-stdout.log", "ab"))
-        nginx = start([nginx_bin, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)], nginx_log)
-        stack.callback(stop, nginx, 15.0)
-        wait_port(nginx_port, nginx, 30)
+        expected = random_blob(src, size)
+        _, nginx_port = serve_with_nginx(nginx_bin, tmp, stack)
 
         home = tmp / "home"
         init_home(home)

@@ -34,6 +34,7 @@ import pwd
 import random
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -248,6 +249,37 @@ def wrk_run(wrk: str, args: list[str], url: str, duration: int) -> dict[str, Any
     raise BenchError(f"no BENCHJSON line in wrk output:\n{out}")
 
 
+def random_blob(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; their SHA-256, hex."""
+    make_random_file(path, size)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(MIB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def serve_with_nginx(nginx_bin: str, root: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx serving ``root`` on a free port until ``stack`` closes: (process, port)."""
+    (root / "nginx-temp").mkdir()
+    port = free_port()
+    conf = root / "nginx.conf"
+    # As root, nginx workers would run as nobody and could not read the 0700 temp dir.
+    user = (
+        f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
+        if os.geteuid() == 0
+        else ""
+    )
+    conf.write_text(NGINX_CONF.format(tmp=root, port=port, user=user))
+    common = ["-p", str(root), "-e", str(root / "nginx-error.log"), "-c", str(conf)]
+    run([nginx_bin, "-t", "-q", *common], timeout=30)
+    log = stack.enter_context(open(root / "nginx-stdout.log", "ab"))  # noqa: SIM115 - open as long as nginx runs
+    nginx = start([nginx_bin, *common], log)
+    stack.callback(stop, nginx, 15.0)
+    wait_port(port, nginx, 30)
+    return nginx, port
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
@@ -269,29 +301,8 @@ def main() -> int:
     with temp_dir(args.dir, ".bench-http-") as tmp, contextlib.ExitStack() as stack:
         src = tmp / "blob.bin"
         print(f"writing {args.size_mib} MiB of random data to {src} ...", file=sys.stderr)
-        make_random_file(src, size)
-        h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while block := f.read(MIB):
-                h.update(block)
-        expected = h.hexdigest()
-
-        # nginx
-        (tmp / "nginx-temp").mkdir()
-        nginx_port = free_port()
-        conf = tmp / "nginx.conf"
-        # As root, nginx workers would run as nobody and could not read the 0700 temp dir.
-        user = (
-            f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-            if os.geteuid() == 0
-            else ""
-        )
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port, user=user))
-        run([nginx_bin, "-t", "-q", "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)], timeout=30)
-        nginx_log = stack.enter_context(open(tmp / "nginx-stdout.log", "ab"))
-        nginx = start([nginx_bin, "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)], nginx_log)
-        stack.callback(stop, nginx, 15.0)
-        wait_port(nginx_port, nginx, 30)
+        expected = random_blob(src, size)
+        nginx, nginx_port = serve_with_nginx(nginx_bin, tmp, stack)
 
         # our node: fresh home, the same file added, then the daemon
         home = tmp / "home"
