@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from node.cli.launcher import start
@@ -89,14 +90,14 @@ def test_config_show_gives_each_value_and_where_it_came_from(home: Path) -> None
 
 
 def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> None:
-    """A slow source (1 MiB/s upload) keeps an 8 MiB download in flight for
-    8 s or more, long enough to be seen from a second CLI process even on a
+    """A slow source (1 MiB/s upload) keeps a 12 MiB download in flight for
+    11 s or more, long enough to be seen from a second CLI process even on a
     loaded machine, and as ``CN:1`` in get's line."""
     a_home, b_home = tmp_path / "a", tmp_path / "b"
     assert cli(a_home, "init").returncode == 0
     _configure(a_home, "p2p", "upload_limit_mib_s = 1.0")
     big, mid, small = tmp_path / "big.bin", tmp_path / "mid.bin", tmp_path / "small.txt"
-    big.write_bytes(os.urandom(8 << 20))
+    big.write_bytes(os.urandom(12 << 20))
     mid.write_bytes(os.urandom(4 << 20))
     small.write_text("kept by both\n")
     big_url, mid_url, small_url = (_added(a_home, f)["uhrpUrl"] for f in (big, mid, small))
@@ -106,7 +107,7 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
         try:
             peers = json.loads(cli(b_home, "peers", "--json").stdout)["peers"]
             assert [p["peerId"] for p in peers] == [a.peer_id] and peers[0]["addrs"]
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not (found := json.loads(cli(b_home, "resolve", big_url, "--json").stdout))["hosts"]:
                 assert time.monotonic() < deadline, "b never heard a's advert"
                 time.sleep(0.2)
@@ -122,12 +123,10 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
                 )
             )
             getter.start()
-            transfers: list[dict[str, object]] = []
-            while getter.is_alive() and not transfers:
-                transfers = json.loads(cli(b_home, "transfers", "--json").stdout)["transfers"]
+            _until_in_flight(b.api, big_url)
+            transfers = json.loads(cli(b_home, "transfers", "--json").stdout)["transfers"]
             getter.join(timeout=120)
-            assert transfers, "the download was never seen in flight"
-            assert transfers[0]["uhrpUrl"] == big_url and transfers[0]["size"] == 8 << 20
+            assert transfers[0]["uhrpUrl"] == big_url and transfers[0]["size"] == 12 << 20
             assert out.read_bytes() == big.read_bytes()
             stdout, terminal = shown
             assert " CN:1 " in terminal and "sha256 verified" in stdout, terminal
@@ -175,6 +174,14 @@ def test_quota_shows_a_receipts_use_and_receipt_show_the_receipt(home: Path, tmp
         d.stop()
 
 
+def _until_in_flight(api: str, url: str) -> None:
+    """Until the node at ``api`` is downloading ``url`` (the request has arrived)."""
+    deadline = time.monotonic() + 60
+    while url not in [t["uhrpUrl"] for t in httpx.get(f"{api}/v1/transfers", timeout=10).json()["transfers"]]:
+        assert time.monotonic() < deadline, f"{url} never went in flight"
+        time.sleep(0.1)
+
+
 def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tmp_path: Path) -> None:
     """Ctrl-C on a get whose node stopped answering ends it at once (its
     CN poll must not hold it); a pin add interrupted by Ctrl-C leaves the
@@ -192,7 +199,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
     try:
         b = start(b_home, bootstrap=(a.addrs[0],))
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while not json.loads(cli(b_home, "resolve", urls[2], "--json").stdout)["hosts"]:
                 assert time.monotonic() < deadline, "b never heard a's adverts"
                 time.sleep(0.2)
@@ -224,7 +231,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(1)
+            _until_in_flight(b.api, urls[1])
             pinner.send_signal(signal.SIGINT)
             assert pinner.wait(timeout=10) == 130
             deadline = time.monotonic() + 60
@@ -241,7 +248,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(1)
+            _until_in_flight(b.api, urls[2])
             b.send_signal(signal.SIGTERM)
             _, err = cut.communicate(timeout=60)
             assert cut.returncode == 1 and json.loads(err)["error"] == "shutting_down", err
