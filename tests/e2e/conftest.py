@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
@@ -63,6 +64,12 @@ def with_a_terminal_on_stderr(*args: str) -> tuple[str, str]:
     text = b"".join(shown).decode(errors="replace")
     assert r.returncode == 0, text
     return r.stdout.decode(), text
+
+
+def sigint_as_from_a_terminal() -> None:
+    """A child's ``preexec_fn``: Ctrl-C's default action. A suite started in the
+    background (``cmd &``, as CI may) has SIGINT ignored, and children inherit it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_daemon(home: Path, env: dict[str, str] | None = None) -> Daemon:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from node.cli.launcher import start
-from tests.e2e.conftest import cli, one_line_error, with_a_terminal_on_stderr
+from tests.e2e.conftest import cli, one_line_error, sigint_as_from_a_terminal, with_a_terminal_on_stderr
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +211,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
                 [sys.executable, "-m", "node", "--home", str(b_home), "get", urls[0], "-o", str(tmp_path / "o")],
                 stdout=subprocess.DEVNULL,
                 stderr=terminal,
+                preexec_fn=sigint_as_from_a_terminal,
             )
             os.close(terminal)
             while b"CN:1" not in shown:  # the poll is running
@@ -225,15 +226,22 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
             finally:
                 os.kill(b.proc.pid, signal.SIGCONT)
                 os.close(controller)
+                getter.kill()  # already gone, unless the test failed
+                getter.wait()
 
             pinner = subprocess.Popen(
                 [sys.executable, "-m", "node", "--home", str(b_home), "pin", "add", urls[1]],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=sigint_as_from_a_terminal,
             )
-            _until_in_flight(b.api, urls[1])
-            pinner.send_signal(signal.SIGINT)
-            assert pinner.wait(timeout=10) == 130
+            try:
+                _until_in_flight(b.api, urls[1])
+                pinner.send_signal(signal.SIGINT)
+                assert pinner.wait(timeout=10) == 130
+            finally:
+                pinner.kill()
+                pinner.wait()
             deadline = time.monotonic() + 60
             while urls[1] not in (
                 held := {c["uhrpUrl"]: c for c in json.loads(cli(b_home, "ls", "--json").stdout)["contents"]}

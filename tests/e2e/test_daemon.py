@@ -17,7 +17,7 @@ import pytest
 
 from node.cli.launcher import Daemon
 from protocols.uhrp import url_for_hash
-from tests.e2e.conftest import cli, start_daemon
+from tests.e2e.conftest import cli, sigint_as_from_a_terminal, start_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -244,9 +244,7 @@ def test_ctrl_c_stops_a_get_cleanly(daemon: Daemon, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # As from a terminal: a suite started in the background (``cmd &``) has
-        # SIGINT ignored, and children inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_from_a_terminal,
     )
     try:
         deadline = time.monotonic() + 30
