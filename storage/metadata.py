@@ -151,6 +151,10 @@ class StoreStats:
     pinned: int = 0  # contents kept until unpinned (the rest is cache)
     pinned_bytes: int = 0
 
+    def count(self, pinned: bool | None) -> int:
+        """How many contents: all, only pinned, or only cached."""
+        return self.contents if pinned is None else self.pinned if pinned else self.contents - self.pinned
+
 
 class MetadataStore(ABC):
     """Every backend passes ``tests/storage/test_metadata_contract.py``."""

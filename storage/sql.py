@@ -390,8 +390,10 @@ class SqlMetadataStore(MetadataStore):
 
     async def stats(self) -> StoreStats:
         def query(db: Db) -> StoreStats:
-            ((n, total),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents")
-            ((p, pb),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents WHERE pinned = ?", (True,))
+            ((n, total, p, pb),) = db.fetch(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN pinned THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN pinned THEN size ELSE 0 END), 0) FROM contents"
+            )
             ((c, cb),) = db.fetch("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM chunk_refs")
             return StoreStats(int(n), int(total), int(c), int(cb), int(p), int(pb))
 

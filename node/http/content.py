@@ -124,8 +124,9 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     ) -> ContentList:
         records = await ctx.content.meta.list_contents(limit=limit, offset=offset, pinned=pinned)
         stats = await ctx.content.meta.stats()
-        total = stats.contents if pinned is None else stats.pinned if pinned else stats.contents - stats.pinned
-        return ContentList(contents=[record_info(r) for r in records], total=total, limit=limit, offset=offset)
+        return ContentList(
+            contents=[record_info(r) for r in records], total=stats.count(pinned), limit=limit, offset=offset
+        )
 
     @router.put(
         "/v1/content/{contentId}/pin",

@@ -255,8 +255,8 @@ class Fetcher:
 
     @property
     def transfers(self) -> list[Download]:
-        """The downloads in flight, oldest first."""
-        return sorted(self._downloads.values(), key=lambda d: d.started_at)
+        """The downloads in flight, oldest first (the order they started in)."""
+        return list(self._downloads.values())
 
     async def fetch(self, content_hash: bytes) -> Manifest:
         """Fetch the whole content; returns once it is stored."""
