@@ -25,7 +25,8 @@ from typing import Any
 import coincurve
 import msgpack
 
-from protocols import brc42
+from overlay_client import brc42
+from overlay_client.brc104 import varint
 from protocols.codec import unpack
 from protocols.errors import RemoteProtocolError
 
@@ -37,7 +38,6 @@ __all__ = [
     "UHRP_INVOICE",
     "OVERLAY_INVOICE",
     "decode_message",
-    "varint",
     "pushdrop_script",
 ]
 
@@ -52,19 +52,6 @@ _KIND_ADVERT, _KIND_WITHDRAW = 1, 2
 
 class InvalidAdvert(RemoteProtocolError):
     """Malformed, oversized or wrongly signed advert or withdrawal."""
-
-
-def varint(n: int) -> bytes:
-    """Bitcoin's VarInt."""
-    if n < 0:
-        raise ValueError("VarInt of a negative number")
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + n.to_bytes(2, "little")
-    if n <= 0xFFFFFFFF:
-        return b"\xfe" + n.to_bytes(4, "little")
-    return b"\xff" + n.to_bytes(8, "little")
 
 
 def _pack(obj: list[object]) -> bytes:

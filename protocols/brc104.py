@@ -15,7 +15,8 @@ with its own. Flow:
    preimage (key ID ``"<r> <nB>"``). The server answers with the same
    headers, signed over the response preimage for the client.
 
-Signatures are BRC-3 (``protocols.brc42``) under protocol
+The message formats both sides sign are ``overlay_client.brc104``.
+Signatures are BRC-3 (``overlay_client.brc42``) under protocol
 ``[2, "auth message signature"]``. Session nonces are 48 bytes (16 random,
 32 HMAC), verifiable by their creator alone, as the reference's are.
 Version ``"0.1"`` (what the code sends; the BRC text says 1.0).
@@ -38,36 +39,32 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocols import brc42
-from protocols.advert import varint
+from overlay_client.brc104 import (
+    AUTH_VERSION,
+    auth_signature,
+    request_preimage,
+    response_preimage,
+    verify_auth_signature,
+)
 from protocols.errors import RemoteProtocolError
 
 __all__ = [
-    "AUTH_VERSION",
     "AuthError",
     "MalformedAuthMessage",
     "HandshakeTooLarge",
     "AuthServer",
     "Session",
-    "request_preimage",
-    "response_preimage",
-    "signed_headers",
     "create_nonce",
     "verify_nonce",
-    "auth_signature",
-    "verify_auth_signature",
     "session_secret",
 ]
 
-AUTH_VERSION = "0.1"
-PROTOCOL = "auth message signature"
 MAX_HANDSHAKE_BYTES = 64 * 1024
 _NONCE_RANDOM = 16
-_MINUS_ONE = b"\xff" * 9  # VarInt(-1): "absent"
 
 
 class AuthError(RemoteProtocolError):
@@ -86,15 +83,7 @@ class HandshakeTooLarge(AuthError):
     """A handshake message over ``MAX_HANDSHAKE_BYTES``."""
 
 
-# -- primitives -------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    return _MINUS_ONE if n < 0 else varint(n)
-
-
-def _field(data: bytes | None) -> bytes:
-    return _MINUS_ONE if data is None else _varint(len(data)) + data
+# -- session nonces -------------------------------------------------------------
 
 
 def create_nonce(secret: bytes, random16: bytes) -> str:
@@ -114,66 +103,6 @@ def _b64(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-
-
-def _invoice(key_id: str) -> str:
-    return brc42.invoice_number(2, PROTOCOL, key_id)
-
-
-def auth_signature(private_key: bytes, data: bytes, key_id: str, counterparty: bytes) -> bytes:
-    return brc42.sign(private_key, data, _invoice(key_id), counterparty)
-
-
-def verify_auth_signature(signer: bytes, data: bytes, signature: bytes, key_id: str, my_private: bytes) -> bool:
-    return brc42.verify(signer, data, signature, _invoice(key_id), my_private)
-
-
-# -- BRC-104 preimages ----------------------------------------------------------
-
-
-def signed_headers(headers: Iterable[tuple[str, str]], *, request: bool) -> list[tuple[str, str]]:
-    """The headers a signature covers, lower-cased and sorted: ``x-bsv-*`` except
-    ``x-bsv-auth*``, ``authorization``, and (requests only) ``content-type``
-    without its parameters."""
-    out = []
-    for key, value in headers:
-        k = key.lower()
-        if (k.startswith("x-bsv-") and not k.startswith("x-bsv-auth")) or k == "authorization":
-            out.append((k, value))
-        elif request and k == "content-type":
-            out.append((k, value.split(";", 1)[0].strip()))
-    return sorted(out)
-
-
-def _headers_field(headers: list[tuple[str, str]]) -> bytes:
-    parts = [_varint(len(headers))]
-    for k, v in headers:
-        parts += [_field(k.encode()), _field(v.encode())]
-    return b"".join(parts)
-
-
-def request_preimage(
-    request_id: bytes, method: str, path: str, query: str, headers: Iterable[tuple[str, str]], body: bytes
-) -> bytes:
-    """What the client signed: ``query`` includes its ``?``; an empty body is "absent"."""
-    return b"".join(
-        [
-            request_id,
-            _field(method.encode()),
-            _field(path.encode() or None),
-            _field(query.encode() or None),
-            _headers_field(signed_headers(headers, request=True)),
-            _field(body or None),
-        ]
-    )
-
-
-def response_preimage(request_id: bytes, status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    """What the server signs; the body length is always written (0 when empty),
-    as ``AuthFetch`` rebuilds it."""
-    return b"".join(
-        [request_id, _varint(status), _headers_field(signed_headers(headers, request=False)), _varint(len(body)), body]
-    )
 
 
 # -- the server ---------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 ``ProtocolError`` is the root. ``LocalProtocolError`` means *we* asked for
 something impossible (a bug or bad local input); ``RemoteProtocolError`` means
-bytes from outside were malformed or lied. Callers that face the network catch
+bytes from outside were malformed or lied. The root and the errors of the
+formats an agent speaks too (UHRP names) live in the client distribution,
+``overlay_client.errors``, and are re-exported here. Callers that face the network catch
 ``RemoteProtocolError`` and end only that peer's conversation.
 
 Errors that are neither (a lookup that finds nothing, a range outside the
@@ -13,6 +15,8 @@ JSON code and a chunk-wire code.
 
 from __future__ import annotations
 
+from overlay_client.errors import InvalidUhrpUrl, LocalProtocolError, ProtocolError, RemoteProtocolError
+
 __all__ = [
     "ProtocolError",
     "LocalProtocolError",
@@ -21,22 +25,6 @@ __all__ = [
     "InvalidManifest",
     "InvalidRange",
 ]
-
-
-class ProtocolError(Exception):
-    """Root of every error raised by ``protocols``."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We asked for something the protocol does not allow."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """Input from outside (a peer, a client, a file) is malformed."""
-
-
-class InvalidUhrpUrl(RemoteProtocolError):
-    """A UHRP URL failed to parse: bad alphabet, checksum, prefix or length."""
 
 
 class InvalidManifest(RemoteProtocolError):

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import coincurve
 import msgpack
 
-from protocols import brc42
+from overlay_client import brc42
 from protocols.codec import unpack
 from protocols.errors import RemoteProtocolError
 from protocols.quota import POLICY_FIELDS, Policy, Window, window_bounds

@@ -19,7 +19,8 @@ find_python() {
     return 1
 }
 
-# ensure_venv [extras]: create .venv if missing; (re)install when pyproject.toml changed.
+# ensure_venv [extras]: create .venv if missing; (re)install when a pyproject.toml
+# changed. The node needs the client distribution (client/), installed beside it.
 ensure_venv() {
     local extras=${1:-} spec="$REPO" stamp
     [ -n "$extras" ] && spec="$REPO[$extras]"
@@ -28,9 +29,9 @@ ensure_venv() {
         say "creating $VENV"
         "$(find_python)" -m venv "$VENV"
     fi
-    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ] || [ "$REPO/client/pyproject.toml" -nt "$stamp" ]; then
         say "installing overlay-node${extras:+ with $extras extras} into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO/client" -e "$spec"
         touch "$stamp"
     fi
     # .venv/bin also holds py-libp2p's demo commands; this dir holds only ours.

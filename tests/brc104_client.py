@@ -1,4 +1,4 @@
-"""An independent BRC-103/104 client for tests: ``protocols.brc42`` signatures
+"""An independent BRC-103/104 client for tests: ``overlay_client.brc42`` signatures
 and the message table of shared/reference/brc.md §3.2, nothing from the
 server side but the preimage layout (checked against @bsv/sdk's vectors)."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import coincurve
 
-from protocols import brc42
-from protocols.brc104 import request_preimage, response_preimage
+from overlay_client import brc42
+from overlay_client.brc104 import request_preimage, response_preimage
 
 A_PRIV, B_PRIV = b"\xaa" * 32, b"\xbb" * 32
 A_PUB = coincurve.PrivateKey(A_PRIV).public_key.format(compressed=True)

@@ -27,13 +27,13 @@ from node import __version__
 from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
 from node.cli.progress import Progress, human, plural, progress, size
-from node.client import ApiFailure, NodeClient, NodeUnavailable
 from node.errors import IdentityError
 from node.home import init_home, read_node_info
 from node.identity import load_identity
+from overlay_client import ApiFailure, NodeClient, NodeUnavailable
+from overlay_client.uhrp import parse_content_id, url_for_hash
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import valid_content_type
-from protocols.uhrp import parse_content_id, url_for_hash
 
 __all__ = ["CliError", "POLICY_OPTIONS", "find_api"]
 

@@ -43,8 +43,8 @@ from node.cli.commands import (
     cmd_status,
     cmd_transfers,
 )
-from node.client import ApiFailure, ClientError, NodeUnavailable
 from node.errors import NodeError
+from overlay_client import ApiFailure, ClientError, NodeUnavailable
 from protocols.errors import ProtocolError
 from storage import StorageError
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from overlay_client.uhrp import url_for_hash
 from protocols.manifest import DEFAULT_CONTENT_TYPE
-from protocols.uhrp import url_for_hash
 
 __all__ = ["OutputTarget", "output_target", "default_name"]
 

@@ -24,12 +24,12 @@ from node.http.models import (
     StreamingConfigOut,
     iso,
 )
+from overlay_client.uhrp import parse_content_id, url_for_hash
 from protocols.agent_plan import ContentOption, Requirements, unmet_requirements
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidUhrpUrl
 from protocols.quota import Window
 from protocols.quota_book import UnknownPolicy, UnknownReceipt
-from protocols.uhrp import parse_content_id, url_for_hash
 
 __all__ = ["agent_router"]
 

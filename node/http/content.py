@@ -31,11 +31,11 @@ from node.http.context import DATA_PREFIX, NodeContext
 from node.http.data import DataPlane, Receive, Scope
 from node.http.errors import Send, documented
 from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, content_info
+from overlay_client.uhrp import parse_content_id
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import DEFAULT_CONTENT_TYPE, valid_content_type
 from protocols.quota_book import UnknownReceipt
 from protocols.ranges import Unsatisfiable
-from protocols.uhrp import parse_content_id
 from storage import ContentRecord, Mismatch, TooLarge
 
 __all__ = ["content_router"]

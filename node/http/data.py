@@ -36,12 +36,12 @@ from node.errors import (
 )
 from node.http.context import IDENTITY, RESPONSE_LIMIT, NodeContext
 from node.http.errors import Headers, Send, send_error
+from overlay_client.uhrp import parse_content_id
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidRange, ProtocolError
 from protocols.manifest import Manifest
 from protocols.quota_book import Served, Ticket
 from protocols.ranges import ByteRange, Unsatisfiable, parse_range
-from protocols.uhrp import parse_content_id
 from protocols.usage_sync import valid_receipt_id
 from storage import ChunkDamaged, Mismatch, StorageError, StorageFull
 

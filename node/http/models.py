@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from overlay_client.uhrp import url_for_hash
 from protocols.manifest import MAX_CONTENT_TYPE, Manifest, valid_content_type
 from protocols.quota import POLICY_FIELDS, Policy
-from protocols.uhrp import url_for_hash
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"

@@ -30,9 +30,9 @@ from node.http.models import (
     TransferList,
     iso,
 )
+from overlay_client.uhrp import parse_content_id, url_for_hash
 from protocols.errors import InvalidUhrpUrl
 from protocols.peer_stats import PeerStats, figures
-from protocols.uhrp import parse_content_id, url_for_hash
 
 __all__ = ["overlay_router"]
 

@@ -33,12 +33,12 @@ from node.errors import PeerUnreachable, StreamClosed
 from node.identity import Identity
 from node.p2p import P2P, Stream
 from node.services.streams import FrameReader, send_frame
+from overlay_client.uhrp import url_for_hash
 from protocols import ids
 from protocols.advert import MAX_MESSAGE_BYTES, Advert, InvalidAdvert, OverlayAdvert, Withdrawal, decode_message
 from protocols.advert_cache import MAX_FUTURE_EXPIRY_S, AdvertCache
 from protocols.framing import FrameError, FrameTooLarge
 from protocols.manifest import Manifest
-from protocols.uhrp import url_for_hash
 from storage import ContentStore
 
 __all__ = ["AdvertService"]

@@ -14,7 +14,7 @@ import trio
 
 from config import Settings
 from node.http.app import create_app
-from protocols.uhrp import url_for_hash
+from overlay_client.uhrp import url_for_hash
 from storage import ContentStore
 from tests.api.context import make_context
 

@@ -19,9 +19,12 @@ import pytest
 import trio
 
 from node.cli.launcher import Daemon, start
-from node.client import ApiFailure, AsyncNodeClient, NodeClient, Retry, _Auth
 from node.identity import load_identity
+from overlay_client import ApiFailure, AsyncNodeClient, NodeClient, Retry
+from overlay_client.client import _Auth
 from tests.e2e.conftest import start_daemon
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +138,7 @@ def test_sync_client_does_the_same_in_one_loop_thread(daemon: Daemon, tmp_path: 
 async def test_async_client_authenticates_transparently(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("node.client._AUTH_RANGE", 64 * 1024)  # a small file then takes several signed ranges
+    monkeypatch.setattr("overlay_client.client._AUTH_RANGE", 64 * 1024)  # a small file then takes several signed ranges
     handshakes: list[bytes] = []
     hello = _Auth.hello
 
@@ -246,27 +249,37 @@ def test_the_async_client_runs_under_asyncio(daemon: Daemon, tmp_path: Path) -> 
     assert added["contentHash"] == digest.hex() and head == data[:20] and streamed == data and n == len(data)
 
 
-def test_the_client_works_in_a_project_with_its_own_config_and_storage(daemon: Daemon, tmp_path: Path) -> None:
-    """An agent's project with packages named like ours (``config``,
-    ``storage``): its own stay its own, and the client, which imports
-    neither, works beside them."""
+def test_the_client_distribution_works_alone_beside_packages_named_like_ours(daemon: Daemon, tmp_path: Path) -> None:
+    """An agent installs only ``overlay-node-client`` (no node, no libp2p) in
+    a project with its own ``config``, ``node``, ``protocols`` and
+    ``storage`` packages: those stay its own, and the client works, typed."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    pip: list[str | Path] = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, REPO / "client"], check=True, timeout=300)
     project = tmp_path / "agent"
-    for package in ("config", "storage"):
+    names = ("config", "node", "protocols", "storage")
+    for package in names:
         (project / package).mkdir(parents=True)
         (project / package / "__init__.py").write_text(f"OWNER = 'agent {package}'\n")
     (project / "main.py").write_text(
-        "import asyncio, sys\n"
-        "import config, storage\n"
-        "from node.client import AsyncNodeClient\n"
+        "import asyncio, sys, importlib.resources\n"
+        "import config, node, protocols, storage\n"
+        "from overlay_client import AsyncNodeClient\n"
         "async def main():\n"
-        "    async with AsyncNodeClient(sys.argv[1]) as node:\n"
-        "        added = await node.add(b'from the agent')\n"
-        "        return await node.read(added['uhrpUrl'])\n"
-        "print(config.OWNER, storage.OWNER, asyncio.run(main()))\n"
+        "    async with AsyncNodeClient(sys.argv[1]) as client:\n"
+        "        added = await client.add(b'from the agent')\n"
+        "        return await client.read(added['uhrpUrl'])\n"
+        "typed = importlib.resources.files('overlay_client').joinpath('py.typed').is_file()\n"
+        "print(config.OWNER, node.OWNER, protocols.OWNER, storage.OWNER, typed, asyncio.run(main()))\n"
     )
-    r = subprocess.run([sys.executable, "main.py", daemon.api], cwd=project, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([python, "main.py", daemon.api], cwd=project, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "agent config agent storage b'from the agent'"
+    owners = " ".join(f"agent {name}" for name in names)
+    assert r.stdout.strip() == f"{owners} True b'from the agent'"
+    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
+    assert "overlay-node-client==0.1.0" in installed.stdout and "libp2p" not in installed.stdout
 
 
 async def test_add_takes_bytes_file_objects_and_paths_and_reads_stream(daemon: Daemon, tmp_path: Path) -> None:

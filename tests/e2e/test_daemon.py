@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from node.cli.launcher import Daemon
-from protocols.uhrp import url_for_hash
+from overlay_client.uhrp import url_for_hash
 from tests.e2e.conftest import cli, sigint_as_from_a_terminal, start_daemon
 
 pytestmark = pytest.mark.slow

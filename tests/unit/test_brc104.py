@@ -9,16 +9,9 @@ import json
 
 import pytest
 
-from protocols import brc42
-from protocols.brc104 import (
-    AuthError,
-    AuthServer,
-    auth_signature,
-    create_nonce,
-    request_preimage,
-    response_preimage,
-    verify_nonce,
-)
+from overlay_client import brc42
+from overlay_client.brc104 import auth_signature, request_preimage, response_preimage
+from protocols.brc104 import AuthError, AuthServer, create_nonce, verify_nonce
 from tests.brc104_client import A_PRIV, A_PUB, B_PRIV, B_PUB, Client
 
 

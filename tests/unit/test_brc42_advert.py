@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import brc42
+from overlay_client import brc42
+from overlay_client.brc104 import varint
 from protocols.advert import (
     MAX_MESSAGE_BYTES,
     Advert,
@@ -25,7 +26,6 @@ from protocols.advert import (
     Withdrawal,
     decode_message,
     pushdrop_script,
-    varint,
 )
 from protocols.errors import LocalProtocolError
 

@@ -13,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("config", "node", "protocols", "storage")
+CLIENT = REPO / "client" / "overlay_client"  # the client distribution, below them all
+CLIENT_WIRE = ("errors", "uhrp", "brc42", "brc104")  # its wire formats, which protocols/ builds on
 
 # protocols/ is sans-IO: bytes and events in, bytes and events out; time is a parameter.
 IO_MODULES = {
@@ -179,6 +181,16 @@ def test_imports_flow_one_way(layer: str, may_not_import: set[str]) -> None:
         assert not roots(imports(path.read_text(), runtime_only=False)) & may_not_import, (
             f"{path} imports {may_not_import}"
         )
+
+
+def test_the_client_distribution_stands_alone() -> None:
+    for path in sorted(CLIENT.rglob("*.py")):
+        assert not roots(imports(path.read_text(), runtime_only=False)) & set(PACKAGES), f"{path} imports the node"
+
+
+@pytest.mark.parametrize("name", CLIENT_WIRE)
+def test_the_client_wire_formats_are_sans_io(name: str) -> None:
+    assert sans_io_violations((CLIENT / f"{name}.py").read_text()) == [], f"overlay_client/{name}.py does I/O"
 
 
 def test_only_the_p2p_module_imports_libp2p() -> None:

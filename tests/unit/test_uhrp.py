@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from overlay_client.uhrp import MAX_URL_CHARS, hash_from_url, normalize, parse_content_id, url_for_hash
 from protocols.errors import InvalidUhrpUrl, ProtocolError, RemoteProtocolError
-from protocols.uhrp import MAX_URL_CHARS, hash_from_url, normalize, parse_content_id, url_for_hash
 
 # --- Independent reference: the stdlib-only snippet of brc.md section 1.1 ---
 

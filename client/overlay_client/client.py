@@ -41,10 +41,10 @@ import coincurve
 import httpx
 from anyio.from_thread import start_blocking_portal
 
-from protocols import brc42
-from protocols.brc104 import AUTH_VERSION, PROTOCOL, request_preimage, response_preimage
-from protocols.errors import InvalidUhrpUrl
-from protocols.uhrp import parse_content_id
+from overlay_client import brc42
+from overlay_client.brc104 import AUTH_VERSION, PROTOCOL, request_preimage, response_preimage
+from overlay_client.errors import InvalidUhrpUrl
+from overlay_client.uhrp import parse_content_id
 
 __all__ = [
     "AsyncNodeClient",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from protocols.errors import InvalidUhrpUrl
+from overlay_client.errors import InvalidUhrpUrl
 
 __all__ = ["url_for_hash", "hash_from_url", "normalize", "parse_content_id"]
 

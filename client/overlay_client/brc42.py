@@ -21,7 +21,7 @@ import re
 
 import coincurve
 
-from protocols.errors import LocalProtocolError
+from overlay_client.errors import LocalProtocolError
 
 __all__ = [
     "ANYONE_PRIVATE",
