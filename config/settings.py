@@ -56,6 +56,9 @@ class ApiConfig:
     port: int = DEFAULT_API_PORT
     max_upload_bytes: int = 256 * GIB
     shutdown_grace_s: float = 5.0
+    # Open client connections at most; past it a connection is answered 503
+    # busy with Retry-After and closed (every connection holds a descriptor).
+    max_connections: int = 10_000
     # Identity keys (hex) that may manage the node besides its own: policies,
     # receipts, content. With quota.enforcement = "off" everyone is the operator.
     operator_keys: tuple[str, ...] = ()
@@ -223,6 +226,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "api.port": (0, 65535),
     "api.max_upload_bytes": (0, 1 << 50),
     "api.shutdown_grace_s": (0, 600),
+    "api.max_connections": (1, 1_000_000),
     "storage.chunk_size_kb": (4, 16384),
     "storage.write_threads": (1, 64),
     "storage.min_free_disk_mb": (0, 1 << 30),

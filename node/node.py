@@ -35,9 +35,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
-from hypercorn.trio import serve
 
 from config import Settings
 from node import __version__
@@ -45,7 +45,7 @@ from node.errors import AddressInUse
 from node.home import clear_node_info, hold_home, write_node_info
 from node.http.app import create_app
 from node.http.context import Drain, NodeContext
-from node.http.server import hypercorn_config
+from node.http.http1 import serve_http
 from node.identity import Identity, load_identity
 from node.p2p import P2P
 from node.services import Overlay, Services
@@ -106,7 +106,7 @@ def register(services: Services) -> None:
 
 
 def _bind_api(settings: Settings) -> tuple[socket.socket, str]:
-    """The API's listening socket, bound (hypercorn listens on it), and its URL."""
+    """The API's listening socket, bound (``serve_http`` listens on it), and its URL."""
     host = settings.api.host
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -180,7 +180,14 @@ class Node:
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
                     await nursery.start(services.integrity.run)
-                    await nursery.start(serve, app, hypercorn_config(settings, api_socket.detach()))
+                    serve = partial(
+                        serve_http,
+                        app,
+                        api_socket,
+                        max_connections=settings.api.max_connections,
+                        io_timeout=settings.streaming.timeout_seconds,
+                    )
+                    await nursery.start(serve)
                     info = {
                         "api": self.api_url,
                         "pid": os.getpid(),
@@ -193,7 +200,7 @@ class Node:
                     log.info("node %s: API listening on %s", identity.public_key_hex, self.api_url)
                     task_status.started(self)
             finally:
-                if api_socket is not None and api_socket.fileno() != -1:  # hypercorn never took it
+                if api_socket is not None:
                     api_socket.close()
                 clear_node_info(home)
                 with trio.CancelScope(shield=True):
@@ -201,4 +208,4 @@ class Node:
                         with trio.move_on_after(settings.api.shutdown_grace_s):
                             await self.services.quotas.flush()  # counts since the last flush
                             await self.services.agents.flush()
-                    await content.meta.aclose()
+                    await content.aclose()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config import Settings
-from storage.chunks import ChunkStore
+from storage.chunks import ChunkStore, FileSpan
 from storage.content import ContentStore, IngestResult
 from storage.errors import ChunkDamaged, ChunkMissing, Mismatch, StorageError, StorageFull, TooLarge
 from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
@@ -22,6 +22,7 @@ __all__ = [
     "ChunkStore",
     "ContentRecord",
     "ContentStore",
+    "FileSpan",
     "HostPerformance",
     "IngestResult",
     "Mismatch",

@@ -8,6 +8,12 @@ the metadata store, so a committed chunk survives power loss too.
 Everything here is blocking; callers run it on worker threads. Reads use
 ``os.preadv`` with ``RWF_NOWAIT`` first, which answers from the page cache
 without blocking, and fall back to a thread only when the disk must be read.
+
+Verified chunks are read through ``OpenChunks``, a bounded cache of open
+files shared by every reader: a hot chunk is opened once, not once a
+request, and the node's descriptors for chunk files stay bounded however
+many clients read. A read may also take a ``FileSpan`` of an open file
+instead of bytes, for ``os.sendfile`` (no copy through Python).
 """
 
 from __future__ import annotations
@@ -19,15 +25,134 @@ import os
 import secrets
 import shutil
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import ChunkCorrupt, ChunkDamaged, ChunkMissing, StorageFull
 
-__all__ = ["ChunkStore", "read_nowait"]
+__all__ = ["ChunkStore", "FileSpan", "OpenChunk", "OpenChunks", "read_nowait", "cached"]
 
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+OPEN_CHUNKS = 1024  # chunk files kept open while no read uses them
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``length`` bytes at ``offset`` of an open chunk file, to send without
+    copying them through Python. Valid only until the read that yielded it
+    goes on (its file may be closed after that)."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, part: slice) -> FileSpan:
+        start, stop, step = part.indices(self.length)
+        if step != 1:
+            raise ValueError("a file span slices contiguously")
+        return FileSpan(self.fd, self.offset + start, max(stop - start, 0))
+
+
+class OpenChunk:
+    """An open chunk file and the reads using it."""
+
+    __slots__ = ("fd", "leases", "size", "stale")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size, self.leases, self.stale = fd, size, 1, False
+
+
+class OpenChunks:
+    """Open chunk files shared by every read, thread-safe.
+
+    A read leases a file and releases it when done. At most ``capacity``
+    files stay open while no read uses them (least recently used go first);
+    a file in use is never closed under its reader. ``forget`` drops a
+    chunk whose file was replaced or removed (repaired, quarantined,
+    deleted), so no read opens its old inode again."""
+
+    def __init__(self, capacity: int = OPEN_CHUNKS) -> None:
+        self.capacity = capacity
+        self._open: OrderedDict[bytes, OpenChunk] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def lease(self, digest: bytes, path: str) -> OpenChunk:
+        with self._lock:
+            entry = self._open.get(digest)
+            if entry is not None:
+                entry.leases += 1
+                self._open.move_to_end(digest)
+                return entry
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            if (entry := self._open.get(digest)) is not None:  # another thread opened it meanwhile
+                entry.leases += 1
+                os.close(fd)
+                return entry
+            entry = self._open[digest] = OpenChunk(fd, size)
+            if len(self._open) > self.capacity:
+                self._trim()
+        return entry
+
+    def release(self, entry: OpenChunk) -> None:
+        with self._lock:
+            entry.leases -= 1
+            if entry.leases == 0 and entry.stale:
+                os.close(entry.fd)
+
+    def forget(self, digest: bytes) -> None:
+        with self._lock:
+            entry = self._open.pop(digest, None)
+            if entry is not None:
+                self._retire(entry)
+
+    def close(self) -> None:
+        with self._lock:
+            for entry in self._open.values():
+                self._retire(entry)
+            self._open.clear()
+
+    def _retire(self, entry: OpenChunk) -> None:
+        entry.stale = True
+        if entry.leases == 0:
+            os.close(entry.fd)
+
+    def _trim(self) -> None:
+        idle = [d for d, e in self._open.items() if e.leases == 0]
+        for digest in idle[: len(self._open) - self.capacity]:
+            self._retire(self._open.pop(digest))
+
+
+def cached(fd: int, offset: int, length: int) -> bool:
+    """Whether ``[offset, offset + length)`` of ``fd`` looks resident in the
+    page cache: its first and last bytes can be read without blocking. (A
+    probe, not a proof: sending a range evicted between them reads the disk
+    on the event loop's thread.)"""
+    if not _RWF_NOWAIT or length <= 0:
+        return False
+    probe = bytearray(1)
+    try:
+        return (
+            os.preadv(fd, [probe], offset, _RWF_NOWAIT) == 1
+            and os.preadv(fd, [probe], offset + length - 1, _RWF_NOWAIT) == 1
+        )
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EOPNOTSUPP, errno.EINVAL):
+            return False
+        raise
 
 
 def read_nowait(fd: int, length: int, offset: int) -> bytearray | None:
@@ -64,6 +189,7 @@ class ChunkStore:
     def __init__(self, root: Path, *, reserve_bytes: int = 0) -> None:
         """``reserve_bytes``: free space a chunk write must leave on the disk."""
         self.root = root
+        self._root = str(root)
         self.reserve_bytes = reserve_bytes
         self.tmp = root / "tmp"
         self.quarantine = root / "quarantine"
@@ -71,13 +197,17 @@ class ChunkStore:
         self.tmp.mkdir(exist_ok=True)
         self.verified: set[bytes] = set()
         self.damaged: set[bytes] = set()
+        self.files = OpenChunks()
         # Chunks an unfinished ingest relies on; garbage collection keeps them.
         self._pins: Counter[bytes] = Counter()
         self._pins_lock = threading.Lock()
 
     def path(self, digest: bytes) -> Path:
+        return Path(self.file_name(digest))
+
+    def file_name(self, digest: bytes) -> str:
         h = digest.hex()
-        return self.root / h[:2] / h[2:4] / h
+        return f"{self._root}/{h[:2]}/{h[2:4]}/{h}"
 
     def room(self) -> int:
         """Free bytes on the chunks' disk above the reserve (negative when below it)."""
@@ -137,6 +267,7 @@ class ChunkStore:
                 dirs += [final.parent.parent, self.root]
                 final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            self.files.forget(actual)  # an open copy of a damaged file must not be read again
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             self.unpin([actual])
@@ -175,6 +306,7 @@ class ChunkStore:
                     removed += 1
                 except FileNotFoundError:
                     pass
+                self.files.forget(digest)
         return removed
 
     def clear_tmp(self) -> int:
@@ -192,11 +324,22 @@ class ChunkStore:
 
     def open(self, digest: bytes) -> int:
         try:
-            return os.open(self.path(digest), os.O_RDONLY)
+            return os.open(self.file_name(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            self.damaged.add(digest)
-            self.verified.discard(digest)
-            raise ChunkMissing(f"chunk {digest.hex()} is not on disk", digest) from None
+            raise self._missing(digest) from None
+
+    def lease(self, digest: bytes) -> OpenChunk:
+        """The chunk's file from the shared cache; ``files.release`` it when done."""
+        try:
+            return self.files.lease(digest, self.file_name(digest))
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def _missing(self, digest: bytes) -> ChunkMissing:
+        self.damaged.add(digest)
+        self.verified.discard(digest)
+        self.files.forget(digest)
+        return ChunkMissing(f"chunk {digest.hex()} is not on disk", digest)
 
     def read(self, digest: bytes, offset: int = 0, length: int = -1) -> bytes:
         fd = self.open(digest)
@@ -254,6 +397,7 @@ class ChunkStore:
     def _quarantine(self, digest: bytes) -> None:
         self.damaged.add(digest)
         self.verified.discard(digest)
+        self.files.forget(digest)
         self.quarantine.mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(digest), self.quarantine / f"{digest.hex()}.{secrets.token_hex(4)}")

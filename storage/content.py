@@ -22,13 +22,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import trio
 
 from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
 from protocols.merkle import merkle_root
-from storage.chunks import ChunkStore, read_nowait
+from storage.chunks import ChunkStore, FileSpan, cached, read_nowait
 from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
 from storage.metadata import ContentRecord, MetadataStore
 
@@ -253,10 +253,39 @@ class ContentStore:
             lambda: {i for i, h in enumerate(manifest.chunk_hashes) if self.chunks.has(h)}
         )
 
+    async def aclose(self) -> None:
+        """Close the open chunk files and the metadata store."""
+        self.chunks.files.close()
+        await self.meta.aclose()
+
     # -- reading ----------------------------------------------------------
 
     async def get(self, content_hash: bytes) -> ContentRecord | None:
         return await self.meta.get_content(content_hash)
+
+    @overload
+    def read(
+        self,
+        manifest: Manifest,
+        start: int,
+        stop: int,
+        max_piece: int,
+        wait: Callable[[int], Awaitable[None]] | None = None,
+        *,
+        spans: Literal[False] = False,
+    ) -> AsyncGenerator[bytes | bytearray, None]: ...
+
+    @overload
+    def read(
+        self,
+        manifest: Manifest,
+        start: int,
+        stop: int,
+        max_piece: int,
+        wait: Callable[[int], Awaitable[None]] | None = None,
+        *,
+        spans: bool,
+    ) -> AsyncGenerator[bytes | bytearray | FileSpan, None]: ...
 
     async def read(
         self,
@@ -265,35 +294,48 @@ class ContentStore:
         stop: int,
         max_piece: int,
         wait: Callable[[int], Awaitable[None]] | None = None,
-    ) -> AsyncGenerator[bytes | bytearray, None]:
+        *,
+        spans: bool = False,
+    ) -> AsyncGenerator[bytes | bytearray | FileSpan, None]:
         """Bytes ``[start, stop)`` of the content, in pieces of at most ``max_piece``.
 
         A chunk not yet verified this run is read whole and hashed before a
         byte of it is yielded (``ChunkStore.read_verified``; it raises
         ``ChunkDamaged`` instead). Verified chunks are read from the page
-        cache inline; only real disk reads go to a thread. ``wait(index)``,
-        for content still arriving, returns once chunk ``index`` is on disk.
+        cache inline; only real disk reads go to a thread. With ``spans``,
+        a verified piece in the page cache comes as a ``FileSpan`` of its
+        open file instead (for ``os.sendfile``), valid until the next piece
+        is asked for. ``wait(index)``, for content still arriving, returns
+        once chunk ``index`` is on disk.
         """
+        chunks = self.chunks
         pos = start
         whole: tuple[bytes, bytes] | None = None  # (digest, bytes) of the chunk just verified
         for digest, offset, length in manifest.segments(start, stop, max_piece):
             if wait is not None:
                 await wait(pos // manifest.chunk_size)
             pos += length
-            data: bytes | bytearray | None
             if whole is not None and whole[0] == digest:
-                data = whole[1][offset : offset + length]
-            elif digest not in self.chunks.verified:
-                whole = (digest, await trio.to_thread.run_sync(self.chunks.read_verified, digest))
-                data = whole[1][offset : offset + length]
-            else:
-                fd = self.chunks.open(digest)
-                try:
-                    data = read_nowait(fd, length, offset)
-                    if data is None:
-                        data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
-                finally:
-                    os.close(fd)
+                yield whole[1][offset : offset + length]
+                continue
+            if digest not in chunks.verified:
+                whole = (digest, await trio.to_thread.run_sync(chunks.read_verified, digest))
+                if len(whole[1]) < offset + length:
+                    raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+                yield whole[1][offset : offset + length]
+                continue
+            entry = chunks.lease(digest)
+            try:
+                if entry.size < offset + length:
+                    raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+                if spans and cached(entry.fd, offset, length):
+                    yield FileSpan(entry.fd, offset, length)
+                    continue
+                data: bytes | bytearray | None = read_nowait(entry.fd, length, offset)
+                if data is None:
+                    data = await trio.to_thread.run_sync(os.pread, entry.fd, length, offset)
+            finally:
+                chunks.files.release(entry)
             if len(data) != length:
                 raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
             yield data

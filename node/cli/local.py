@@ -43,7 +43,7 @@ def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]], *, write
         try:
             return await fn(content)
         finally:
-            await content.meta.aclose()
+            await content.aclose()
 
     with hold_home(home, shared=not write):
         return trio.run(main)

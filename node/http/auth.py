@@ -150,6 +150,7 @@ class AuthMiddleware:
                     raise _TooLarge
 
         inner = dict(scope)
+        inner["extensions"] = {}  # the body is signed whole: bytes, never a file to send
         inner[IDENTITY] = session.peer_key.hex()
         inner[RESPONSE_LIMIT] = MAX_AUTH_BODY
         try:

@@ -43,7 +43,7 @@ from protocols.manifest import Manifest
 from protocols.quota_book import Served, Ticket
 from protocols.ranges import ByteRange, Unsatisfiable, parse_range
 from protocols.usage_sync import valid_receipt_id
-from storage import ChunkDamaged, Mismatch, StorageError, StorageFull
+from storage import ChunkDamaged, FileSpan, Mismatch, StorageError, StorageFull
 
 if TYPE_CHECKING:
     from node.services.fetch import Download
@@ -56,7 +56,9 @@ _VERIFY_FIRST = 8 << 20  # hashed before the response starts, when not yet verif
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Emit = Callable[[bytes | bytearray, bool], Awaitable[None]]
+Piece = bytes | bytearray | FileSpan
+Emit = Callable[[Piece, bool], Awaitable[None]]
+ZERO_COPY = "http.response.zerocopysend"  # ASGI's extension: the server sends from a file
 
 
 _QUERY = ("receiptId", "sessionId", "range")
@@ -70,11 +72,21 @@ def _params(scope: Scope) -> tuple[str | None, str | None, str | None]:
     return tuple(query[k][-1] if k in query else None for k in _QUERY)  # type: ignore[return-value]
 
 
+def _body_message(piece: Piece, more: bool) -> MutableMapping[str, Any]:
+    if isinstance(piece, FileSpan):
+        return {"type": ZERO_COPY, "file": piece.fd, "offset": piece.offset, "count": piece.length, "more_body": more}
+    return {"type": "http.response.body", "body": piece, "more_body": more}
+
+
 async def _until_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
     """Cancel ``scope`` when the client goes away (ASGI ``http.disconnect``)."""
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
+
+
+def _zero_copy(scope: Scope) -> bool:
+    return ZERO_COPY in scope.get("extensions", {})
 
 
 class _Refused(Exception):
@@ -271,10 +283,10 @@ class DataPlane:
             return
         if ticket is None and session is None and read.identity is None:  # an anonymous read, not metered
 
-            async def emit(piece: bytes | bytearray, more: bool) -> None:
-                await send({"type": "http.response.body", "body": piece, "more_body": more})
+            async def emit(piece: Piece, more: bool) -> None:
+                await send(_body_message(piece, more))
 
-            await self._body(manifest, start, stop, read.download, emit)
+            await self._body(manifest, start, stop, read.download, emit, _zero_copy(scope))
             return
         await self._tracked(ticket, session, scope, send, receive, manifest, start, stop, read.download)
 
@@ -327,7 +339,7 @@ class DataPlane:
                 session.delivered(sent[0], n, agents.clock())
             sent[0] += n
 
-        async def emit(piece: bytes | bytearray, more: bool) -> None:
+        async def emit(piece: Piece, more: bool) -> None:
             if paced and len(piece) > _PACED_PIECE:  # small pieces, so a capped read starts at once
                 for i in range(0, len(piece), _PACED_PIECE):
                     await emit(piece[i : i + _PACED_PIECE], more or i + _PACED_PIECE < len(piece))
@@ -342,7 +354,7 @@ class DataPlane:
                 # stream too many. The last piece is charged as it goes out.
                 count(len(piece))
                 finish(error=False)
-            await send({"type": "http.response.body", "body": piece, "more_body": more})
+            await send(_body_message(piece, more))
             if not first_byte:
                 first_byte.append(time.monotonic() - began)
             if more:
@@ -354,7 +366,7 @@ class DataPlane:
                 async with trio.open_nursery() as nursery:
                     if receive is not None:
                         nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                    await self._body(manifest, start, stop, download, emit)
+                    await self._body(manifest, start, stop, download, emit, _zero_copy(scope))
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the body's own error, as the unmetered path raises it
             raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
@@ -398,16 +410,21 @@ class DataPlane:
             session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())
             self.agents.keep(session)
 
-    async def _body(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
+    async def _body(
+        self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit, spans: bool
+    ) -> None:
         try:
-            await self._pieces(manifest, start, stop, download, emit)
+            await self._pieces(manifest, start, stop, download, emit, spans)
         except ChunkDamaged as exc:  # found mid-response: the body is cut short before it
             self.integrity.report(manifest, exc.digest)
             raise
 
-    async def _pieces(self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit) -> None:
+    async def _pieces(
+        self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit, spans: bool
+    ) -> None:
         if download is None or download.finished.is_set():
-            async with contextlib.aclosing(self.content.read(manifest, start, stop, self.read_size)) as pieces:
+            read = self.content.read(manifest, start, stop, self.read_size, spans=spans)
+            async with contextlib.aclosing(read) as pieces:
                 async for piece in pieces:
                     await emit(piece, True)
             await emit(b"", False)

@@ -110,7 +110,7 @@ def main() -> int:
 
         servers: dict[str, tuple[int, str]] = {
             "nginx": (nginx_port, "/blob.bin"),
-            "node today": (node_port, f"/v1/streaming/data/{expected}"),
+            "node": (node_port, f"/v1/streaming/data/{expected}"),
         }
         helper = Path(__file__).resolve().parent / "_range_servers.py"
         for kind, procs in CANDIDATES:

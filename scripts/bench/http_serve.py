@@ -74,10 +74,11 @@ WARMUP_REQUESTS = 20
 NGINX_CONF = """\
 {user}daemon off;
 worker_processes 2;
+worker_rlimit_nofile 19000;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{
-    worker_connections 1024;
+    worker_connections {connections};
 }}
 http {{
     client_body_temp_path {tmp}/nginx-temp/body;
@@ -259,7 +260,9 @@ def random_blob(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def serve_with_nginx(nginx_bin: str, root: Path, stack: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes], int]:
+def serve_with_nginx(
+    nginx_bin: str, root: Path, stack: contextlib.ExitStack, *, worker_connections: int = 1024
+) -> tuple[subprocess.Popen[bytes], int]:
     """nginx serving ``root`` on a free port until ``stack`` closes: (process, port)."""
     (root / "nginx-temp").mkdir()
     port = free_port()
@@ -270,7 +273,7 @@ def serve_with_nginx(nginx_bin: str, root: Path, stack: contextlib.ExitStack) ->
         if os.geteuid() == 0
         else ""
     )
-    conf.write_text(NGINX_CONF.format(tmp=root, port=port, user=user))
+    conf.write_text(NGINX_CONF.format(tmp=root, port=port, user=user, connections=worker_connections))
     common = ["-p", str(root), "-e", str(root / "nginx-error.log"), "-c", str(conf)]
     run([nginx_bin, "-t", "-q", *common], timeout=30)
     log = stack.enter_context(open(root / "nginx-stdout.log", "ab"))  # noqa: SIM115 - open as long as nginx runs

@@ -16,6 +16,7 @@ from node.http.app import create_app
 from node.http.context import NodeContext
 from storage import ContentStore
 from tests.api.context import Clock, make_context
+from tests.served import http_client
 
 DATA = os.urandom(200_000)
 HASH = hashlib.sha256(DATA).hexdigest()
@@ -23,7 +24,7 @@ HASH = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture
 async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://node") as c:
+    async with http_client(create_app(ctx)) as c:
         r = await c.post("/v1/content", content=DATA, headers={"content-type": "text/plain"})
         assert r.status_code == 201
         yield c
@@ -126,7 +127,7 @@ async def test_sessions_survive_a_restart(
     await client.get(f"/v1/streaming/data/{HASH}", params={"sessionId": s["sessionId"]}, headers={"range": "bytes=0-9"})
     await ctx.agents.flush()
     again = make_context(settings, content, clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(again)), base_url="http://node") as c:
+    async with http_client(create_app(again)) as c:
         g = (await c.get(f"/v1/streaming/sessions/{s['sessionId']}")).json()
         assert g["agentSession"]["sessionType"] == "bulk" and g["progress"]["distinctBytesDelivered"] == 10
         r = await c.get(

@@ -17,6 +17,7 @@ from node.http.app import create_app
 from storage import ContentStore
 from tests.api.context import make_context
 from tests.brc104_client import A_PUB, Client
+from tests.served import http_client
 
 DATA = os.urandom(50_000)
 HASH = hashlib.sha256(DATA).hexdigest()
@@ -60,9 +61,7 @@ async def handshake(http: httpx.AsyncClient, client: Client) -> None:
 async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenticated(
     settings: Settings, content: ContentStore
 ) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_for(settings, content, "required", (A_PUB.hex(),))), base_url="http://n"
-    ) as http:
+    async with http_client(app_for(settings, content, "required", (A_PUB.hex(),))) as http:
         r = await http.get("/v1/node")
         assert r.status_code == 401 and r.json()["error"] == "unauthenticated"
         agent = Client()
@@ -82,9 +81,7 @@ async def test_required_mode_refuses_the_unauthenticated_and_serves_the_authenti
 
 
 async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Settings, content: ContentStore) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_for(settings, content, "optional", (A_PUB.hex(),))), base_url="http://n"
-    ) as http:
+    async with http_client(app_for(settings, content, "optional", (A_PUB.hex(),))) as http:
         # Reading needs no authentication here, managing does (the owner is an operator).
         assert (await http.post("/v1/content", content=DATA)).status_code == 401
         owner, other = Client(), Client(b"\xcc" * 32)
@@ -144,9 +141,7 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
 
 @pytest.mark.parametrize("mode", ["off"])
 async def test_off_mode_has_no_auth_endpoint(settings: Settings, content: ContentStore, mode: Literal["off"]) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app_for(settings, content, mode)), base_url="http://n"
-    ) as http:
+    async with http_client(app_for(settings, content, mode)) as http:
         r = await http.post("/.well-known/auth", content=Client().hello())
         assert r.status_code == 404 and r.json()["error"] == "not_found"
         assert (await http.get("/v1/node")).status_code == 200

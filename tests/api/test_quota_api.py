@@ -19,6 +19,7 @@ from node.services.quotas import QuotaService
 from protocols.quota import Window
 from storage import ContentStore
 from tests.api.context import Clock
+from tests.served import http_client
 
 DATA = os.urandom(200_000)
 HASH = hashlib.sha256(DATA).hexdigest()
@@ -26,7 +27,7 @@ HASH = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture
 async def client(ctx: NodeContext) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://node") as c:
+    async with http_client(create_app(ctx)) as c:
         assert (await c.post("/v1/content", content=DATA)).status_code == 201
         yield c
 

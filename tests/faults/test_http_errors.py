@@ -1,22 +1,19 @@
 """Errors are JSON even when the HTTP server answers by itself (finding:
-hypercorn's own 400 and 431 had empty bodies), and an answer that leaves
-an upload unread ends its connection."""
+the first server's own 400 and 431 had empty bodies), and an answer that
+leaves an upload unread ends its connection."""
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-from hypercorn.trio import serve
 
-from config import load_settings
-from node.http.server import hypercorn_config
 from tests.integration.conftest import start_node
+from tests.served import serving
 
 
 async def raw(api_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -53,33 +50,29 @@ async def test_the_servers_own_refusals_are_json(tmp_path: Path) -> None:
             status, headers, body = await raw(node.api_url, huge)
             assert (status, json.loads(body)["error"]) == (431, "headers_too_large")
             assert headers["connection"] == "close"
+            # A Content-Length that is not a number (the client cannot be framed).
+            status, headers, body = await raw(
+                node.api_url, b"POST /v1/content HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+            )
+            assert (status, json.loads(body)["error"]) == (400, "bad_request")
             nursery.cancel_scope.cancel()
 
 
 async def test_an_answer_given_while_the_body_piles_up_still_ends_the_connection(tmp_path: Path) -> None:
     """Found under load: a 507 to an upload hung until the client's write timed
-    out. hypercorn queues at most 10 body messages for an app; once the app had
-    answered without reading them, hypercorn's own "disconnect" message waited
+    out. The first server queued at most 10 body messages for an app; once the
+    app had answered without reading them, its own "disconnect" message waited
     forever for room in that full queue, so the connection was never closed
     (and its task never ended). An app slow to answer makes it certain."""
 
     async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         await trio.sleep(0.5)  # the body keeps arriving meanwhile
         await send({"type": "http.response.start", "status": 507, "headers": [(b"connection", b"close")]})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    settings = load_settings(tmp_path, {}, environ={})
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve, app, hypercorn_config(settings, listener.detach()))
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with serving(app) as url:
+            stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
             head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (1 << 40)
 
             async def upload() -> None:
@@ -101,4 +94,3 @@ async def test_an_answer_given_while_the_body_piles_up_still_ends_the_connection
             await stream.aclose()
             assert not waited.cancelled_caught, f"the connection stayed open; the client read {answer[:40]!r}"
             assert answer.startswith(b"HTTP/1.1 507")
-            nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from node.http.data import DataPlane
 from node.services.integrity import IntegrityService
 from storage import ChunkDamaged, ContentStore, open_content_store
 from tests.api.context import make_context
+from tests.served import http_client
 
 CHUNK = 64 * 1024  # the test profile's chunk size
 DATA = os.urandom(3 * CHUNK + 1000)
@@ -33,15 +35,13 @@ def flip(content: ContentStore, index: int) -> None:
     path.write_bytes(bytes(raw))
 
 
-async def client_for(settings: Settings, content: ContentStore) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(make_context(settings, content))), base_url="http://n"
-    )
+def client_for(settings: Settings, content: ContentStore) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return http_client(create_app(make_context(settings, content)))
 
 
 @pytest.fixture
 async def http(settings: Settings, content: ContentStore) -> AsyncIterator[httpx.AsyncClient]:
-    async with await client_for(settings, content) as c:
+    async with client_for(settings, content) as c:
         assert (await c.post("/v1/content", content=DATA)).status_code == 201
         yield c
 
@@ -58,7 +58,7 @@ async def test_a_flipped_byte_is_never_served_and_the_content_shows_as_damaged(
     content = await restarted(settings)
     try:
         flip(content, 1)
-        async with await client_for(settings, content) as c:
+        async with client_for(settings, content) as c:
             r = await c.get(f"/v1/streaming/data/{HASH}", headers={"range": f"bytes={CHUNK}-{CHUNK + 99}"})
             assert r.status_code == 503 and r.json()["error"] == "content_damaged"  # before any byte, as JSON
             r = await c.get(f"/v1/streaming/data/{HASH}")
@@ -81,7 +81,7 @@ async def test_a_deleted_chunk_file_fails_the_read_before_it_starts(
     content = await restarted(settings)
     try:
         content.chunks.path(hashlib.sha256(DATA[:CHUNK]).digest()).unlink()
-        async with await client_for(settings, content) as c:
+        async with client_for(settings, content) as c:
             r = await c.get(f"/v1/streaming/data/{HASH}")
             assert r.status_code == 503 and r.json()["error"] == "content_damaged"
             r = await c.get(f"/v1/streaming/data/{HASH}", headers={"range": f"bytes={CHUNK}-"})

@@ -17,6 +17,7 @@ from node.http.context import NodeContext
 from storage import ContentStore
 from tests.api.context import make_context
 from tests.brc104_client import Client
+from tests.served import http_client
 
 
 @dataclass
@@ -56,8 +57,7 @@ class Node:
 async def _node(settings: Settings, content: ContentStore, **quota: Any) -> AsyncIterator[Node]:
     settings = replace(settings, quota=replace(settings.quota, **quota))
     ctx = make_context(settings, content)
-    transport = httpx.ASGITransport(app=create_app(ctx))
-    async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+    async with http_client(create_app(ctx)) as http:
         callers = []
         for key in (ctx.identity.private_key.secret, b"\xa1" * 32, b"\xb0" * 32):
             client = Client(key)

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from protocols.manifest import Manifest
 from protocols.merkle import merkle_root
-from storage import ContentStore, TooLarge
+from storage import ChunkDamaged, ContentStore, FileSpan, TooLarge
 from storage.content import rechunk
 
 CHUNK = 64 * 1024
@@ -159,3 +160,58 @@ async def test_recover_keeps_the_chunks_of_a_download_in_progress(content: Conte
     # An abandoned download (started long ago) is forgotten, and its chunks go.
     assert await content.recover(partial_ttl_s=-1e13) == 2
     assert await content.meta.partials() == []
+
+
+async def spans_read(content: ContentStore, m: Manifest, start: int, stop: int) -> tuple[bytes, int]:
+    """Bytes of a zero-copy read (each span read while it is valid), and how
+    many pieces came as bytes instead of spans."""
+    out, copied = bytearray(), 0
+    async for piece in content.read(m, start, stop, 10_000, spans=True):
+        if isinstance(piece, FileSpan):
+            piece = os.pread(piece.fd, piece.length, piece.offset)
+        else:
+            copied += 1
+        out += piece
+    return bytes(out), copied
+
+
+async def test_zero_copy_reads_share_a_bounded_set_of_open_files(content: ContentStore) -> None:
+    content.chunks.files.capacity = 2
+    data = os.urandom(5 * CHUNK + 9)
+    m = (await content.ingest(pieces(data))).manifest
+    assert await spans_read(content, m, 0, len(data)) == (data, 0)  # verified at ingest: every piece a span
+    assert len(content.chunks.files) == 2  # five chunks read, two kept open
+    for start, stop in [(CHUNK - 3, CHUNK + 3), (len(data) - 1, len(data)), (100, 100)]:
+        assert (await spans_read(content, m, start, stop))[0] == data[start:stop]
+    await content.aclose()
+    assert len(content.chunks.files) == 0
+
+
+async def test_an_open_file_is_never_served_once_its_chunk_is_quarantined_or_repaired(content: ContentStore) -> None:
+    data = os.urandom(2 * CHUNK)
+    m = (await content.ingest(pieces(data))).manifest
+    digest = m.chunk_hashes[1]
+    assert (await spans_read(content, m, 0, len(data)))[0] == data  # its file is open and cached now
+    path = content.chunks.path(digest)
+    rotten = bytearray(path.read_bytes())
+    rotten[5] ^= 1
+    path.write_bytes(rotten)  # rot in place, seen through the open file too
+    content.chunks.verified.discard(digest)  # what the scrub does before hashing again
+    with pytest.raises(ChunkDamaged):
+        await spans_read(content, m, CHUNK, len(data))
+    assert digest in content.chunks.damaged and not path.exists()  # quarantined
+    content.chunks.put(data[CHUNK:], digest)  # the repair: a good copy under the same name
+    assert (await spans_read(content, m, 0, len(data)))[0] == data
+
+
+async def test_a_chunk_file_in_use_stays_open_until_its_read_is_done(content: ContentStore) -> None:
+    data = os.urandom(CHUNK)
+    m = (await content.ingest(pieces(data))).manifest
+    read = content.read(m, 0, CHUNK, CHUNK, spans=True)
+    first = await read.__anext__()
+    assert isinstance(first, FileSpan)
+    await trio.to_thread.run_sync(content.chunks.remove_unpinned, [m.chunk_hashes[0]])  # deleted meanwhile
+    assert os.pread(first.fd, 16, 0) == data[:16]  # still readable: closed only once released
+    await read.aclose()
+    with pytest.raises(OSError):
+        os.fstat(first.fd)

@@ -18,7 +18,7 @@ CLIENT_WIRE = ("errors", "uhrp", "brc42", "brc104")  # its wire formats, which p
 
 # protocols/ is sans-IO: bytes and events in, bytes and events out; time is a parameter.
 IO_MODULES = {
-    "trio", "anyio", "asyncio", "libp2p", "multiaddr", "sqlite3", "psycopg", "psycopg_pool", "hypercorn", "fastapi", "starlette",
+    "trio", "anyio", "asyncio", "libp2p", "multiaddr", "sqlite3", "psycopg", "psycopg_pool", "h11", "fastapi", "starlette",
     "httpx", "os", "pathlib", "shutil", "io", "tempfile", "time", "socket", "subprocess", "threading", "select", "selectors",
     "urllib", "http", "random", "secrets", "node", "storage",
 }  # fmt: skip
