@@ -424,10 +424,13 @@ class DataPlane:
     ) -> None:
         if download is None or download.finished.is_set():
             read = self.content.read(manifest, start, stop, self.read_size, spans=spans)
+            pos = start
             async with contextlib.aclosing(read) as pieces:
                 async for piece in pieces:
-                    await emit(piece, True)
-            await emit(b"", False)
+                    pos += len(piece)
+                    await emit(piece, pos < stop)  # the last piece ends the response: no empty send after it
+            if pos == start:
+                await emit(b"", False)
             return
         # Content still arriving streams as its chunks land, in order, each
         # checked against the manifest. Only the whole file proves the

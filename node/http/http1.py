@@ -32,6 +32,7 @@ import email.utils
 import errno
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -55,8 +56,11 @@ _RECV_HEAD = 64 << 10
 _RECV_BODY = 256 << 10  # upload reads: larger reads, fewer wake-ups
 _ACCEPT_PAUSE_S = 0.1  # out of descriptors: wait for some to be freed
 _REFUSING = 256  # connections being refused at once, at most; past it they are just closed
+_COALESCE = 16 << 10  # byte parts up to this size together are written in one call
 _LINGER_S = 1.0  # a closing connection reads what the client still sends this long, at most
 _CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+_END = h11.EndOfMessage()  # events are immutable: one serves every response
 
 App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
@@ -117,6 +121,10 @@ class _Connection:
         self.client = _address(sock.getpeername)
         self.server = _address(sock.getsockname)
         self.gone = False
+        # One scope for the connection's deadlines, moved per operation (a
+        # scope per send costs more than the send): the head's, then each
+        # write's. When one passes, the whole exchange is cancelled.
+        self.io = trio.CancelScope()
 
     # -- the socket -------------------------------------------------------------
 
@@ -133,13 +141,14 @@ class _Connection:
         view = memoryview(data)
         flags = socket.MSG_MORE if more else 0
         while view:
+            self.io.deadline = trio.current_time() + self.io_timeout
             try:
-                with trio.fail_after(self.io_timeout):
-                    sent = await self.sock.send(view, flags)
-            except (OSError, trio.TooSlowError):
+                sent = await self.sock.send(view, flags)
+            except OSError:
                 self.gone = True
                 raise _ClientGone from None
             view = view[sent:]
+        self.io.deadline = math.inf
 
     async def _sendfile(self, fd: int, offset: int, count: int) -> None:
         out = self.sock.fileno()
@@ -147,12 +156,9 @@ class _Connection:
             try:
                 sent = os.sendfile(out, fd, offset, count)
             except BlockingIOError:
-                try:
-                    with trio.fail_after(self.io_timeout):
-                        await trio.lowlevel.wait_writable(self.sock)
-                except trio.TooSlowError:
-                    self.gone = True
-                    raise _ClientGone from None
+                self.io.deadline = trio.current_time() + self.io_timeout
+                await trio.lowlevel.wait_writable(self.sock)
+                self.io.deadline = math.inf
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.ECONNRESET):
@@ -167,15 +173,21 @@ class _Connection:
     # -- the request loop ---------------------------------------------------------
 
     async def run(self) -> None:
+        with self.io:
+            await self._requests()
+        if self.io.cancelled_caught:
+            self.gone = True  # idle, a head that never finished, or a client that stopped reading
+
+    async def _requests(self) -> None:
         while not self.gone:
-            event: h11.Event | type[h11.PAUSED] | None = None
-            with trio.move_on_after(HEAD_TIMEOUT_S):
-                try:
-                    event = await self._next_head()
-                except h11.RemoteProtocolError as exc:
-                    await self._refuse(exc)
-                    return
-            if not isinstance(event, h11.Request):  # idle, a head that never finished, or
+            self.io.deadline = trio.current_time() + HEAD_TIMEOUT_S
+            try:
+                event = await self._next_head()
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(exc)
+                return
+            self.io.deadline = math.inf
+            if not isinstance(event, h11.Request):
                 return  # the client closed between requests
             await self._handle(event)
             self._skip_unread_body()
@@ -349,16 +361,27 @@ class _Exchange:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         if not more:
-            parts.append(conn.h11.send(h11.EndOfMessage()) or b"")
-            self.finished()
+            parts.append(conn.h11.send(_END) or b"")
         if self._pending_head:
             parts.insert(0, self._pending_head)
             self._pending_head = b""
-        for i, part in enumerate(parts):
+        writes: list[Any] = []  # adjacent small byte parts (a head and a JSON body) go out as one
+        for part in parts:
+            if not part:
+                continue
+            joinable = writes and not isinstance(part, tuple) and not isinstance(writes[-1], tuple)
+            if joinable and len(writes[-1]) + len(part) <= _COALESCE:
+                writes[-1] = bytes(writes[-1]) + bytes(part)
+            else:
+                writes.append(part)
+        last = len(writes) - 1
+        for i, part in enumerate(writes):
             if isinstance(part, tuple):
                 await conn._sendfile(*part)
-            elif part:
-                await conn._send(part, more=more or i + 1 < len(parts))
+            else:  # MSG_MORE only within this message: the app may pause before its next one
+                await conn._send(part, more=i < last)
+        if not more:
+            self.finished()  # only now: an app watching for the disconnect stops its sender on it
 
     async def answer_error(self, exc: Exception) -> None:
         """A JSON error when the app answered nothing (the connection then closes)."""

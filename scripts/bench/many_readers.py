@@ -117,11 +117,11 @@ def main() -> int:
         home = tmp / "home"
         init_home(home)
         # Room for every paced client and the control probe under the connection cap.
-        (home / "config.toml").write_text(
-            (home / "config.toml").read_text() + f"\n[api]\nmax_connections = {args.paced + 100}\n"
-            if (home / "config.toml").exists()
-            else f"[api]\nmax_connections = {args.paced + 100}\n"
-        )
+        config = home / "config.toml"
+        text = config.read_text()
+        if "\n[api]\n" not in text:
+            raise BenchError(f"no [api] section in {config}")
+        config.write_text(text.replace("\n[api]\n", f"\n[api]\nmax_connections = {args.paced + 100}\n", 1))
         out, _, _ = run([overlay_node_bin(), "--home", str(home), "add", str(src), "--json"], timeout=600)
         if json.loads(out)["contentHash"] != expected:
             raise BenchError("overlay-node add reported another hash")

@@ -246,3 +246,35 @@ async def test_a_body_sent_from_a_file_is_framed_like_any_other(tmp_path: Any) -
         decoded += body[:size]
         body = body[size + 2 :]
     assert bytes(decoded) == data[10:]
+
+
+async def test_a_last_piece_too_big_for_the_socket_arrives_whole_while_the_app_watches_for_a_disconnect() -> None:
+    """The data path's metered reads watch ``receive`` for the client going
+    away and cancel their sender on it. Found: the response counted as
+    answered before its last piece was written, so that watch ended and cut
+    the last piece short whenever it did not fit the socket at once."""
+    body = os.urandom(8 << 20)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            headers = [(b"content-length", b"%d" % len(body))]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            nursery.cancel_scope.cancel()
+
+    with trio.fail_after(30):
+        async with serving(app) as url, await connect(url) as stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while piece := await stream.receive_some(65536):
+                data += piece
+                await trio.sleep(0.001)  # a reader slower than the writer: the socket fills
+    [(status, _, got)] = responses(data)
+    assert status == 200 and got == body
