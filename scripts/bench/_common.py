@@ -165,7 +165,7 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
         os.killpg(proc.pid, sig)
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
+def reap(proc: subprocess.Popen[bytes]) -> None:
     """Kill what is left of the group and wait for the child (bounded)."""
     kill_group(proc, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -178,7 +178,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 
 def kill_all() -> None:
     for proc in list(_children):
-        _reap(proc)
+        reap(proc)
 
 
 def spawn(cmd: Sequence[str], **kw: Any) -> subprocess.Popen[bytes]:
@@ -223,7 +223,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0, sig: int = signal
         else:
             clean = proc.returncode
     finally:
-        _reap(proc)  # leftovers in the group, if any
+        reap(proc)  # leftovers in the group, if any
     return clean
 
 
@@ -237,7 +237,7 @@ def run(cmd: Sequence[str], timeout: float, env: dict[str, str] | None = None) -
     except subprocess.TimeoutExpired:
         raise BenchError(f"{' '.join(cmd)} did not finish in {timeout:.0f} s") from None
     finally:
-        _reap(proc)
+        reap(proc)
     if proc.returncode != 0:
         raise BenchError(
             f"{' '.join(cmd)} exited with {proc.returncode}: {err.decode(errors='replace').strip()[-2000:]}"
@@ -320,7 +320,7 @@ class NodeDaemon:
         try:
             self.exit_code = self.daemon.stop()
         finally:
-            _reap(self.daemon.proc)  # leftovers in the group, if any
+            reap(self.daemon.proc)  # leftovers in the group, if any
         return self.exit_code
 
     def log_tail(self, lines: int = 30) -> str:

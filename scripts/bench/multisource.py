@@ -684,7 +684,7 @@ def ours_run(
             crashed[s.name] = f"exit {code}; log ends:\n{s.node.log_tail(60)}"
             log(f"!! server {s.name} CRASHED (exit {code}) during/after this run; restarting it")
             if s.node.daemon is not None:
-                _common._reap(s.node.daemon.proc)
+                _common.reap(s.node.daemon.proc)
             restart(net, s, expected)
     if crashed:
         res["crashed"] = crashed
