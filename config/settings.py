@@ -28,6 +28,7 @@ __all__ = [
     "QuotaConfig",
     "DeliveryConfig",
     "AgentConfig",
+    "MediaConfig",
     "Settings",
     "ConfigError",
     "ENV_VARS",
@@ -175,6 +176,17 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """Transcoding video into adaptive HLS and DASH (ffmpeg)."""
+
+    max_jobs: int = 1  # transcodes at once: each keeps about 1.4 cores busy
+    max_queued_jobs: int = 100  # waiting jobs; past it a submit is refused (503 busy)
+    ladder: Literal["default", "seed"] = "default"  # default: 360p+720p; seed: 480p/720p/1080p/2160p
+    x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+    max_source_duration_s: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -186,6 +198,7 @@ class Settings:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
     def chunk_size(self) -> int:
@@ -256,6 +269,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "quota.lease_above": (0.0, 1.0),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
     "agent.bandwidth_mbps": (0, 1e6),
+    "media.max_jobs": (1, 16),
+    "media.max_queued_jobs": (1, 10_000),
+    "media.max_source_duration_s": (1, 7 * 24 * 3600),
 }
 
 _IDENTITY_KEY = re.compile(r"0[23][0-9a-fA-F]{64}")

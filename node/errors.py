@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from protocols.brc104 import AuthError, HandshakeTooLarge, MalformedAuthMessage
 from protocols.chunk_wire import ErrorCode, ErrorReply
 from protocols.errors import InvalidUhrpUrl, RemoteProtocolError
+from protocols.playlists import PlaylistError
 from protocols.quota import Usage, Window, or_none
 from protocols.quota_book import UnknownPolicy, UnknownReceipt
 from protocols.ranges import Unsatisfiable
@@ -59,6 +60,9 @@ __all__ = [
     "ReceiptBound",
     "Busy",
     "ShuttingDown",
+    "UnknownJob",
+    "JobFinished",
+    "InvalidLadder",
     "PeerUnreachable",
     "StreamClosed",
     "RemoteError",
@@ -126,6 +130,18 @@ class InvalidRequest(NodeError):
 
 class InvalidReceiptId(NodeError):
     pass
+
+
+class InvalidLadder(BadRequest):
+    """A transcode asked for a ladder the node will not encode."""
+
+
+class UnknownJob(NotFound):
+    """No transcode job by that id."""
+
+
+class JobFinished(NodeError):
+    """The transcode job has ended: there is nothing to cancel."""
 
 
 class InvalidContentType(NodeError):
@@ -310,6 +326,7 @@ ERRORS: dict[type[Exception], Rule] = {
     InvalidPublicKey: Rule(400, "invalid_public_key", _BAD),
     ClientDisconnected: Rule(400, "client_disconnected", _BAD),
     StreamingConfigTooLarge: Rule(400, "streaming_config_too_large", _BAD),
+    InvalidLadder: Rule(400, "invalid_ladder", _BAD),
     WrongContent: Rule(400, "wrong_content", _BAD),
     ReceiptMismatch: Rule(400, "receipt_mismatch", _BAD),
     MalformedAuthMessage: Rule(400, None, _BAD),
@@ -326,10 +343,12 @@ ERRORS: dict[type[Exception], Rule] = {
     UnknownReceipt: Rule(404, "unknown_receipt", _AUTH),
     UnknownPolicy: Rule(404, "unknown_policy", _AUTH),
     UnknownSession: Rule(404, "unknown_session", _NF),
+    UnknownJob: Rule(404, "unknown_job", _NF),
     OverlayDisabled: Rule(404, "overlay_disabled", _NF),
     AgentStreamingDisabled: Rule(404, "agent_streaming_disabled", _NF),
     MethodNotAllowed: Rule(405, "method_not_allowed", _BAD),
     ReceiptBound: Rule(409, "receipt_bound", _BAD),
+    JobFinished: Rule(409, "job_finished", _BAD),
     # 413, 416, 422, 429: what was asked for does not fit
     TooLarge: Rule(413, "too_large", _BAD),
     RequestTooLarge: Rule(413, "too_large", _BAD),
@@ -338,6 +357,7 @@ ERRORS: dict[type[Exception], Rule] = {
     HeadersTooLarge: Rule(431, "headers_too_large", _BAD),
     Unsatisfiable: Rule(416, "range_not_satisfiable", _BAD),
     InvalidRequest: Rule(422, "invalid_request", _BAD),
+    PlaylistError: Rule(422, "not_a_rendition_set", _BAD),
     QuotaDenied: Rule(429, "quota_exceeded", ErrorCode.QUOTA_EXCEEDED),
     # 5xx: the node or the overlay cannot serve it now
     ChunkDamaged: Rule(503, "content_damaged", _NF),  # a chunk is quarantined until it is fetched again

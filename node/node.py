@@ -55,6 +55,7 @@ from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
+from node.services.transcode import TranscodeService
 from protocols import ids
 from protocols.advert_cache import AdvertCache
 from protocols.framing import Budget
@@ -72,10 +73,12 @@ def build_services(
     None for a node that is not on an overlay (``uhrp.enabled = false``)."""
     quotas = QuotaService(identity, settings, content.meta, p2p, clock=clock)
     scrub_bps = settings.storage.scrub_mib_s * 2**20
+    work_dir = settings.home / "transcode"
     if p2p is None:
         integrity = IntegrityService(content, None, scrub_bps=scrub_bps, clock=clock)
         agents = AgentService(settings, content, quotas, None, clock=clock)
-        return Services(settings, identity, content, quotas, agents, integrity, None)
+        transcode = TranscodeService(content, settings.media, work_dir, announce=lambda _: None, clock=clock)
+        return Services(settings, identity, content, quotas, agents, integrity, transcode, None)
     cache = AdvertCache()
     budget = Budget(settings.p2p.frame_budget_mib << 20)  # chunk frames being received, from every peer
     adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
@@ -84,9 +87,11 @@ def build_services(
     integrity = IntegrityService(content, fetcher, scrub_bps=scrub_bps, clock=clock)
     chunks = ChunkServer(content, quotas, cache, settings.p2p, budget=budget, on_damaged=integrity.report)
     agents = AgentService(settings, content, quotas, fetcher, clock=clock)
-    return Services(
-        settings, identity, content, quotas, agents, integrity, Overlay(p2p, cache, adverts, fetcher, chunks)
+    transcode = TranscodeService(
+        content, settings.media, work_dir, announce=adverts.announce, fetch=fetcher.fetch, clock=clock
     )
+    overlay = Overlay(p2p, cache, adverts, fetcher, chunks)
+    return Services(settings, identity, content, quotas, agents, integrity, transcode, overlay)
 
 
 def register(services: Services) -> None:
@@ -170,6 +175,7 @@ class Node:
                 self.services = services = build_services(settings, identity, content, p2p, clock=self.clock)
                 register(services)
                 await services.quotas.load()
+                await services.transcode.load()
                 app = create_app(NodeContext(services, self.api_url, self.drain))
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
@@ -180,6 +186,7 @@ class Node:
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
                     await nursery.start(services.integrity.run)
+                    await nursery.start(services.transcode.run)
                     serve = partial(
                         serve_http,
                         app,

@@ -143,6 +143,33 @@ class SessionRow:
 
 
 @dataclass(frozen=True)
+class JobRow:
+    """A ``transcode_jobs`` row."""
+
+    job_id: str
+    source_hash: str
+    rungs: str  # JSON list of the rungs asked for
+    status: str  # queued, running, done, failed, cancelled
+    progress: float
+    error: str | None
+    master_hash: str | None
+    mpd_hash: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class RenditionRow:
+    """A ``renditions`` row: one published rendition set of a source."""
+
+    master_hash: str
+    source_hash: str
+    mpd_hash: str
+    renditions: str  # JSON list, lowest first
+    created_at: float
+
+
+@dataclass(frozen=True)
 class StoreStats:
     contents: int
     content_bytes: int
@@ -257,6 +284,28 @@ class MetadataStore(ABC):
     ) -> tuple[int, int]:
         """Cleanup: (usage windows removed, stream rows removed); agent sessions
         idle since ``streams_ended_before`` go with the stream rows."""
+
+    @abstractmethod
+    async def put_job(self, row: JobRow) -> None:
+        """Insert or replace a transcode job."""
+
+    @abstractmethod
+    async def jobs(self, *, limit: int) -> list[JobRow]:
+        """Transcode jobs, newest first."""
+
+    @abstractmethod
+    async def delete_jobs(self, *, finished_before: float) -> int:
+        """Forget jobs that ended (done, failed, cancelled) before then; how many."""
+
+    @abstractmethod
+    async def put_rendition(self, row: RenditionRow) -> None: ...
+
+    @abstractmethod
+    async def renditions_of(self, source_hash: bytes) -> list[RenditionRow]:
+        """The rendition sets published from a source, newest first."""
+
+    @abstractmethod
+    async def rendition(self, master_hash: bytes) -> RenditionRow | None: ...
 
     @abstractmethod
     async def stats(self) -> StoreStats: ...

@@ -21,8 +21,10 @@ from protocols.usage_sync import PolicyRecord
 from storage.metadata import (
     ContentRecord,
     HostPerformance,
+    JobRow,
     MetadataStore,
     ReceiptRow,
+    RenditionRow,
     SessionRow,
     StoreStats,
     StreamRow,
@@ -82,6 +84,8 @@ def _policy_values(record: PolicyRecord, encoded: bytes, updated_at: float) -> t
 
 _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
 _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
+_JOB_UPSERT, _JOB_COLUMNS = _upsert("transcode_jobs", JobRow, ("job_id",))
+_RENDITION_UPSERT, _RENDITION_COLUMNS = _upsert("renditions", RenditionRow, ("master_hash",))
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
 _STREAM_COLUMNS = [f.name for f in dataclasses.fields(StreamRow)]
 _USAGE_UPSERT = (
@@ -372,6 +376,48 @@ class SqlMetadataStore(MetadataStore):
             )
         )
         return [_session(r) for r in rows]
+
+    async def put_job(self, row: JobRow) -> None:
+        await self._transaction(lambda db: db.execute(_JOB_UPSERT, _values(row)))
+
+    async def jobs(self, *, limit: int) -> list[JobRow]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_JOB_COLUMNS)} FROM transcode_jobs ORDER BY created_at DESC, job_id LIMIT ?",
+                (limit,),
+            )
+        )
+        return [JobRow(*r) for r in rows]
+
+    async def delete_jobs(self, *, finished_before: float) -> int:
+        def txn(db: Db) -> int:
+            where = "status IN ('done', 'failed', 'cancelled') AND updated_at < ?"
+            ((n,),) = db.fetch(f"SELECT COUNT(*) FROM transcode_jobs WHERE {where}", (finished_before,))
+            db.execute(f"DELETE FROM transcode_jobs WHERE {where}", (finished_before,))
+            return int(n)
+
+        return await self._transaction(txn)
+
+    async def put_rendition(self, row: RenditionRow) -> None:
+        await self._transaction(lambda db: db.execute(_RENDITION_UPSERT, _values(row)))
+
+    async def renditions_of(self, source_hash: bytes) -> list[RenditionRow]:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_RENDITION_COLUMNS)} FROM renditions WHERE source_hash = ? "
+                "ORDER BY created_at DESC, master_hash",
+                (source_hash.hex(),),
+            )
+        )
+        return [RenditionRow(*r) for r in rows]
+
+    async def rendition(self, master_hash: bytes) -> RenditionRow | None:
+        rows = await self._run(
+            lambda db: db.fetch(
+                f"SELECT {', '.join(_RENDITION_COLUMNS)} FROM renditions WHERE master_hash = ?", (master_hash.hex(),)
+            )
+        )
+        return RenditionRow(*rows[0]) if rows else None
 
     async def delete_quota_history(
         self, *, windows_ended_before: float, streams_ended_before: float

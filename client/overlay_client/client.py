@@ -726,6 +726,30 @@ class AsyncNodeClient:
         """An agent's usage, efficiency, cost and recommendations over ``hours``."""
         return await self._json("GET", f"/v1/streaming/agents/{_seg(agent_id)}/analytics", params={"hours": hours})
 
+    # -- video ----------------------------------------------------------
+
+    async def transcode(
+        self, content_id: str, *, preset: str | None = None, rungs: Sequence[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Start a transcode job of held video (operator only): a ladder
+        ``preset``, or explicit ``rungs`` (``{"name", "height", "videoKbps"}``)."""
+        body = _present({"preset": preset, "rungs": [*rungs] if rungs is not None else None})
+        return await self._json("POST", f"/v1/content/{_seg(content_id)}/transcode", json=body)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A transcode job: status, progress, and when done its ``hls`` and ``dash`` paths."""
+        return await self._json("GET", f"/v1/jobs/{_seg(job_id)}")
+
+    async def jobs(self) -> dict[str, Any]:
+        return await self._json("GET", "/v1/jobs")
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return await self._json("DELETE", f"/v1/jobs/{_seg(job_id)}")
+
+    async def renditions(self, content_id: str) -> dict[str, Any]:
+        """The adaptive rendition sets published from a source, newest first."""
+        return await self._json("GET", f"/v1/content/{_seg(content_id)}/renditions")
+
 
 async def _checked(blocks: AsyncIterator[bytes], expected: bytes | None) -> AsyncIterator[bytes]:
     """``blocks``, then (when ``expected``) a check that they hash to it."""
@@ -814,3 +838,8 @@ class NodeClient:
     session = _blocking(AsyncNodeClient.session)
     optimize = _blocking(AsyncNodeClient.optimize)
     analytics = _blocking(AsyncNodeClient.analytics)
+    transcode = _blocking(AsyncNodeClient.transcode)
+    job = _blocking(AsyncNodeClient.job)
+    jobs = _blocking(AsyncNodeClient.jobs)
+    cancel_job = _blocking(AsyncNodeClient.cancel_job)
+    renditions = _blocking(AsyncNodeClient.renditions)

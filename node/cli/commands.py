@@ -11,6 +11,7 @@ import mimetypes
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from config import flat_settings, load_settings
 from node import __version__
 from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
-from node.cli.progress import Progress, human, plural, progress, size
+from node.cli.progress import Progress, fraction_progress, human, plural, progress, size
 from node.errors import IdentityError
 from node.home import init_home, read_node_info
 from node.identity import load_identity
@@ -621,3 +622,57 @@ def cmd_session_show(args: argparse.Namespace) -> None:
         f"receipt   {s.get('receiptId') or '-'}",
     ]
     _print(args, s, "\n".join(lines))
+
+
+_JOB_POLL_S = 0.5
+
+
+def cmd_transcode(args: argparse.Namespace) -> None:
+    path = Path(args.source)
+    rungs = [_rung(text) for text in args.rung] if args.rung else None
+    if rungs is not None and args.preset:
+        raise CliError("give --preset or --rung, not both")
+    with _client(args) as client:
+        if path.is_file():  # a file: add it first, then transcode what was added
+            ctype = _content_type(path, None)
+            with progress(f"add {path.name}", path.stat().st_size, enabled=not args.json, upload=True) as line:
+                content_id = client.add(path, content_type=ctype, pin=True, progress=line.advance)["contentHash"]
+        else:
+            content_id = _content_id(args.source).hex()
+        job = client.transcode(content_id, preset=args.preset, rungs=rungs)
+        if args.no_wait:
+            _print(args, job, f"transcode job {job['jobId']} {job['status']}")
+            return
+        try:
+            with fraction_progress("transcode", enabled=not args.json) as move:
+                while job["status"] in ("queued", "running"):
+                    move(job["progress"])
+                    time.sleep(_JOB_POLL_S)
+                    job = client.job(job["jobId"])
+        except KeyboardInterrupt:
+            client.cancel_job(job["jobId"])
+            raise CliError(f"cancelled transcode job {job['jobId']}") from None
+    if job["status"] != "done":
+        raise CliError(f"transcode job {job['jobId']} {job['status']}: {job['error'] or 'no reason given'}")
+    base = client.base_url.rstrip("/")
+    hls, dash = f"{base}{job['hls']}", f"{base}{job['dash']}"
+    _print(args, job, f"{hls}\n{dash}" if args.quiet else f"HLS  {hls}\nDASH {dash}")
+
+
+def _rung(text: str) -> dict[str, Any]:
+    """``720p:720:2800``: name, height and video kbit/s."""
+    parts = text.split(":")
+    name, height, kbps = parts if len(parts) == 3 else ("", "", "")
+    if not (name and height.isdigit() and kbps.isdigit()):
+        raise CliError(f"--rung {text!r}: expected NAME:HEIGHT:KBPS, e.g. 720p:720:2800")
+    return {"name": name, "height": int(height), "videoKbps": int(kbps)}
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    with _client(args) as client:
+        jobs = client.jobs()
+    lines = [
+        f"{j['jobId']}  {j['status']:9} {100 * j['progress']:3.0f}%  {j['sourceHash'][:16]}  {j['error'] or j['hls'] or ''}"
+        for j in jobs["jobs"]
+    ]
+    _print(args, jobs, "\n".join(lines) or "no transcode jobs")

@@ -25,6 +25,7 @@ from node.cli.commands import (
     cmd_config_show,
     cmd_get,
     cmd_init,
+    cmd_jobs,
     cmd_ls,
     cmd_peers,
     cmd_pin_add,
@@ -41,6 +42,7 @@ from node.cli.commands import (
     cmd_session_new,
     cmd_session_show,
     cmd_status,
+    cmd_transcode,
     cmd_transfers,
 )
 from node.errors import NodeError
@@ -378,6 +380,26 @@ def _parser() -> argparse.ArgumentParser:
         "  overlay-node session show SESSION_ID",
     )
     sshow.add_argument("id")
+
+    transcode = _command(
+        sub,
+        "transcode",
+        cmd_transcode,
+        "make an adaptive HLS and DASH ladder of a video (a file, which is added first, or held content)",
+        "  overlay-node transcode talk.mp4                 # default ladder: 360p + 720p\n"
+        "  overlay-node transcode XU... --preset seed      # 480p/720p/1080p/2160p, never above the source\n"
+        "  overlay-node transcode talk.mp4 --rung 540p:540:1800 --rung 1080p:1080:5000\n"
+        "  ffplay $(overlay-node transcode -q talk.mp4 | sed -n 1p)",
+    )
+    transcode.add_argument("source", metavar="FILE|HASH|URL")
+    transcode.add_argument("--preset", choices=("default", "seed"), help="a ladder by name (default: media.ladder)")
+    transcode.add_argument(
+        "--rung", action="append", metavar="NAME:HEIGHT:KBPS", help="an explicit rendition (repeatable)"
+    )
+    transcode.add_argument("--no-wait", action="store_true", help="print the job id and return at once")
+    transcode.add_argument("-q", "--quiet", action="store_true", help="print only the HLS and DASH URLs")
+
+    _command(sub, "jobs", cmd_jobs, "transcode jobs, newest first", "  overlay-node jobs\n  overlay-node jobs --json")
     return p
 
 

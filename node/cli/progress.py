@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["human", "plural", "size", "progress", "Progress"]
+__all__ = ["human", "plural", "size", "progress", "Progress", "fraction_progress"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -121,3 +121,21 @@ def progress(label: str, total: int | None, *, enabled: bool = True, upload: boo
     fmt = "[{desc} {done_iec}/{total_iec}{pct}{cn} %s:{rate_iec}{eta_s}]" % ("UP" if upload else "DL")
     with _Line(total=total, desc=label, unit="B", bar_format=fmt, leave=False, file=sys.stderr, mininterval=0.2) as bar:
         yield Progress(bar)
+
+
+@contextmanager
+def fraction_progress(label: str, *, enabled: bool = True) -> Iterator[Callable[[float], None]]:
+    """A ``[transcode 42% ETA:1m05s]`` line for work measured as a fraction
+    done; yields the function that moves it (nothing drawn off a terminal)."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda _: None
+        return
+    fmt = "[{desc} {percentage:.0f}% ETA:{remaining}]"
+    with tqdm(total=1000, desc=label, bar_format=fmt, leave=False, file=sys.stderr, mininterval=0.2) as bar:
+
+        def move(fraction: float) -> None:
+            done = round(max(0.0, min(1.0, fraction)) * 1000)
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+        yield move

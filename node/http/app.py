@@ -24,6 +24,7 @@ from node.http.content import content_router
 from node.http.context import DATA_PREFIX, Drain, NodeContext
 from node.http.data import DataPlane, Receive
 from node.http.errors import Send, documented, install_handlers, send_error
+from node.http.media import media_router
 from node.http.overlay import overlay_router
 from node.http.quotas import quota_router
 from protocols.brc104 import AuthError
@@ -113,6 +114,14 @@ def _edge(app: Any, drain: Drain) -> Any:
     return edge
 
 
+_PREFLIGHT = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, HEAD"),
+    (b"access-control-allow-headers", b"range, if-none-match, if-range"),
+    (b"access-control-max-age", b"86400"),
+]
+
+
 def create_app(ctx: NodeContext) -> Any:
     """The node's ASGI app: data reads go straight to the data plane."""
     app = FastAPI(
@@ -130,6 +139,7 @@ def create_app(ctx: NodeContext) -> Any:
     app.include_router(overlay_router(ctx))
     app.include_router(quota_router(ctx))
     app.include_router(agent_router(ctx))
+    app.include_router(media_router(ctx))
 
     async def asgi(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(DATA_PREFIX):
@@ -144,6 +154,17 @@ def create_app(ctx: NodeContext) -> Any:
         await app(scope, receive, send)
 
     mode = ctx.settings.quota.enforcement
-    outer = _edge(asgi if mode == "off" else AuthMiddleware(asgi, ctx.identity, mode), ctx.drain)
+    inner = asgi if mode == "off" else AuthMiddleware(asgi, ctx.identity, mode)
+
+    async def preflight(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        """A browser player's CORS preflight of a data read: before authentication,
+        which a preflight never carries."""
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and scope["path"].startswith(DATA_PREFIX):
+            await send({"type": "http.response.start", "status": 204, "headers": _PREFLIGHT})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await inner(scope, receive, send)
+
+    outer = _edge(preflight, ctx.drain)
     outer.fastapi = app  # for tests of FastAPI's own routing, without the fast path
     return outer

@@ -30,6 +30,7 @@ from node.services import Overlay, Services
 from node.services.agents import AgentService
 from node.services.fetch import Fetcher
 from node.services.quotas import QuotaService
+from node.services.transcode import TranscodeService
 from storage import ContentStore
 
 __all__ = ["NodeContext", "Drain", "DATA_PREFIX", "IDENTITY", "RESPONSE_LIMIT"]
@@ -115,6 +116,10 @@ class NodeContext:
     @property
     def agents(self) -> AgentService:
         return self.services.agents
+
+    @property
+    def transcode(self) -> TranscodeService:
+        return self.services.transcode
 
     @property
     def overlay(self) -> Overlay | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -62,6 +63,13 @@ ZERO_COPY = "http.response.zerocopysend"  # ASGI's extension: the server sends f
 
 
 _QUERY = ("receiptId", "sessionId", "range")
+# ``<sha256>.m4s``: a cosmetic suffix, for players that choose a demuxer by extension
+_COSMETIC = re.compile(r"^([0-9a-fA-F]{64})\.[A-Za-z0-9]{1,8}$")
+# Browser players (hls.js, dash.js) read segments from pages of other origins.
+_CORS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"content-length, content-range, etag"),
+]
 
 
 def _params(scope: Scope) -> tuple[str | None, str | None, str | None]:
@@ -165,11 +173,11 @@ class DataPlane:
         await self._respond(read, ticket, scope, send, receive)
 
     def _common(self, etag: bytes) -> Headers:
-        return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control)]
+        return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control), *_CORS]
 
     async def _prepare(self, scope: Scope, content_id: str) -> _Read:
         """Every check a read must pass before its response starts."""
-        digest = parse_content_id(content_id)
+        digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
         receipt_id, session_id, range_param = _params(scope)
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")

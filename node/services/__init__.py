@@ -6,6 +6,7 @@
 - ``quotas``: policies, receipts, admission, usage gossip, strict-mode leases.
 - ``agents``: agent sessions, plans, prefetching, analytics, shared bandwidth.
 - ``integrity``: the scrub of stored chunks, and the repair of damaged ones.
+- ``transcode``: video jobs: an adaptive HLS/DASH ladder published as content.
 - ``streams``: length-prefixed frames over the p2p stream seam.
 
 ``node.node`` builds them (``build_services``), registers their protocol
@@ -25,6 +26,7 @@ from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
+from node.services.transcode import TranscodeService
 from protocols.advert_cache import AdvertCache
 from storage import ContentStore
 
@@ -52,4 +54,5 @@ class Services:
     quotas: QuotaService
     agents: AgentService
     integrity: IntegrityService
+    transcode: TranscodeService
     overlay: Overlay | None

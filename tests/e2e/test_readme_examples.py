@@ -16,6 +16,7 @@ import coincurve
 import pytest
 
 from tests.e2e.conftest import cli, start_daemon
+from tests.media.conftest import require_ffmpeg
 
 ROOT = Path(__file__).resolve().parents[2]
 INTEROP = ROOT / "tests" / "interop"
@@ -100,5 +101,36 @@ def test_the_readme_command_examples_run(home: Path, tmp_path: Path) -> None:
         assert (tmp_path / "head.bin").read_bytes() == video[:1024]
         assert f"{SIZE}\n" in r.stdout and "peer id" in r.stdout and "video/mp4" in r.stdout
         assert json.loads(cli(home, "ls", "--json").stdout)["contents"] == []  # the block ends with rm
+    finally:
+        d.stop()
+
+
+def test_the_readme_video_examples_run(home: Path, tmp_path: Path) -> None:
+    """The "Video" block as written: a clip made with ffmpeg, transcoded by the daemon, probed through its URL."""
+    require_ffmpeg()
+    section = (ROOT / "README.md").read_text().split("## Video", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match
+    d = start_daemon(home)
+    try:
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", match.group(1)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={
+                **os.environ,
+                "OVERLAY_NODE_HOME": str(home),
+                "PATH": f"{ROOT / '.venv' / 'overlay-bin'}:{os.environ['PATH']}",
+            },
+        )
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"^HLS  http://\S+\.m3u8$", r.stdout, re.M) and re.search(
+            r"^DASH http://\S+\.mpd$", r.stdout, re.M
+        )
+        heights = [line for line in r.stdout.splitlines() if line.strip().isdigit()]
+        assert sorted(map(int, heights)) == [360, 720]
+        assert r.stdout.count(" done ") == 2  # overlay-node jobs lists both
     finally:
         d.stop()

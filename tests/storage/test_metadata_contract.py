@@ -13,7 +13,7 @@ from protocols.manifest import Manifest
 from protocols.quota import Policy
 from protocols.usage_sync import PolicyRecord
 from storage import MetadataStore
-from storage.metadata import ReceiptRow, SessionRow, StreamRow, UsageWindowRow
+from storage.metadata import JobRow, ReceiptRow, RenditionRow, SessionRow, StreamRow, UsageWindowRow
 from storage.postgres import PostgresMetadataStore
 from storage.sqlite import SqliteMetadataStore
 from tests.conftest import POSTGRES_URL
@@ -267,3 +267,31 @@ async def test_streams_carry_their_agent_and_delivery(meta: MetadataStore) -> No
         row,
     ]
     assert [r.id for r in await meta.agent_streams("agent-a", since=15.0, limit=10)] == ["s3"]
+
+
+async def test_jobs_are_replaced_by_id_listed_newest_first_and_cleaned_up(meta: MetadataStore) -> None:
+    a = JobRow("a", "11" * 32, "[]", "queued", 0.0, None, None, None, created_at=1.0, updated_at=1.0)
+    b = JobRow("b", "22" * 32, "[]", "running", 0.5, None, None, None, created_at=2.0, updated_at=2.0)
+    await meta.put_job(a)
+    await meta.put_job(b)
+    done = dataclasses.replace(
+        a, status="done", progress=1.0, master_hash="33" * 32, mpd_hash="44" * 32, updated_at=3.0
+    )
+    await meta.put_job(done)
+    assert await meta.jobs(limit=10) == [b, done]
+    assert await meta.jobs(limit=1) == [b]
+    assert await meta.delete_jobs(finished_before=2.5) == 0  # done at 3.0
+    assert await meta.delete_jobs(finished_before=10.0) == 1  # the running one stays
+    assert await meta.jobs(limit=10) == [b]
+
+
+async def test_renditions_are_found_by_source_and_by_master(meta: MetadataStore) -> None:
+    source = bytes(32)
+    old = RenditionRow("aa" * 32, source.hex(), "bb" * 32, '[{"name": "360p"}]', created_at=1.0)
+    new = RenditionRow("cc" * 32, source.hex(), "dd" * 32, '[{"name": "720p"}]', created_at=2.0)
+    await meta.put_rendition(old)
+    await meta.put_rendition(new)
+    assert await meta.renditions_of(source) == [new, old]
+    assert await meta.renditions_of(b"\x01" * 32) == []
+    assert await meta.rendition(bytes.fromhex("aa" * 32)) == old
+    assert await meta.rendition(b"\x02" * 32) is None

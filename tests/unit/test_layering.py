@@ -200,6 +200,12 @@ def test_only_the_p2p_module_imports_libp2p() -> None:
     assert importers == {"node.p2p"}
 
 
+def test_only_the_ladder_module_imports_ffmpeg_python() -> None:
+    """ffmpeg-python is an argv compiler (and pulls in ``future``): one module, so replacing it is one file."""
+    importers = {m for m, p in _project_modules() if "ffmpeg" in roots(imports(p.read_text(), runtime_only=False))}
+    assert importers == {"node.media.ladder"}
+
+
 def test_only_storage_speaks_sql() -> None:
     for package in ("config", "node", "protocols"):
         for path in _sources(package):
