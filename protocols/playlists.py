@@ -26,6 +26,8 @@ __all__ = [
     "MAX_PLAYLIST_BYTES",
     "MPD_DATA_ID",
     "SOURCE_DATA_ID",
+    "RENDITION_DATA_ID",
+    "single_variant",
     "data_path",
     "hash_of_path",
     "hls_references",
@@ -38,6 +40,7 @@ __all__ = [
 DATA_PREFIX = "/v1/streaming/data/"
 MPD_DATA_ID = "org.overlay-node.mpd"  # the master's pointer to the MPD of the same set
 SOURCE_DATA_ID = "org.overlay-node.source"  # the content hash of the video it was made from
+RENDITION_DATA_ID = "org.overlay-node.rendition."  # + height: a master of that one rendition
 MAX_PLAYLIST_BYTES = 4 << 20
 _URI_ATTR = re.compile(r'URI="([^"]*)"')
 _HASH_PATH = re.compile(r"^/v1/streaming/data/([0-9a-f]{64})(\.[a-z0-9]{1,8})?$")
@@ -118,6 +121,28 @@ def rewrite_hls(data: bytes, mapping: Mapping[str, str], *, session_data: Mappin
         if '"' in data_id + value or "\n" in data_id + value:
             raise PlaylistError(f"session data {data_id!r} cannot be written into a playlist")
         out.insert(at, f'#EXT-X-SESSION-DATA:DATA-ID="{data_id}",VALUE="{value}"')
+    return ("\n".join(out) + "\n").encode()
+
+
+def single_variant(data: bytes, uri: str) -> bytes:
+    """A master playlist that offers only the variant ``uri`` (with every
+    ``EXT-X-MEDIA`` rendition, so its audio comes along): what a player gets
+    for a fixed quality."""
+    lines = _text(data).splitlines()
+    out: list[str] = []
+    found = False
+    for i, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF"):
+            keep = i + 1 < len(lines) and lines[i + 1].strip() == uri
+            found |= keep
+            if keep:
+                out += [line, lines[i + 1]]
+        elif line.strip() and not line.startswith("#"):
+            continue  # a variant's URI, kept above with its STREAM-INF
+        elif not line.startswith("#EXT-X-SESSION-DATA"):
+            out.append(line)
+    if not found:
+        raise PlaylistError(f"the master playlist has no variant {uri[:200]!r}")
     return ("\n".join(out) + "\n").encode()
 
 

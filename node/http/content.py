@@ -278,6 +278,12 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             alias="range",
             description="`bytes=a-b` (or `a-b`), as the Range header, for clients that cannot send one; the header wins",
         ),
+        quality: str | None = Query(
+            None,
+            description="a transcoded video's rendition (`720p`, `4k`, ...) or `auto`: 302 to a master playlist of "
+            "that rendition alone (`auto`: chosen from the session's measured rate, else its minBandwidthMbps; "
+            "unknown: the whole ladder); 400 for content without renditions",
+        ),
     ) -> Response:
         return _DataResponse(data, contentId)
 

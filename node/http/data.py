@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import time
 from collections import OrderedDict
@@ -41,6 +42,8 @@ from overlay_client.uhrp import parse_content_id
 from protocols.agent_session import AgentSession
 from protocols.errors import InvalidRange, ProtocolError
 from protocols.manifest import Manifest
+from protocols.playlists import data_path
+from protocols.quality import Rendition, pick
 from protocols.quota_book import Served, Ticket
 from protocols.ranges import ByteRange, Unsatisfiable, parse_range
 from protocols.usage_sync import valid_receipt_id
@@ -62,7 +65,7 @@ Emit = Callable[[Piece, bool], Awaitable[None]]
 ZERO_COPY = "http.response.zerocopysend"  # ASGI's extension: the server sends from a file
 
 
-_QUERY = ("receiptId", "sessionId", "range")
+_QUERY = ("receiptId", "sessionId", "range", "quality")
 # ``<sha256>.m4s``: a cosmetic suffix, for players that choose a demuxer by extension
 _COSMETIC = re.compile(r"^([0-9a-fA-F]{64})\.[A-Za-z0-9]{1,8}$")
 # Browser players (hls.js, dash.js) read segments from pages of other origins.
@@ -72,8 +75,8 @@ _CORS = [
 ]
 
 
-def _params(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """The ``receiptId``, ``sessionId`` and ``range`` query parameters; any other is refused."""
+def _params(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:
+    """The ``receiptId``, ``sessionId``, ``range`` and ``quality`` query parameters; any other is refused."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     if unknown := sorted(set(query) - set(_QUERY)):
         raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; reads take {', '.join(_QUERY)}")
@@ -135,6 +138,7 @@ class DataPlane:
         self.content = ctx.content
         self.quotas = ctx.quotas
         self.agents = ctx.agents
+        self.transcode = ctx.transcode
         self.fetcher = ctx.fetcher
         self.read_size = ctx.settings.streaming.read_size_kb * 1024
         self.cache_control = f"public, max-age={ctx.settings.delivery.cdn_cache_ttl_seconds}, immutable".encode()
@@ -158,6 +162,9 @@ class DataPlane:
 
     async def serve(self, scope: Scope, content_id: str, send: Send, receive: Receive | None = None) -> None:
         try:
+            if _params(scope)[3] is not None:
+                await self._quality(scope, content_id, send)
+                return
             read = await self._prepare(scope, content_id)
             ticket = await self._admit(read, scope["method"])
         except _Refused as refused:
@@ -172,13 +179,49 @@ class DataPlane:
             return
         await self._respond(read, ticket, scope, send, receive)
 
+    async def _quality(self, scope: Scope, content_id: str, send: Send) -> None:
+        """``?quality=``: a redirect to the rendition of a transcoded video
+        (a master playlist of it alone, so its audio comes along), or to the
+        whole ladder for ``auto`` when the client's bandwidth is unknown. The
+        estimate is the session's measured read rate, else its
+        ``qualityRequirements.minBandwidthMbps``."""
+        digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
+        receipt_id, session_id, _, quality = _params(scope)
+        assert quality is not None
+        sets = await self.transcode.renditions_of(digest)
+        if not sets:
+            raise BadRequest(
+                f"content {digest.hex()} has no renditions: quality= applies to video transcoded on this node "
+                f"(POST /v1/content/{digest.hex()}/transcode)"
+            )
+        estimate = None
+        if session_id is not None:
+            session = await self.agents.session_for_read(session_id, digest, receipt_id, scope.get(IDENTITY))
+            rate = session.rate_bps()
+            floor = session.quality.get("minBandwidthMbps")
+            estimate = rate * 8 if rate else floor * 1e6 if floor else None
+        newest = sets[0]
+        ladder = [
+            Rendition(r["name"], r["height"], r["bandwidth"], data_path(bytes.fromhex(r["master"]), ".m3u8"))
+            for r in json.loads(newest.renditions)
+        ]
+        try:
+            chosen = pick(ladder, quality, estimate)
+        except LookupError as exc:
+            raise BadRequest(str(exc)) from None
+        location = chosen.path if chosen else data_path(bytes.fromhex(newest.master_hash), ".m3u8")
+        # Not cacheable: the choice depends on the client and on the newest set.
+        headers = [(b"location", location.encode()), (b"cache-control", b"no-store"), (b"content-length", b"0"), *_CORS]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
     def _common(self, etag: bytes) -> Headers:
         return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control), *_CORS]
 
     async def _prepare(self, scope: Scope, content_id: str) -> _Read:
         """Every check a read must pass before its response starts."""
         digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
-        receipt_id, session_id, range_param = _params(scope)
+        receipt_id, session_id, range_param, _ = _params(scope)
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")
         identity = scope.get(IDENTITY)  # set by node.http.auth for authenticated requests

@@ -62,7 +62,8 @@ class JobList(BaseModel):
 
 class RenditionOut(RungOut):
     bandwidth: int = Field(description="bits/s a player needs: video and the shared audio")
-    playlist: str = Field(description="the media playlist's URL path")
+    playlist: str = Field(description="the media playlist's URL path (video only)")
+    master: str = Field(description="a master playlist of this rendition alone, with the audio: a fixed quality")
 
 
 class RenditionSetOut(BaseModel):
@@ -105,6 +106,7 @@ def set_out(row: RenditionRow) -> RenditionSetOut:
                 videoKbps=r["videoKbps"],
                 bandwidth=r["bandwidth"],
                 playlist=data_path(bytes.fromhex(r["playlist"]), ".m3u8"),
+                master=data_path(bytes.fromhex(r["master"]), ".m3u8"),
             )
             for r in json.loads(row.renditions)
         ],

@@ -24,13 +24,16 @@ from node.media.validate import master_entries
 from protocols.manifest import Manifest
 from protocols.playlists import (
     MPD_DATA_ID,
+    RENDITION_DATA_ID,
     SOURCE_DATA_ID,
     PlaylistError,
     data_path,
+    hash_of_path,
     hls_references,
     mpd_references,
     rewrite_hls,
     rewrite_mpd,
+    single_variant,
 )
 from storage import ContentStore
 
@@ -45,7 +48,7 @@ CONTENT_TYPES = {".m3u8": HLS_TYPE, ".mpd": DASH_TYPE, ".m4s": "video/mp4", ".mp
 class RenditionSet:
     master: bytes  # content hash of the master playlist: the set's name
     mpd: bytes
-    renditions: tuple[tuple[Rung, bytes], ...]  # each rung and its media playlist's hash
+    renditions: tuple[tuple[Rung, bytes, bytes], ...]  # each rung, its media playlist and its one-variant master
     objects: int  # content objects in the set, the playlists included
 
 
@@ -90,6 +93,10 @@ async def publish(
             mapping[name] = data_path(await store(rewrite_hls(text, mapping), HLS_TYPE), ".m3u8")
         mpd = await store(rewrite_mpd(mpd_text, mapping), DASH_TYPE)
         session = {MPD_DATA_ID: data_path(mpd, ".mpd"), SOURCE_DATA_ID: source.hex()}
+        one_variant: dict[int, bytes] = {}  # height -> a master of that rendition alone (a fixed quality)
+        for uri, height in variants:
+            one_variant[height] = await store(rewrite_hls(single_variant(master_text, uri), mapping), HLS_TYPE)
+            session[f"{RENDITION_DATA_ID}{height}"] = data_path(one_variant[height], ".m3u8")
         root = await store(rewrite_hls(master_text, mapping, session_data=session), HLS_TYPE)
     except BaseException:
         with trio.CancelScope(shield=True), trio.move_on_after(30):
@@ -100,8 +107,8 @@ async def publish(
         announce(manifest)
     by_height = {height: uri for uri, height in variants}
     renditions = tuple(
-        (rung, bytes.fromhex(mapping[by_height[rung.height]].rsplit("/", 1)[1][:64]))
+        (rung, hash_of_path(mapping[by_height[rung.height]]), one_variant[rung.height])
         for rung in rungs
         if rung.height in by_height
     )
-    return RenditionSet(root, mpd, renditions, len(segments) + len(texts) + 2)
+    return RenditionSet(root, mpd, renditions, len(stored))

@@ -39,6 +39,7 @@ from protocols.manifest import Manifest
 from protocols.playlists import (
     MAX_PLAYLIST_BYTES,
     MPD_DATA_ID,
+    RENDITION_DATA_ID,
     SOURCE_DATA_ID,
     PlaylistError,
     hash_of_path,
@@ -179,6 +180,10 @@ class TranscodeService:
         if not re.fullmatch(r"[0-9a-f]{64}", source):
             raise PlaylistError("the master playlist names no source content")
         variants, audio = master_entries(master.decode())
+        one_variant: dict[int, bytes] = {}  # height -> the master of that rendition alone
+        for _, height in variants:
+            one_variant[height] = hash_of_path(entries.get(f"{RENDITION_DATA_ID}{height}", ""))
+            await self._hold(one_variant[height], read=False)
         playlists = {uri: await self._hold(hash_of_path(uri)) for uri, _ in variants}
         playlists |= {uri: await self._hold(hash_of_path(uri)) for uri in audio}
         segments = {hash_of_path(ref) for text in playlists.values() for ref in hls_references(text)}
@@ -203,14 +208,15 @@ class TranscodeService:
         master_info = m3u8.loads(master.decode())
         renditions = [
             {
-                "name": f"{height}p",
-                "height": height,
+                "name": f"{h}p",
+                "height": h,
                 "videoKbps": max(0, (p.stream_info.bandwidth or 0) // 1000 - AUDIO_KBPS),
                 "bandwidth": p.stream_info.bandwidth or 0,
                 "playlist": hash_of_path(str(p.uri)).hex(),
+                "master": one_variant[h].hex(),
             }
             for p in master_info.playlists
-            if (height := heights.get(str(p.uri))) is not None
+            if (h := heights.get(str(p.uri))) is not None
         ]
         row = RenditionRow(
             master_hash.hex(),
@@ -335,8 +341,8 @@ class TranscodeService:
         await self._update(self._jobs[job.job_id], progress=0.95)
         published = await publish(work / "out", job.source_hash, rungs, self.content, announce=self.announce)
         renditions = [
-            _rung_json(rung) | {"bandwidth": rung.bandwidth_bps, "playlist": playlist.hex()}
-            for rung, playlist in published.renditions
+            _rung_json(rung) | {"bandwidth": rung.bandwidth_bps, "playlist": playlist.hex(), "master": master.hex()}
+            for rung, playlist, master in published.renditions
         ]
         row = RenditionRow(
             published.master.hex(), job.source_hash.hex(), published.mpd.hex(), json.dumps(renditions), self.clock()

@@ -19,7 +19,14 @@ from node.media.ladder import SOURCE_INPUT_OPTIONS, Rung, ladder_args
 from node.media.tools import probe_source, run_ffmpeg
 from node.media.validate import InvalidRendition, validate_output
 from node.services.transcode import TranscodeService
-from protocols.playlists import MPD_DATA_ID, SOURCE_DATA_ID, hls_references, mpd_references, session_data
+from protocols.playlists import (
+    MPD_DATA_ID,
+    RENDITION_DATA_ID,
+    SOURCE_DATA_ID,
+    hls_references,
+    mpd_references,
+    session_data,
+)
 from storage import open_content_store
 from storage.metadata import JobRow
 from tests.integration.conftest import start_node, start_overlay
@@ -80,7 +87,11 @@ async def test_a_video_becomes_a_ladder_that_players_read_through_the_node(tmp_p
             assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
             assert master.headers["access-control-allow-origin"] == "*"
             assert "immutable" in master.headers["cache-control"]
-            assert session_data(master.content) == {MPD_DATA_ID: job["dash"], SOURCE_DATA_ID: source}
+            session = session_data(master.content)
+            assert session[MPD_DATA_ID] == job["dash"] and session[SOURCE_DATA_ID] == source
+            assert sorted(k for k in session if k.startswith(RENDITION_DATA_ID)) == [
+                f"{RENDITION_DATA_ID}{h}" for h in (180, 90)
+            ]
             # Every reference, all the way down, is a content hash the node serves.
             seen, todo = set(), [*hls_references(master.content), job["dash"]]
             while todo:
@@ -113,7 +124,33 @@ async def test_a_video_becomes_a_ladder_that_players_read_through_the_node(tmp_p
             assert [(x["name"], x["height"]) for x in sets[0]["renditions"]] == [("90p", 90), ("180p", 180)]
             listed = (await http.get("/v1/jobs")).json()["jobs"]
             assert [j["jobId"] for j in listed] == [job["jobId"]]
+            await _quality_is_chosen(http, source, job, sets[0])
         nursery.cancel_scope.cancel()
+
+
+async def _quality_is_chosen(http: httpx.AsyncClient, source: str, job: dict[str, Any], ladder: dict[str, Any]) -> None:
+    """``?quality=`` on the source: a redirect to one rendition (with its audio), or to the whole ladder."""
+    by_height = {r["height"]: r for r in ladder["renditions"]}
+
+    async def where(query: str) -> str:
+        r = await http.get(f"/v1/streaming/data/{source}?{query}")
+        assert r.status_code == 302, r.text
+        assert r.headers["cache-control"] == "no-store"
+        return r.headers["location"]
+
+    assert await where("quality=180p") == by_height[180]["master"]
+    one = (await http.get(by_height[180]["master"])).text
+    assert one.count("#EXT-X-STREAM-INF") == 1 and "RESOLUTION=320x180" in one and "TYPE=AUDIO" in one
+    assert await where("quality=auto") == job["hls"]  # no estimate: the player adapts over the whole ladder
+    for mbps, height in ((0.5, 90), (1.0, 180), (0.05, 90)):  # 90p needs 328 kbit/s, 180p 528 (with audio)
+        body = {"contentHash": source, "qualityRequirements": {"minBandwidthMbps": mbps}}
+        session = (await http.post("/v1/streaming/sessions", json=body)).json()["sessionId"]
+        assert await where(f"quality=auto&sessionId={session}") == by_height[height]["master"], mbps
+    r = await http.get(f"/v1/streaming/data/{source}?quality=1080p")
+    assert r.status_code == 400 and "high, 90p, 180p" in r.json()["message"]
+    text = (await http.post("/v1/content", content=b"not a video")).json()["contentHash"]
+    r = await http.get(f"/v1/streaming/data/{text}?quality=720p")
+    assert r.status_code == 400 and "no renditions" in r.json()["message"]
 
 
 async def test_the_job_api_refuses_what_it_cannot_do(tmp_path: Path, clip: Path) -> None:
