@@ -367,6 +367,15 @@ def init_home(home: Path) -> None:
         raise BenchError(f"overlay-node init {home} did not finish in time") from None
 
 
+def set_config(home: Path, section: str, line: str) -> None:
+    """Add ``line`` (``key = value``) to ``[section]`` of the config ``init_home`` wrote."""
+    config = home / "config.toml"
+    text = config.read_text()
+    if f"\n[{section}]\n" not in text:
+        raise BenchError(f"no [{section}] section in {config}")
+    config.write_text(text.replace(f"\n[{section}]\n", f"\n[{section}]\n{line}\n", 1))
+
+
 # -- statistics and tables ---------------------------------------------------
 
 

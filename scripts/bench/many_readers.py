@@ -47,6 +47,7 @@ from _common import (
     percentile,
     reap,
     run,
+    set_config,
     sigterm_as_exit,
     spawn,
     table,
@@ -159,11 +160,7 @@ def main() -> int:
         home = tmp / "home"
         init_home(home)
         # Room for every paced client and the control probe under the connection cap.
-        config = home / "config.toml"
-        text = config.read_text()
-        if "\n[api]\n" not in text:
-            raise BenchError(f"no [api] section in {config}")
-        config.write_text(text.replace("\n[api]\n", f"\n[api]\nmax_connections = {args.paced + 100}\n", 1))
+        set_config(home, "api", f"max_connections = {args.paced + 100}")
         out, _, _ = run([overlay_node_bin(), "--home", str(home), "add", str(src), "--json"], timeout=600)
         if json.loads(out)["contentHash"] != expected:
             raise BenchError("overlay-node add reported another hash")

@@ -25,7 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
-from _common import BenchError, NodeDaemon, code_under_test, entry, init_home, median, run, table, temp_dir
+from _common import (
+    BenchError,
+    NodeDaemon,
+    code_under_test,
+    entry,
+    init_home,
+    median,
+    run,
+    set_config,
+    table,
+    temp_dir,
+)
 
 from node.media.ladder import PRESETS, ladder_args
 
@@ -75,11 +86,7 @@ def main() -> int:
         make_clip(clip, args.seconds)
         home = root / "home"
         init_home(home)
-        config = home / "config.toml"
-        text = config.read_text()
-        if "\n[media]\n" not in text:
-            raise BenchError(f"no [media] section in {config}")
-        config.write_text(text.replace("\n[media]\n", f'\n[media]\nx264_preset = "{args.preset}"\n', 1))
+        set_config(home, "media", f'x264_preset = "{args.preset}"')
         node = NodeDaemon(home)
         api = node.start()
         try:
