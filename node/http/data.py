@@ -412,11 +412,21 @@ class DataPlane:
                 count(len(piece))
 
         share = agents.share.reading(session.bandwidth_class) if session is not None else contextlib.nullcontext()
+        # A body that may wait on something other than the client (a bandwidth
+        # cap, the agents' shared rate, chunks still arriving from peers) needs
+        # a watch for the client leaving meanwhile; otherwise the next send
+        # fails when it has gone, and a watcher task per read is pure cost.
+        watch = receive is not None and (
+            paced or download is not None or (session is not None and agents.share.limited)
+        )
         try:
             with share:
+                if not watch:
+                    await self._body(manifest, start, stop, download, emit, _zero_copy(scope))
+                    return
                 async with trio.open_nursery() as nursery:
-                    if receive is not None:
-                        nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
+                    assert receive is not None
+                    nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
                     await self._body(manifest, start, stop, download, emit, _zero_copy(scope))
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the body's own error, as the unmetered path raises it

@@ -172,29 +172,39 @@ class TranscodeService:
         """Hold and pin a whole rendition set by its master playlist's hash,
         fetching from the overlay what this node lacks, and record it against
         its source. Playlists are followed (a set is a Merkle DAG); segments
-        are fetched a few at a time."""
-        master = await self._hold(master_hash)
+        are fetched a few at a time. Nothing is pinned unless all of it is
+        held (what was fetched before a failure stays as cache)."""
+        members: list[bytes] = []  # every object of the set, pinned at the end
+
+        async def hold(digest: bytes, *, read: bool = True) -> bytes:
+            members.append(digest)
+            return await self._hold(digest, read=read)
+
+        master = await hold(master_hash)
         entries = session_data(master)
         mpd_hash = hash_of_path(entries.get(MPD_DATA_ID, ""))
         source = entries.get(SOURCE_DATA_ID, "")
         if not re.fullmatch(r"[0-9a-f]{64}", source):
-            raise PlaylistError("the master playlist names no source content")
-        variants, audio = master_entries(master.decode())
+            raise PlaylistError("not a rendition set's master playlist: it names no source content")
+        try:
+            variants, audio = master_entries(master.decode())
+        except InvalidRendition as exc:
+            raise PlaylistError(f"not a rendition set's master playlist: {exc}") from None
         one_variant: dict[int, bytes] = {}  # height -> the master of that rendition alone
         for _, height in variants:
             one_variant[height] = hash_of_path(entries.get(f"{RENDITION_DATA_ID}{height}", ""))
-            await self._hold(one_variant[height], read=False)
-        playlists = {uri: await self._hold(hash_of_path(uri)) for uri, _ in variants}
-        playlists |= {uri: await self._hold(hash_of_path(uri)) for uri in audio}
+            await hold(one_variant[height], read=False)
+        playlists = {uri: await hold(hash_of_path(uri)) for uri, _ in variants}
+        playlists |= {uri: await hold(hash_of_path(uri)) for uri in audio}
         segments = {hash_of_path(ref) for text in playlists.values() for ref in hls_references(text)}
-        segments |= {hash_of_path(ref) for ref in mpd_references(await self._hold(mpd_hash))}
+        segments |= {hash_of_path(ref) for ref in mpd_references(await hold(mpd_hash))}
         failures: list[Exception] = []
         room = trio.Semaphore(_SET_FETCHES)
 
         async def one(digest: bytes) -> None:
             async with room:
                 try:
-                    await self._hold(digest, read=False)
+                    await hold(digest, read=False)
                 except Exception as exc:  # the first failure is the answer; the rest stop
                     failures.append(exc)
                     nursery.cancel_scope.cancel()
@@ -204,6 +214,10 @@ class TranscodeService:
                 nursery.start_soon(one, digest)
         if failures:
             raise failures[0]
+        for digest in members:
+            record = await self.content.get(digest)
+            if record is not None and not record.pinned and await self.content.meta.set_pinned(digest, True):
+                self.announce(record.manifest)
         heights = dict(variants)
         master_info = m3u8.loads(master.decode())
         renditions = [
@@ -228,8 +242,9 @@ class TranscodeService:
         await self.content.meta.put_rendition(row)
         return row
 
-    async def _hold(self, digest: bytes, *, read: bool = True) -> bytes:
-        """Make sure ``digest`` is held and pinned; its bytes when ``read`` (a playlist, bounded)."""
+    async def _hold(self, digest: bytes, *, read: bool) -> bytes:
+        """Make sure ``digest`` is held (fetched from the overlay if need be);
+        its bytes when ``read`` (a playlist: bounded)."""
         record = await self.content.get(digest)
         if record is None:
             if self.fetch is None:
@@ -238,8 +253,6 @@ class TranscodeService:
             record = await self.content.get(digest)
             if record is None:
                 raise NotHeld(f"content {digest.hex()} was deleted as it arrived")
-        if not record.pinned and await self.content.meta.set_pinned(digest, True):
-            self.announce(record.manifest)
         if not read:
             return b""
         if record.manifest.size > MAX_PLAYLIST_BYTES:
@@ -281,11 +294,11 @@ class TranscodeService:
             job = self._jobs[job_id]
             if job.status != QUEUED:
                 return  # cancelled while it waited
-            job = await self._update(job, status=RUNNING, progress=0.0)
             work = self.work_dir / job_id
             with trio.CancelScope() as scope:
-                self._scopes[job_id] = scope
+                self._scopes[job_id] = scope  # before the job shows as running, so a cancel always finds it
                 try:
+                    job = await self._update(job, status=RUNNING, progress=0.0)
                     result = await self._transcode(job, work)
                 except (MediaToolError, InvalidRendition, PlaylistError, LadderError, StorageError, OSError) as exc:
                     log.info("transcode job %s failed: %s", job_id, exc)
@@ -310,10 +323,18 @@ class TranscodeService:
         if record is None:
             raise MediaToolError("the source content was deleted")
         await trio.Path(work / "out").mkdir(parents=True, exist_ok=True)
+        stages: dict[str, float] = {}  # seconds per stage, logged: where a slow job spent its time
+        began = trio.current_time()
+
+        def stage(name: str) -> None:
+            nonlocal began
+            stages[name], began = trio.current_time() - began, trio.current_time()
+
         source = work / "source"
         async with await trio.open_file(source, "wb") as f:
             async for piece in self.content.read(record.manifest, 0, record.manifest.size, 1 << 20):
                 await f.write(piece)
+        stage("copy")
         info = await probe_source(source, SOURCE_INPUT_OPTIONS)
         if info.duration_s > self.config.max_source_duration_s:
             raise MediaToolError(
@@ -335,11 +356,18 @@ class TranscodeService:
                     await self.content.meta.put_job(self._jobs[job.job_id].row())
 
             nursery.start_soon(save_progress)
+            stage("probe")
             await run_ffmpeg(args, duration_s=info.duration_s, on_progress=progress)
             nursery.cancel_scope.cancel()
+        stage("encode")
         await validate_output(work / "out", rungs, info)
+        stage("validate")
         await self._update(self._jobs[job.job_id], progress=0.95)
         published = await publish(work / "out", job.source_hash, rungs, self.content, announce=self.announce)
+        stage("publish")
+        log.info(
+            "transcode job %s: %s", job.job_id, ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items())
+        )
         renditions = [
             _rung_json(rung) | {"bandwidth": rung.bandwidth_bps, "playlist": playlist.hex(), "master": master.hex()}
             for rung, playlist, master in published.renditions

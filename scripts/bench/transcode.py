@@ -106,6 +106,8 @@ def main() -> int:
         finally:
             node.stop()
         problems = node.problems()
+        # Where the node's time went, per job, from its own log (copy, probe, encode, validate, publish).
+        stages = [line.split(": ", 1)[-1] for line in node.log_path.read_text().splitlines() if "transcode job" in line]
     a, o = median(anchor_s), median(ours_s)
     print(f"\n{args.seconds} s 1080p30 noisy clip -> 360p + 720p (one pass, dash muxer + HLS), x264 {args.preset}")
     rows = [
@@ -114,6 +116,8 @@ def main() -> int:
     ]  # fmt: skip
     print(table(["", "median s", "vs bare", "runs (s)"], rows))
     print(f"goal: <= {GOAL}x bare ffmpeg's wall time: {'met' if o / a <= GOAL else 'MISSED'} ({o / a:.2f}x)")
+    for line in stages:
+        print(f"node stages: {line}")
     for line in problems:
         print(f"problem: {line}")
     return 1 if problems else 0

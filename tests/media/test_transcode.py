@@ -182,6 +182,10 @@ async def test_the_job_api_refuses_what_it_cannot_do(tmp_path: Path, clip: Path)
                 assert job["status"] == "failed" and job["error"], job
             r = await http.delete(f"/v1/jobs/{job['jobId']}")
             assert (r.status_code, r.json()["error"]) == (409, "job_finished")
+            # Pinning "a rendition set" that is some other content (a video, a playlist): refused.
+            for other in (source, bad):
+                r = await http.post(f"/v1/renditions/{other}/pin")
+                assert (r.status_code, r.json()["error"]) == (422, "not_a_rendition_set"), r.text
         nursery.cancel_scope.cancel()
 
 
