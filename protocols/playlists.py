@@ -73,11 +73,16 @@ def _text(data: bytes) -> str:
         raise PlaylistError(f"a playlist must be UTF-8: {exc}") from None
 
 
-def hls_references(data: bytes) -> list[str]:
-    """Every URI an HLS playlist names, in order (segments, maps, media, variants)."""
+def _hls_text(data: bytes) -> str:
     text = _text(data)
     if not text.startswith("#EXTM3U"):
         raise PlaylistError("not an HLS playlist: it must start with #EXTM3U")
+    return text
+
+
+def hls_references(data: bytes) -> list[str]:
+    """Every URI an HLS playlist names, in order (segments, maps, media, variants)."""
+    text = _hls_text(data)
     refs: list[str] = []
     for line in text.splitlines():
         line = line.strip()
@@ -100,8 +105,7 @@ def _mapped(ref: str, mapping: Mapping[str, str]) -> str:
 def rewrite_hls(data: bytes, mapping: Mapping[str, str], *, session_data: Mapping[str, str] | None = None) -> bytes:
     """``data`` with every reference replaced by ``mapping[reference]``;
     ``session_data`` (DATA-ID: VALUE, e.g. the MPD's path) goes into a master."""
-    text = _text(data)
-    hls_references(data)  # checks the header
+    text = _hls_text(data)
     out: list[str] = []
     media = "#EXTINF:" in text
     for line in text.splitlines():

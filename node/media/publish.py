@@ -49,7 +49,6 @@ class RenditionSet:
     master: bytes  # content hash of the master playlist: the set's name
     mpd: bytes
     renditions: tuple[tuple[Rung, bytes, bytes], ...]  # each rung, its media playlist and its one-variant master
-    objects: int  # content objects in the set, the playlists included
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -77,7 +76,7 @@ async def publish(
     try:
         master_text = (out / MASTER_NAME).read_bytes()
         variants, audio = master_entries(master_text.decode())
-        playlists = [uri for uri, _ in variants] + audio
+        playlists = [v.uri for v in variants] + audio
         texts = {name: (out / name).read_bytes() for name in playlists}
         segments = sorted({ref for text in texts.values() for ref in hls_references(text)})
         mpd_text = (out / MPD_NAME).read_bytes()
@@ -94,7 +93,7 @@ async def publish(
         mpd = await store(rewrite_mpd(mpd_text, mapping), DASH_TYPE)
         session = {MPD_DATA_ID: data_path(mpd, ".mpd"), SOURCE_DATA_ID: source.hex()}
         one_variant: dict[int, bytes] = {}  # height -> a master of that rendition alone (a fixed quality)
-        for uri, height in variants:
+        for uri, height, _ in variants:
             one_variant[height] = await store(rewrite_hls(single_variant(master_text, uri), mapping), HLS_TYPE)
             session[f"{RENDITION_DATA_ID}{height}"] = data_path(one_variant[height], ".m3u8")
         root = await store(rewrite_hls(master_text, mapping, session_data=session), HLS_TYPE)
@@ -105,10 +104,10 @@ async def publish(
         raise
     for manifest in stored:
         announce(manifest)
-    by_height = {height: uri for uri, height in variants}
+    by_height = {v.height: v.uri for v in variants}
     renditions = tuple(
         (rung, hash_of_path(mapping[by_height[rung.height]]), one_variant[rung.height])
         for rung in rungs
         if rung.height in by_height
     )
-    return RenditionSet(root, mpd, renditions, len(stored))
+    return RenditionSet(root, mpd, renditions)

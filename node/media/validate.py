@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import m3u8
 import trio
@@ -21,7 +22,7 @@ import trio
 from node.media.ladder import MASTER_NAME, SEGMENT_S, Rung
 from node.media.tools import MediaToolError, SourceInfo, ffprobe_json, run_ffmpeg
 
-__all__ = ["InvalidRendition", "validate_output", "master_entries"]
+__all__ = ["InvalidRendition", "Variant", "validate_output", "master_entries"]
 
 _DURATION_SLACK_S = 0.3  # the whole presentation against the source
 _SEGMENT_SLACK_S = 0.15  # every segment but the last against SEGMENT_S
@@ -37,8 +38,14 @@ def _uri(uri: str | None, what: str) -> str:
     return uri
 
 
-def master_entries(text: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """A master playlist's variants, as (media playlist, height), and its audio playlists."""
+class Variant(NamedTuple):
+    uri: str  # its media playlist
+    height: int
+    bandwidth: int  # bits/s, as the master says
+
+
+def master_entries(text: str) -> tuple[list[Variant], list[str]]:
+    """A master playlist's variants and its audio playlists."""
     master = m3u8.loads(text)
     if not master.is_variant:
         raise InvalidRendition("the master playlist lists no variants")
@@ -47,7 +54,7 @@ def master_entries(text: str) -> tuple[list[tuple[str, int]], list[str]]:
         info = p.stream_info
         if not info.resolution or not info.bandwidth or not info.codecs:
             raise InvalidRendition(f"{p.uri}: no RESOLUTION, BANDWIDTH or CODECS in the master")
-        variants.append((_uri(p.uri, "a variant"), int(info.resolution[1])))
+        variants.append(Variant(_uri(p.uri, "a variant"), int(info.resolution[1]), int(info.bandwidth)))
     audio = [_uri(m.uri, "an audio rendition") for m in master.media if m.type == "AUDIO"]
     return variants, audio
 
@@ -110,14 +117,15 @@ async def validate_output(out: Path, rungs: Sequence[Rung], source: SourceInfo) 
         variants, audio = master_entries((out / MASTER_NAME).read_text())
     except OSError as exc:
         raise InvalidRendition(f"no master playlist: {exc}") from None
-    heights = sorted(height for _, height in variants)
+    heights = sorted(v.height for v in variants)
     if heights != sorted(r.height for r in rungs):
         raise InvalidRendition(f"the master lists heights {heights}, the ladder is {[r.height for r in rungs]}")
     if source.has_audio and not audio:
         raise InvalidRendition("the source has audio, the master lists none")
-    failures: list[InvalidRendition] = []
+    segment_failures: list[InvalidRendition] = []
+    decode_failures: list[InvalidRendition] = []
 
-    async def check(what: Callable[[], Awaitable[None]]) -> None:
+    async def check(what: Callable[[], Awaitable[None]], failures: list[InvalidRendition]) -> None:
         try:
             await what()
         except (InvalidRendition, MediaToolError) as exc:
@@ -126,11 +134,11 @@ async def validate_output(out: Path, rungs: Sequence[Rung], source: SourceInfo) 
     # The full decode (the long part) beside the playlists' segment probes; a
     # segment's own failure says more than the decode's, so it is the one raised.
     async with trio.open_nursery() as nursery:
-        for uri, height in [*variants, *((uri, None) for uri in audio)]:
-            nursery.start_soon(check, partial(_media_playlist, out, uri, height, source))
-        await check(partial(_decode, out, source))
-    if failures:
-        raise min(failures, key=lambda exc: str(exc).startswith("the presentation does not decode"))
+        for uri, height in [*((v.uri, v.height) for v in variants), *((uri, None) for uri in audio)]:
+            nursery.start_soon(check, partial(_media_playlist, out, uri, height, source), segment_failures)
+        await check(partial(_decode, out, source), decode_failures)
+    if failures := segment_failures or decode_failures:
+        raise failures[0]
 
 
 async def _decode(out: Path, source: SourceInfo) -> None:

@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import m3u8
 import trio
 
 from config import MediaConfig
@@ -109,6 +108,20 @@ def _rung_json(rung: Rung) -> dict[str, object]:
     return {"name": rung.name, "height": rung.height, "videoKbps": rung.video_kbps}
 
 
+def _rendition_json(
+    name: str, height: int, video_kbps: int, bandwidth: int, playlist: bytes, master: bytes
+) -> dict[str, object]:
+    """One rendition of a published set, as ``renditions.renditions`` stores it."""
+    return {
+        "name": name,
+        "height": height,
+        "videoKbps": video_kbps,
+        "bandwidth": bandwidth,
+        "playlist": playlist.hex(),
+        "master": master.hex(),
+    }
+
+
 class TranscodeService:
     def __init__(
         self,
@@ -127,7 +140,7 @@ class TranscodeService:
         self.announce = announce
         self.clock = clock
         self._jobs: dict[str, Job] = {}  # insertion order: oldest first
-        self._scopes: dict[str, trio.CancelScope] = {}
+        self._running: dict[str, tuple[trio.CancelScope, trio.Event]] = {}  # the scope; set once recorded ended
         self._queue_send, self._queue = trio.open_memory_channel[str](config.max_queued_jobs)
         self._waiting = 0
 
@@ -157,11 +170,11 @@ class TranscodeService:
         job = self.get(job_id)
         if job.status in FINISHED:
             raise JobFinished(f"job {job_id} has ended ({job.status})")
-        if (scope := self._scopes.get(job_id)) is not None:
+        if (running := self._running.get(job_id)) is not None:
+            scope, ended = running
             scope.cancel()  # the runner records the cancellation once ffmpeg is gone
             with trio.move_on_after(10):
-                while self._jobs[job_id].status == RUNNING:  # noqa: ASYNC110
-                    await trio.sleep(0.02)
+                await ended.wait()
             return self._jobs[job_id]
         return await self._finish(job, CANCELLED, None)
 
@@ -191,10 +204,10 @@ class TranscodeService:
         except InvalidRendition as exc:
             raise PlaylistError(f"not a rendition set's master playlist: {exc}") from None
         one_variant: dict[int, bytes] = {}  # height -> the master of that rendition alone
-        for _, height in variants:
+        for _, height, _ in variants:
             one_variant[height] = hash_of_path(entries.get(f"{RENDITION_DATA_ID}{height}", ""))
             await hold(one_variant[height], read=False)
-        playlists = {uri: await hold(hash_of_path(uri)) for uri, _ in variants}
+        playlists = {v.uri: await hold(hash_of_path(v.uri)) for v in variants}
         playlists |= {uri: await hold(hash_of_path(uri)) for uri in audio}
         segments = {hash_of_path(ref) for text in playlists.values() for ref in hls_references(text)}
         segments |= {hash_of_path(ref) for ref in mpd_references(await hold(mpd_hash))}
@@ -218,27 +231,18 @@ class TranscodeService:
             record = await self.content.get(digest)
             if record is not None and not record.pinned and await self.content.meta.set_pinned(digest, True):
                 self.announce(record.manifest)
-        heights = dict(variants)
-        master_info = m3u8.loads(master.decode())
         renditions = [
-            {
-                "name": f"{h}p",
-                "height": h,
-                "videoKbps": max(0, (p.stream_info.bandwidth or 0) // 1000 - AUDIO_KBPS),
-                "bandwidth": p.stream_info.bandwidth or 0,
-                "playlist": hash_of_path(str(p.uri)).hex(),
-                "master": one_variant[h].hex(),
-            }
-            for p in master_info.playlists
-            if (h := heights.get(str(p.uri))) is not None
+            _rendition_json(
+                f"{v.height}p",
+                v.height,
+                max(0, v.bandwidth // 1000 - AUDIO_KBPS),
+                v.bandwidth,
+                hash_of_path(v.uri),
+                one_variant[v.height],
+            )
+            for v in sorted(variants, key=lambda v: v.height)
         ]
-        row = RenditionRow(
-            master_hash.hex(),
-            source,
-            mpd_hash.hex(),
-            json.dumps(sorted(renditions, key=lambda r: r["height"])),
-            self.clock(),
-        )
+        row = RenditionRow(master_hash.hex(), source, mpd_hash.hex(), json.dumps(renditions), self.clock())
         await self.content.meta.put_rendition(row)
         return row
 
@@ -290,13 +294,14 @@ class TranscodeService:
                 nursery.start_soon(self._run_job, job_id, slots)
 
     async def _run_job(self, job_id: str, slots: trio.Semaphore) -> None:
+        ended = trio.Event()
         try:
             job = self._jobs[job_id]
             if job.status != QUEUED:
                 return  # cancelled while it waited
             work = self.work_dir / job_id
             with trio.CancelScope() as scope:
-                self._scopes[job_id] = scope  # before the job shows as running, so a cancel always finds it
+                self._running[job_id] = (scope, ended)  # before the job shows as running: a cancel always finds it
                 try:
                     job = await self._update(job, status=RUNNING, progress=0.0)
                     result = await self._transcode(job, work)
@@ -309,13 +314,14 @@ class TranscodeService:
                     await self._finish(self._jobs[job_id], FAILED, f"internal error: {exc!r}")
                     return
                 finally:
-                    del self._scopes[job_id]
                     with trio.CancelScope(shield=True):
                         await trio.to_thread.run_sync(shutil.rmtree, work, True)
                 await self._finish(self._jobs[job_id], DONE, None, result)
             if scope.cancelled_caught:
                 await self._finish(self._jobs[job_id], CANCELLED, None)
         finally:
+            self._running.pop(job_id, None)
+            ended.set()
             slots.release()
 
     async def _transcode(self, job: Job, work: Path) -> RenditionSet:
@@ -369,7 +375,7 @@ class TranscodeService:
             "transcode job %s: %s", job.job_id, ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items())
         )
         renditions = [
-            _rung_json(rung) | {"bandwidth": rung.bandwidth_bps, "playlist": playlist.hex(), "master": master.hex()}
+            _rendition_json(rung.name, rung.height, rung.video_kbps, rung.bandwidth_bps, playlist, master)
             for rung, playlist, master in published.renditions
         ]
         row = RenditionRow(
