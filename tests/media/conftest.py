@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import trio
 
 
 def require_ffmpeg() -> None:
@@ -44,3 +47,11 @@ def make_clip(path: Path, *, seconds: float, size: str = "320x180", audio: bool 
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """9 s of 320x180 test pattern with a tone: three 4 s segments (the last short)."""
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=9)
+
+
+@asynccontextmanager
+async def bounded_nursery(timeout_s: float = 120) -> AsyncIterator[trio.Nursery]:
+    """A test's nursery under a deadline: a hang fails the test instead of the run."""
+    with trio.fail_after(timeout_s):
+        async with trio.open_nursery() as nursery:
+            yield nursery

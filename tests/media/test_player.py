@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from tests.integration.conftest import start_node
+from tests.media.conftest import bounded_nursery
 from tests.media.test_transcode import FAST, RUNGS, add, finished
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
@@ -32,7 +33,7 @@ def _require_player() -> tuple[str, str]:
 
 async def test_hls_js_in_chromium_plays_the_ladder_and_lists_every_rendition(tmp_path: Path, clip: Path) -> None:
     node_js, chromium = _require_player()
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         node = await start_node(nursery, tmp_path / "home", (), time.time, **FAST)
         async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
             source = await add(http, clip)

@@ -30,7 +30,7 @@ from protocols.playlists import (
 from storage import open_content_store
 from storage.metadata import JobRow
 from tests.integration.conftest import start_node, start_overlay
-from tests.media.conftest import make_clip
+from tests.media.conftest import bounded_nursery, make_clip
 
 DATA_REF = re.compile(r"^/v1/streaming/data/[0-9a-f]{64}\.(m3u8|mpd|m4s)$")
 RUNGS = [{"name": "90p", "height": 90, "videoKbps": 200}, {"name": "180p", "height": 180, "videoKbps": 400}]
@@ -70,7 +70,7 @@ async def ffprobe(url: str) -> dict[str, Any]:
 
 
 async def test_a_video_becomes_a_ladder_that_players_read_through_the_node(tmp_path: Path, clip: Path) -> None:
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         node = await start_node(nursery, tmp_path / "home", (), time.time, **FAST)
         async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
             source = await add(http, clip)
@@ -154,7 +154,7 @@ async def _quality_is_chosen(http: httpx.AsyncClient, source: str, job: dict[str
 
 
 async def test_the_job_api_refuses_what_it_cannot_do(tmp_path: Path, clip: Path) -> None:
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         node = await start_node(nursery, tmp_path / "home", (), time.time, **FAST)
         async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
             source = await add(http, clip)
@@ -195,7 +195,7 @@ def _ffmpeg_children() -> list[psutil.Process]:
 
 async def test_cancelling_a_job_stops_ffmpeg_and_publishes_nothing(tmp_path: Path) -> None:
     long_clip = make_clip(tmp_path / "long.mp4", seconds=60, size="640x360", audio=False)
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         node = await start_node(nursery, tmp_path / "home", (), time.time, **{**FAST, "media.x264_preset": "medium"})
         async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
             source = await add(http, long_clip)
@@ -217,7 +217,10 @@ async def test_a_truncated_segment_is_caught_before_publishing(tmp_path: Path, c
     out.mkdir()
     rungs = (Rung("90p", 90, 200), Rung("180p", 180, 400))
     info = await probe_source(clip, SOURCE_INPUT_OPTIONS)
-    await run_ffmpeg(ladder_args(clip, out, rungs, has_audio=True, preset="ultrafast"), duration_s=9, on_progress=print)
+    with trio.fail_after(60):
+        await run_ffmpeg(
+            ladder_args(clip, out, rungs, has_audio=True, preset="ultrafast"), duration_s=9, on_progress=print
+        )
     await validate_output(out, rungs, info)  # whole: passes
     segment = out / "chunk-1-00001.m4s"
     segment.write_bytes(segment.read_bytes()[: segment.stat().st_size // 2])
@@ -249,7 +252,7 @@ async def test_a_job_running_when_the_node_stopped_runs_again(tmp_path: Path, cl
 
 
 async def test_a_second_node_fetches_the_whole_set_by_its_master_hash_and_serves_it(tmp_path: Path, clip: Path) -> None:
-    async with trio.open_nursery() as nursery:
+    async with bounded_nursery() as nursery:
         a, b = await start_overlay(nursery, tmp_path, 2, time.time, **{"media.x264_preset": "ultrafast"})
         async with (
             httpx.AsyncClient(base_url=a.api_url, timeout=30) as on_a,
