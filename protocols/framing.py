@@ -19,6 +19,7 @@ held by half-received frames is bounded for the whole node.
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
@@ -78,33 +79,71 @@ def frame(body: bytes, max_frame: int) -> bytes:
 
 
 class FrameDecoder:
-    """Feed received bytes, get whole frame bodies."""
+    """Feed received bytes, get whole frame bodies.
+
+    Received pieces are kept as they came and a body is assembled once,
+    when it is whole: one copy of each byte (a body that arrived in one
+    piece is a slice of it), where appending to and cutting from one
+    buffer cost three.
+    """
 
     def __init__(self, max_frame: int, budget: Budget | None = None) -> None:
         self.max_frame = max_frame
         self.budget = budget
-        self._buf = bytearray()
+        self._parts: deque[memoryview] = deque()
+        self._have = 0  # bytes in _parts
+        self._body = -1  # length of the frame whose header was read; -1 between frames
         self._reserved = 0  # of the budget, for the frame being received
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
+        if data:
+            self._parts.append(memoryview(data))
+            self._have += len(data)
         out: list[bytes] = []
-        while len(self._buf) >= HEADER_BYTES:
-            (n,) = _HEADER.unpack_from(self._buf)
-            if n > self.max_frame:
-                raise FrameTooLarge(f"frame of {n} bytes exceeds {self.max_frame}")
-            if len(self._buf) < HEADER_BYTES + n:
+        while True:
+            if self._body < 0:
+                if self._have < HEADER_BYTES:
+                    return out
+                (n,) = _HEADER.unpack(self._take(HEADER_BYTES))
+                if n > self.max_frame:
+                    raise FrameTooLarge(f"frame of {n} bytes exceeds {self.max_frame}")
+                self._body = n
+            if self._have < self._body:
                 if self.budget is not None and not self._reserved:
-                    if not self.budget.take(n):
+                    if not self.budget.take(self._body):
                         raise OverBudget(
-                            f"no room for a {n}-byte frame now: {self.budget.used} of {self.budget.total} bytes in use"
+                            f"no room for a {self._body}-byte frame now:"
+                            f" {self.budget.used} of {self.budget.total} bytes in use"
                         )
-                    self._reserved = n
-                break
-            out.append(bytes(self._buf[HEADER_BYTES : HEADER_BYTES + n]))
-            del self._buf[: HEADER_BYTES + n]
+                    self._reserved = self._body
+                return out
+            out.append(self._take(self._body))
+            self._body = -1
             self.release()
-        return out
+
+    def _take(self, n: int) -> bytes:
+        """The next ``n`` received bytes (there are at least that many)."""
+        if not n:
+            return b""
+        self._have -= n
+        first = self._parts[0]
+        if len(first) >= n:
+            if len(first) == n:
+                self._parts.popleft()
+            else:
+                self._parts[0] = first[n:]
+            return bytes(first[:n])
+        pieces = []
+        while n:
+            part = self._parts[0]
+            if len(part) <= n:
+                pieces.append(self._parts.popleft())
+                n -= len(part)
+            else:
+                pieces.append(part[:n])
+                self._parts[0] = part[n:]
+                n = 0
+        return b"".join(pieces)
 
     def release(self) -> None:
         """Give back what the frame being received took from the budget."""
@@ -115,10 +154,10 @@ class FrameDecoder:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished frame (non-zero at end of stream means truncation)."""
-        return len(self._buf)
+        return self._have + (HEADER_BYTES if self._body >= 0 else 0)
 
     def finish(self) -> None:
         """The stream ended: raise ``TruncatedFrame`` unless it ended between frames."""
         self.release()
-        if self._buf:
-            raise TruncatedFrame(f"the stream ended {len(self._buf)} bytes into a frame")
+        if self.pending:
+            raise TruncatedFrame(f"the stream ended {self.pending} bytes into a frame")
