@@ -34,7 +34,7 @@ from libp2p import new_host
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.secp256k1 import Secp256k1PublicKey, create_new_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
@@ -202,6 +202,13 @@ class P2P:
             spam_protection_enabled=False,
         )
         self._pubsub = Pubsub(self._host, self._router)
+        # One dial attempt: the swarm's default of three more with backoff made
+        # a dead host cost 0.75 s before the fetcher could ask the next one (and
+        # new_host cannot be given a RetryConfig). Our callers retry themselves:
+        # the bootstrap loop with its own backoff, a download with other hosts.
+        network = self._host.get_network()
+        assert isinstance(network, Swarm)
+        network.retry_config = RetryConfig(max_retries=0)
         self.peer_id = str(self._host.get_id())
         # Connection events reach our own peer exchange first, then services.
         self._events_send, self._events = trio.open_memory_channel[str](_CONNECTION_QUEUE)
