@@ -76,6 +76,11 @@ class StorageConfig:
     write_threads: int = 4
     min_free_disk_mb: int = 512
     scrub_mib_s: float = 16.0  # background re-hashing of stored chunks; 0 = none
+    # The cache (content held but not pinned) is kept under the smaller of
+    # these two bounds; a write past it evicts the coldest cached content
+    # first. 0 turns a bound off.
+    max_cache_bytes: int = 0
+    max_cache_percent: float = 25.0  # of the size of the disk holding the home
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "storage.write_threads": (1, 64),
     "storage.min_free_disk_mb": (0, 1 << 30),
     "storage.scrub_mib_s": (0, 1e5),
+    "storage.max_cache_bytes": (0, 1 << 60),
+    "storage.max_cache_percent": (0, 100),
     "streaming.buffer_size_mb": (1, 65536),
     "streaming.timeout_seconds": (0.1, 86400),
     "streaming.max_concurrent_streams_per_user": (1, 100000),
@@ -363,6 +370,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("p2p.advert_refresh_s must be shorter than p2p.advert_ttl_s")
     if settings.p2p.public_url and not settings.p2p.public_url.startswith("https://"):
         raise ConfigError("p2p.public_url must be an https:// URL (BRC-26 adverts name HTTPS hosts)")
+    for key, what in (
+        ("compression_enabled", "compressing responses"),
+        ("geographic_routing_enabled", "routing by region"),
+    ):
+        if getattr(settings.delivery, key):  # accepted only once it does something
+            raise ConfigError(f"delivery.{key}: {what} is not implemented yet; leave it false")
     for key in settings.api.operator_keys:
         if not _IDENTITY_KEY.fullmatch(key):
             raise ConfigError(

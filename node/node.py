@@ -183,6 +183,7 @@ class Node:
                         await nursery.start(services.overlay.p2p.run)
                         await nursery.start(services.overlay.adverts.run)
                         await nursery.start(services.overlay.fetcher.run)
+                    await nursery.start(content.maintain)
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)
                     await nursery.start(services.integrity.run)

@@ -278,6 +278,11 @@ class ChunkStore:
         self.damaged.discard(actual)
         return actual, dirs
 
+    def pin(self, digests: Iterable[bytes]) -> None:
+        """Keep these chunks on disk until unpinned (``remove_unpinned`` skips them)."""
+        with self._pins_lock:
+            self._pins.update(digests)
+
     def unpin(self, digests: Iterable[bytes]) -> None:
         with self._pins_lock:
             self._pins.subtract(digests)

@@ -10,6 +10,12 @@
 - ``delete`` and ingest commits are serialised by one lock, and chunks an
   unfinished ingest relies on are pinned in memory, so deleting one file never
   removes a chunk that a concurrent add of another file deduplicated against.
+- Content is pinned (kept until unpinned) or cached. Cached content is kept
+  under ``cache_budget`` bytes: a cached ingest first makes room by evicting
+  the coldest cached content (``storage.cache``), never pinned content and
+  never content being read or downloaded; cached content idle past its TTL
+  expires (``maintain``). Whoever keeps state about held content (adverts, the
+  data path's manifests) hears of every removal through ``on_removed``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -28,13 +36,17 @@ import trio
 
 from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
 from protocols.merkle import merkle_root
+from storage.cache import Deliveries
 from storage.chunks import ChunkStore, FileSpan, cached, read_nowait
 from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
-from storage.metadata import ContentRecord, MetadataStore
+from storage.metadata import CachedContent, ContentRecord, MetadataStore
 
 __all__ = ["ContentStore", "IngestResult", "rechunk"]
 
+log = logging.getLogger("overlay_node")
+
 _SWEEP_BATCH = 4096
+_MAINTAIN_S = 10.0  # how often deliveries are written and expired cache is dropped
 PARTIAL_TTL_S = 7 * 24 * 3600  # an unfinished download's chunks are kept this long
 
 
@@ -72,15 +84,150 @@ class ContentStore:
         *,
         chunk_size: int,
         write_threads: int = 4,
+        cache_budget: int | None = None,
+        cache_ttl_s: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``cache_budget``: bytes of cached content at most (None: no bound);
+        ``cache_ttl_s``: how long cached content may sit unread (0: forever)."""
         self.chunks = chunks
         self.meta = meta
         self.chunk_size = chunk_size
+        self.cache_budget = cache_budget
+        self.deliveries = Deliveries(meta, default_ttl_s=cache_ttl_s, clock=clock)
+        self.on_removed: list[Callable[[bytes], None]] = []
+        self.evicted = 0  # cached contents removed for room or past their TTL, this run
         self._write_limiter = trio.CapacityLimiter(write_threads)
         self._inflight = write_threads + 2
         self._commit_lock = trio.Lock()
+        self._room_lock = trio.Lock()
+        self._cached: dict[bytes, CachedContent] = {}
+        self._cached_bytes = 0
+        self._reserved = 0  # of the budget, for cached ingests under way
+        self._in_use: Counter[bytes] = Counter()  # contents being read or downloaded
         self._clock = clock
+
+    async def load(self) -> None:
+        """Read what the cache holds and what was delivered (once, at open)."""
+        for c in await self.meta.cached_contents():
+            self._cached[c.content_hash] = c
+            self._cached_bytes += c.size
+        await self.deliveries.load()
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of cached (not pinned) content held."""
+        return self._cached_bytes
+
+    # -- what is in use ---------------------------------------------------
+
+    @contextlib.contextmanager
+    def in_use(self, content_hash: bytes) -> Iterator[None]:
+        """While inside, the content is not evicted (it may still be deleted)."""
+        self._in_use[content_hash] += 1
+        try:
+            yield
+        finally:
+            self._in_use[content_hash] -= 1
+            if not self._in_use[content_hash]:
+                del self._in_use[content_hash]
+
+    @contextlib.contextmanager
+    def downloading(self, manifest: Manifest) -> Iterator[None]:
+        """A download of ``manifest``: its chunks already on disk are kept too,
+        whatever other content that shares them is removed meanwhile."""
+        self.chunks.pin(manifest.chunk_hashes)
+        try:
+            with self.in_use(manifest.content_hash):
+                yield
+        finally:
+            self.chunks.unpin(manifest.chunk_hashes)
+
+    # -- the cache budget ---------------------------------------------------
+
+    async def _make_room(self, nbytes: int) -> None:
+        """Reserve ``nbytes`` of the cache budget, evicting the coldest cached
+        content not in use until they fit; ``StorageFull`` when they cannot."""
+        async with self._room_lock:
+            if self.cache_budget is not None and not await self._evict_until(nbytes):
+                raise StorageFull(
+                    f"the cache budget of {self.cache_budget} bytes has no room for {nbytes} more:"
+                    f" {self._cached_bytes} held as cache and {self._reserved} being fetched,"
+                    " and what is left is in use; pin less, or raise storage.max_cache_bytes"
+                )
+            self._reserved += nbytes
+
+    async def _evict_until(self, nbytes: int) -> bool:
+        """Evict until ``nbytes`` more fit the budget; False if they cannot."""
+        assert self.cache_budget is not None
+        if self._cached_bytes + self._reserved + nbytes <= self.cache_budget:
+            return True
+        idle = (c for c in self._cached.values() if c.content_hash not in self._in_use)
+        for c in self.deliveries.coldest_first(idle):
+            if c.content_hash not in self._in_use and await self._remove(c.content_hash) is not None:
+                self.evicted += 1
+                log.info("evicted cached content %s (%d bytes) to make room", c.content_hash.hex(), c.size)
+            if self._cached_bytes + self._reserved + nbytes <= self.cache_budget:
+                return True
+        return False
+
+    async def shrink(self) -> None:
+        """Evict cached content until the cache is back under its budget (as far as it can)."""
+        if self.cache_budget is not None:
+            async with self._room_lock:
+                await self._evict_until(0)
+
+    async def expire(self) -> int:
+        """Drop cached content idle past its TTL; how many."""
+        removed = 0
+        for c in self.deliveries.expired(c for c in list(self._cached.values()) if c.content_hash not in self._in_use):
+            if c.content_hash not in self._in_use and await self._remove(c.content_hash) is not None:
+                removed += 1
+                log.info("cached content %s expired (idle past its TTL)", c.content_hash.hex())
+        self.evicted += removed
+        return removed
+
+    async def maintain(
+        self, *, interval_s: float = _MAINTAIN_S, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write deliveries and drop expired cache every ``interval_s``, until cancelled."""
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(interval_s)
+                try:
+                    await self.expire()
+                    await self.deliveries.flush()
+                except StorageFull as exc:  # the database is full: kept in memory, tried again
+                    log.warning("deliveries not written: %s", exc)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(StorageFull):
+                await self.deliveries.flush()
+
+    async def set_pinned(self, content_hash: bytes, pinned: bool) -> ContentRecord | None:
+        """Pin content, or unpin it into the cache (which may then evict); None when not held."""
+        async with self._commit_lock:
+            if not await self.meta.set_pinned(content_hash, pinned):
+                return None
+            record = await self.meta.get_content(content_hash)
+            if record is not None:
+                self._recorded(record.manifest, pinned=pinned, created_at=record.created_at)
+                if not pinned:
+                    self.deliveries.touched(content_hash)  # its idle time (TTL) runs from now
+        if record is not None and not pinned:
+            await self.shrink()
+        return record
+
+    def _recorded(self, manifest: Manifest, *, pinned: bool, created_at: float) -> None:
+        """Keep the cache's view in step with a content's record."""
+        digest = manifest.content_hash
+        if pinned:
+            if (c := self._cached.pop(digest, None)) is not None:
+                self._cached_bytes -= c.size
+        elif digest not in self._cached:
+            self._cached[digest] = CachedContent(digest, manifest.size, created_at)
+            self._cached_bytes += manifest.size
+            self.deliveries.of(digest, created_at)
 
     # -- adding -----------------------------------------------------------
 
@@ -96,6 +243,7 @@ class ContentStore:
         expect: Manifest | None = None,
         verified: bool = False,
         keep_on_failure: bool = False,
+        budgeted: bool = True,
     ) -> IngestResult:
         """Store a stream as content.
 
@@ -107,6 +255,8 @@ class ContentStore:
         is called once a chunk is on disk (readers may stream it before the
         whole content is recorded). ``keep_on_failure`` leaves the chunks
         written so far on disk (a download that can resume; see ``partials``).
+        ``budgeted=False``: cached content written outside the cache budget,
+        for a caller that pins it once stored (or else calls ``shrink``).
         """
         chunk_size = expect.chunk_size if expect else self.chunk_size
         if expect is not None:
@@ -118,6 +268,7 @@ class ContentStore:
         size = 0
         room = trio.Semaphore(self._inflight)
         to_hash, hash_queue = trio.open_memory_channel[bytes](self._inflight)
+        reserved = 0  # of the cache budget
 
         async def hash_in_order() -> None:
             async with hash_queue:
@@ -151,6 +302,9 @@ class ContentStore:
         failures: list[Exception] = []
         scope = trio.CancelScope()
         try:
+            if not pinned and budgeted and expect is not None:  # the size is known: room first, or fail now
+                await self._make_room(expect.size)
+                reserved = expect.size
             with scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(hash_in_order)
@@ -163,6 +317,9 @@ class ContentStore:
                                         raise (Mismatch if expect else TooLarge)(f"content exceeds {max_size} bytes")
                                     if expect is not None and len(digests) >= len(expect.chunk_hashes):
                                         raise Mismatch("more chunks than the manifest lists")
+                                    if not pinned and budgeted and expect is None:
+                                        await self._make_room(len(chunk))
+                                        reserved += len(chunk)
                                     await room.acquire()
                                     digests.append(b"")
                                     await to_hash.send(chunk)
@@ -182,8 +339,11 @@ class ContentStore:
             if expect is not None and manifest != expect:
                 raise Mismatch("the content does not hash to what its manifest says")
             async with self._commit_lock:
-                new = await self.meta.put_content(manifest, pinned=pinned, now=self._clock())
+                now = self._clock()
+                new = await self.meta.put_content(manifest, pinned=pinned, now=now)
                 self.chunks.unpin(written)
+                if new or pinned:
+                    self._recorded(manifest, pinned=pinned, created_at=now)
             return IngestResult(manifest, new)
         except BaseException:
             if keep_on_failure:
@@ -192,6 +352,8 @@ class ContentStore:
                 with trio.CancelScope(shield=True), trio.move_on_after(30):
                     await self._discard(written)
             raise
+        finally:
+            self._reserved -= reserved
 
     async def _discard(self, written: list[bytes]) -> None:
         """Undo an unfinished ingest: drop the chunks no content references."""
@@ -220,11 +382,20 @@ class ContentStore:
 
         Returns the number of chunk files removed, or None if unknown content.
         """
+        return await self._remove(content_hash)
+
+    async def _remove(self, content_hash: bytes) -> int | None:
         async with self._commit_lock:
             freed = await self.meta.delete_content(content_hash)
             if freed is None:
                 return None
-            return await trio.to_thread.run_sync(self.chunks.remove_unpinned, freed)
+            if (c := self._cached.pop(content_hash, None)) is not None:
+                self._cached_bytes -= c.size
+            self.deliveries.forget(content_hash)
+            removed = await trio.to_thread.run_sync(self.chunks.remove_unpinned, freed)
+        for listener in self.on_removed:
+            listener(content_hash)
+        return removed
 
     async def recover(self, partial_ttl_s: float = PARTIAL_TTL_S) -> int:
         """After a crash: drop temp files and chunks no content references.
@@ -311,34 +482,35 @@ class ContentStore:
         chunks = self.chunks
         pos = start
         whole: tuple[bytes, bytes] | None = None  # (digest, bytes) of the chunk just verified
-        for digest, offset, length in manifest.segments(start, stop, max_piece):
-            if wait is not None:
-                await wait(pos // manifest.chunk_size)
-            pos += length
-            if whole is not None and whole[0] == digest:
-                yield whole[1][offset : offset + length]
-                continue
-            if digest not in chunks.verified:
-                whole = (digest, await trio.to_thread.run_sync(chunks.read_verified, digest))
-                if len(whole[1]) < offset + length:
-                    raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
-                yield whole[1][offset : offset + length]
-                continue
-            entry = chunks.lease(digest)
-            try:
-                if entry.size < offset + length:
-                    raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
-                if spans and cached(entry.fd, offset, length):
-                    yield FileSpan(entry.fd, offset, length)
+        with self.in_use(manifest.content_hash):  # not evicted while it is read
+            for digest, offset, length in manifest.segments(start, stop, max_piece):
+                if wait is not None:
+                    await wait(pos // manifest.chunk_size)
+                pos += length
+                if whole is not None and whole[0] == digest:
+                    yield whole[1][offset : offset + length]
                     continue
-                data: bytes | bytearray | None = read_nowait(entry.fd, length, offset)
-                if data is None:
-                    data = await trio.to_thread.run_sync(os.pread, entry.fd, length, offset)
-            finally:
-                chunks.files.release(entry)
-            if len(data) != length:
-                raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
-            yield data
+                if digest not in chunks.verified:
+                    whole = (digest, await trio.to_thread.run_sync(chunks.read_verified, digest))
+                    if len(whole[1]) < offset + length:
+                        raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+                    yield whole[1][offset : offset + length]
+                    continue
+                entry = chunks.lease(digest)
+                try:
+                    if entry.size < offset + length:
+                        raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+                    if spans and cached(entry.fd, offset, length):
+                        yield FileSpan(entry.fd, offset, length)
+                        continue
+                    data: bytes | bytearray | None = read_nowait(entry.fd, length, offset)
+                    if data is None:
+                        data = await trio.to_thread.run_sync(os.pread, entry.fd, length, offset)
+                finally:
+                    chunks.files.release(entry)
+                if len(data) != length:
+                    raise OSError(f"chunk {digest.hex()} is shorter than its manifest says")
+                yield data
 
     async def check(self, manifest: Manifest, start: int, stop: int, verify_bytes: int) -> None:
         """Before a read of ``[start, stop)`` starts: raise ``ChunkDamaged`` if

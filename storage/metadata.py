@@ -25,6 +25,8 @@ __all__ = [
     "ReceiptRow",
     "UsageWindowRow",
     "StreamRow",
+    "DeliveryRow",
+    "CachedContent",
     "SessionRow",
     "MetadataStore",
 ]
@@ -170,6 +172,33 @@ class RenditionRow:
 
 
 @dataclass(frozen=True)
+class DeliveryRow:
+    """A ``delivery_optimization`` row: how one content held here is delivered."""
+
+    content_hash: str
+    cache_tier: str  # hot, warm, cold
+    cache_ttl_seconds: int  # 0: no expiry
+    delivery_count: int
+    average_delivery_time_ms: int | None
+    cache_hit_rate: float
+    cache_hits: int
+    demand: float  # deliveries, decayed (``storage.cache``)
+    demand_at: float
+    last_access_at: float
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class CachedContent:
+    """Content held as cache (not pinned): what eviction chooses from."""
+
+    content_hash: bytes
+    size: int
+    created_at: float
+
+
+@dataclass(frozen=True)
 class StoreStats:
     contents: int
     content_bytes: int
@@ -207,10 +236,22 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def delete_content(self, content_hash: bytes) -> list[bytes] | None:
-        """Forget content; return the chunks no content references any more.
+        """Forget content (and its delivery row); return the chunks no content
+        references any more.
 
         None when the content was not recorded.
         """
+
+    @abstractmethod
+    async def cached_contents(self) -> list[CachedContent]:
+        """Every content held as cache (not pinned)."""
+
+    @abstractmethod
+    async def put_deliveries(self, rows: list[DeliveryRow]) -> None:
+        """Insert or replace by content; rows of content no longer held are dropped."""
+
+    @abstractmethod
+    async def deliveries(self) -> list[DeliveryRow]: ...
 
     @abstractmethod
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:

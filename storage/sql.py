@@ -20,7 +20,9 @@ from protocols.manifest import Manifest
 from protocols.quota import POLICY_FIELDS
 from protocols.usage_sync import PolicyRecord
 from storage.metadata import (
+    CachedContent,
     ContentRecord,
+    DeliveryRow,
     HostPerformance,
     JobRow,
     MetadataStore,
@@ -99,6 +101,14 @@ _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
 _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
 _JOB_UPSERT, _JOB_COLUMNS = _upsert("transcode_jobs", JobRow, ("job_id",))
 _RENDITION_UPSERT, _RENDITION_COLUMNS = _upsert("renditions", RenditionRow, ("master_hash",))
+_DELIVERY_COLUMNS = [f.name for f in dataclasses.fields(DeliveryRow)]
+# Only for content still held: a row flushed after its content went is dropped.
+_DELIVERY_UPSERT = (
+    f"INSERT INTO delivery_optimization ({', '.join(_DELIVERY_COLUMNS)}) "
+    f"SELECT {', '.join('?' * len(_DELIVERY_COLUMNS))} WHERE EXISTS "
+    "(SELECT 1 FROM contents WHERE content_hash = ?) ON CONFLICT (content_hash) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _DELIVERY_COLUMNS if c != "content_hash")
+)
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
 _STREAM_COLUMNS = [f.name for f in dataclasses.fields(StreamRow)]
 _USAGE_UPSERT = (
@@ -211,6 +221,7 @@ class SqlMetadataStore(MetadataStore):
                 return None
             chunks = list(_distinct_chunks(Manifest.decode(bytes(rows[0][0]))))
             db.execute("DELETE FROM contents WHERE content_hash = ?", (key,))
+            db.execute("DELETE FROM delivery_optimization WHERE content_hash = ?", (key,))
             # Chunks only this content used go; the rest lose one reference.
             freed = [
                 h
@@ -224,6 +235,22 @@ class SqlMetadataStore(MetadataStore):
             return [bytes.fromhex(h) for h in freed]
 
         return await self._transaction(txn)
+
+    async def cached_contents(self) -> list[CachedContent]:
+        rows = await self._run(
+            lambda db: db.fetch("SELECT content_hash, size, created_at FROM contents WHERE pinned = ?", (False,))
+        )
+        return [CachedContent(bytes.fromhex(h), int(n), float(t)) for h, n, t in rows]
+
+    async def put_deliveries(self, rows: list[DeliveryRow]) -> None:
+        if rows:
+            await self._transaction(
+                lambda db: db.executemany(_DELIVERY_UPSERT, [(*_values(r), r.content_hash) for r in rows])
+            )
+
+    async def deliveries(self) -> list[DeliveryRow]:
+        rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM delivery_optimization"))
+        return [DeliveryRow(*r) for r in rows]
 
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:
         keys = [h.hex() for h in chunk_hashes]

@@ -505,9 +505,11 @@ class AsyncNodeClient:
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)
         return await self._json("PUT", f"/v1/content/{_seg(content_id)}/pin", timeout=timeout)
 
-    async def unpin(self, content_id: str) -> dict[str, Any]:
-        """Keep content as cache only."""
-        return await self._json("DELETE", f"/v1/content/{_seg(content_id)}/pin")
+    async def unpin(self, content_id: str, *, ttl_s: int | None = None) -> dict[str, Any]:
+        """Keep content as cache only: evicted when the cache needs room, or
+        once unread for ``ttl_s`` (default: the node's ``CDN_CACHE_TTL_SECONDS``; 0: never idle-dropped)."""
+        params = {} if ttl_s is None else {"ttlSeconds": ttl_s}
+        return await self._json("DELETE", f"/v1/content/{_seg(content_id)}/pin", params=params)
 
     async def transfers(self) -> dict[str, Any]:
         """Downloads from the overlay in flight: ``transfers`` (progress, sources, rate)."""

@@ -410,8 +410,10 @@ def cmd_pin_add(args: argparse.Namespace) -> None:
 def cmd_pin_rm(args: argparse.Namespace) -> None:
     digest = _content_id(args.content)
     with _client(args) as client:
-        info = client.unpin(digest.hex())
-    _print(args, info, f"unpinned {info['uhrpUrl']}: kept as cache")
+        info = client.unpin(digest.hex(), ttl_s=args.ttl)
+    delivery = info.get("delivery") or {}
+    until = f", dropped if unread by {delivery['expiresAt']}" if delivery.get("expiresAt") else ""
+    _print(args, info, f"unpinned {info['uhrpUrl']}: kept as cache{until}")
 
 
 def _measured(perf: dict[str, Any]) -> str:

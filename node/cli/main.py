@@ -237,8 +237,21 @@ def _parser() -> argparse.ArgumentParser:
         "  overlay-node pin add XU...",
     )
     padd.add_argument("content", metavar="HASH|URL")
-    prm = _command(pin_sub, "rm", cmd_pin_rm, "unpin content (it stays, as cache)", "  overlay-node pin rm XU...")
+    prm = _command(
+        pin_sub,
+        "rm",
+        cmd_pin_rm,
+        "unpin content: it stays as cache, evicted when room is needed or once idle past its TTL",
+        "  overlay-node pin rm XU...\n  overlay-node pin rm --ttl 86400 XU...",
+    )
     prm.add_argument("content", metavar="HASH|URL")
+    prm.add_argument(
+        "--ttl",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="drop it once unread this long (0: only when the cache needs room; default: CDN_CACHE_TTL_SECONDS)",
+    )
     pls = _command(pin_sub, "ls", cmd_pin_ls, "list pinned content (no daemon needed)", "  overlay-node pin ls")
     pls.add_argument("--limit", type=_count, default=1000, help="at most this many, up to 1000 (default 1000)")
 
@@ -407,6 +420,13 @@ def _count(text: str) -> int:
     """How many to list: 1 to 1000, as the API pages (anything else is a usage error)."""
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 1000")
+    return int(text)
+
+
+def _seconds(text: str) -> int:
+    """A TTL: 0 to 2**31 whole seconds, as the API takes it."""
+    if not text.isdigit() or int(text) > 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 0 to {2**31}")
     return int(text)
 
 

@@ -30,7 +30,7 @@ from node.errors import (
 from node.http.context import DATA_PREFIX, NodeContext
 from node.http.data import DataPlane, Receive, Scope
 from node.http.errors import Send, documented
-from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, content_info
+from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, DeliveryInfo, content_info, iso
 from overlay_client.uhrp import parse_content_id
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import DEFAULT_CONTENT_TYPE, valid_content_type
@@ -57,7 +57,20 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     settings = ctx.settings
 
     def record_info(r: ContentRecord) -> ContentInfo:
-        return ContentInfo(**content_info(r.manifest, r.pinned, r.created_at, ctx.content.damaged_chunks(r.manifest)))
+        info = ContentInfo(**content_info(r.manifest, r.pinned, r.created_at, ctx.content.damaged_chunks(r.manifest)))
+        if (d := ctx.content.deliveries.get(r.content_hash)) is not None:
+            now = ctx.content.deliveries.clock()
+            info.delivery = DeliveryInfo(
+                cacheTier=d.tier(now),
+                deliveries=d.delivery_count,
+                cacheHits=d.cache_hits,
+                cacheHitRate=round(d.cache_hits / d.delivery_count, 4) if d.delivery_count else 0.0,
+                averageDeliveryMs=round(d.total_ms / d.delivery_count) if d.delivery_count else None,
+                lastAccessAt=iso(d.last_access_at),
+                ttlSeconds=d.ttl_s,
+                expiresAt=None if r.pinned or not d.ttl_s else iso(d.last_access_at + d.ttl_s),
+            )
+        return info
 
     @router.post(
         "/v1/content",
@@ -154,12 +167,14 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             if ctx.overlay is None:
                 raise NotHeld(f"content {digest.hex()} is not held by this node, and it is on no overlay")
             hung_up = False
+            download = ctx.overlay.fetcher.start(digest, pin=True)
 
             async def until_hung_up(nursery: trio.Nursery) -> None:
                 nonlocal hung_up
                 while (await request.receive())["type"] != "http.disconnect":
                     pass
                 hung_up = True
+                download.pin = False  # nobody asked to keep it any more: it ends as cache
                 nursery.cancel_scope.cancel()
 
             with ctx.drain.answered_in_time() as in_time:
@@ -179,16 +194,29 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         summary="Unpin content: keep it as cache",
         responses=documented(InvalidUhrpUrl, Unauthenticated, OperatorOnly, NotHeld),
     )
-    async def unpin(contentId: str, request: Request) -> ContentInfo:
+    async def unpin(
+        contentId: str,
+        request: Request,
+        ttlSeconds: int | None = Query(
+            None,
+            ge=0,
+            le=2**31,
+            description="drop it once unread this long (0: only when the cache needs room); "
+            "default: delivery.cdn_cache_ttl_seconds",
+        ),
+    ) -> ContentInfo:
         ctx.require_operator(request.scope, "unpin content")
-        return await set_pinned(parse_content_id(contentId), False)
+        digest = parse_content_id(contentId)
+        if ttlSeconds is not None and await ctx.content.get(digest) is not None:
+            ctx.content.deliveries.set_ttl(digest, ttlSeconds)
+        return await set_pinned(digest, False)
 
     async def set_pinned(digest: bytes, pinned: bool) -> ContentInfo:
-        record = await ctx.content.get(digest) if await ctx.content.meta.set_pinned(digest, pinned) else None
+        record = await ctx.content.set_pinned(digest, pinned)
         if record is None:  # never held, or deleted meanwhile
             raise NotHeld(f"content {digest.hex()} is not held by this node")
-        if ctx.overlay is not None:  # cached content is advertised only with p2p.advertise_cached
-            if pinned or settings.p2p.advertise_cached:
+        if ctx.overlay is not None and await ctx.content.get(digest) is not None:  # unpinning may evict it
+            if pinned or settings.p2p.advertise_cached:  # cached content is advertised only with advertise_cached
                 ctx.overlay.adverts.announce(record.manifest)
             else:
                 ctx.overlay.adverts.withdraw(digest)
@@ -216,12 +244,9 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     async def delete_content(contentId: str, request: Request) -> Deleted:
         ctx.require_operator(request.scope, "delete content")
         digest = parse_content_id(contentId)
-        removed = await ctx.content.delete(digest)
+        removed = await ctx.content.delete(digest)  # its adverts are withdrawn (ContentStore.on_removed)
         if removed is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
-        data.forget(digest)
-        if ctx.overlay is not None:
-            ctx.overlay.adverts.withdraw(digest)
         return Deleted(contentHash=digest.hex(), deleted=True, chunksRemoved=removed)
 
     data_doc: dict[str, Any] = dict(

@@ -143,9 +143,10 @@ class DataPlane:
         self.read_size = ctx.settings.streaming.read_size_kb * 1024
         self.cache_control = f"public, max-age={ctx.settings.delivery.cdn_cache_ttl_seconds}, immutable".encode()
         self._manifests: OrderedDict[bytes, Manifest] = OrderedDict()
+        self.content.on_removed.append(self.forget)
 
     def forget(self, digest: bytes) -> None:
-        """Drop a cached manifest (the content was deleted)."""
+        """Drop a cached manifest (the content was deleted or evicted)."""
         self._manifests.pop(digest, None)
 
     async def _manifest(self, digest: bytes) -> Manifest | None:
@@ -177,7 +178,8 @@ class DataPlane:
             await send({"type": "http.response.start", "status": 304, "headers": read.common})
             await send({"type": "http.response.body", "body": b""})
             return
-        await self._respond(read, ticket, scope, send, receive)
+        with self.content.in_use(read.digest):  # not evicted once its answer has started
+            await self._respond(read, ticket, scope, send, receive)
 
     async def _quality(self, scope: Scope, content_id: str, send: Send) -> None:
         """``?quality=``: a redirect to the rendition of a transcoded video
@@ -337,7 +339,9 @@ class DataPlane:
             async def emit(piece: Piece, more: bool) -> None:
                 await send(_body_message(piece, more))
 
+            began = time.monotonic()
             await self._body(manifest, start, stop, read.download, emit, _zero_copy(scope))
+            self.content.deliveries.delivered(read.digest, time.monotonic() - began, hit=read.download is None)
             return
         await self._tracked(ticket, session, scope, send, receive, manifest, start, stop, read.download)
 
@@ -466,6 +470,8 @@ class DataPlane:
             self.quotas.finish(ticket, served)
         else:
             self.quotas.record(served, None, started_at, sent, requested)
+        if not error:
+            self.content.deliveries.delivered(digest, self.quotas.clock() - started_at, hit=download is None)
         if session is not None:
             unavailable = download is not None and download.error is not None
             session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())

@@ -64,6 +64,19 @@ class ErrorBody(BaseModel):
     details: list[dict[str, Any]] | None = Field(None, description="invalid_request: each invalid field")
 
 
+class DeliveryInfo(BaseModel):
+    """How this node has delivered a content (its ``delivery_optimization`` row)."""
+
+    cacheTier: str = Field(description="hot, warm or cold, from recent demand; cold is evicted first")
+    deliveries: int = Field(description="reads of it answered here")
+    cacheHits: int = Field(description="of those, answered from what was held (the rest fetched it)")
+    cacheHitRate: float
+    averageDeliveryMs: int | None
+    lastAccessAt: str | None = Field(description="last read (by an agent or a peer) or cached, ISO 8601 UTC")
+    ttlSeconds: int = Field(description="cached content unread this long is dropped; 0: only the budget evicts it")
+    expiresAt: str | None = Field(description="when it goes if unread; null for pinned content or no TTL")
+
+
 class ContentInfo(BaseModel):
     uhrpUrl: str
     contentHash: str
@@ -78,6 +91,7 @@ class ContentInfo(BaseModel):
     damagedChunks: int = Field(
         0, description="chunks found corrupt or missing, being fetched again; reads that need them fail"
     )
+    delivery: DeliveryInfo | None = Field(None, description="null until it is first read or cached")
 
 
 class AddedContent(ContentInfo):
@@ -120,6 +134,11 @@ class StorageInfo(BaseModel):
     chunkSize: int
     pinnedContents: int = Field(description="contents kept until unpinned; the rest is cache")
     pinnedBytes: int
+    cachedBytes: int = Field(description="bytes of cached (not pinned) content held")
+    cacheBudgetBytes: int | None = Field(
+        description="cached content is kept under this (storage.max_cache_bytes / max_cache_percent); null: no bound"
+    )
+    cacheEvictions: int = Field(description="cached contents evicted for room or past their TTL since start")
     diskFreeBytes: int
     diskFull: bool = Field(
         description="no room for another chunk above storage.min_free_disk_mb: adds fail with 507, reads work"

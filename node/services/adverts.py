@@ -75,6 +75,7 @@ class AdvertService:
         self._withdrawals: OrderedDict[bytes, bytes] = OrderedDict()  # content hash -> encoded, newest last
         # Watched from before the host connects, so every peer is synced with.
         self._connections = p2p.watch_connections()
+        content.on_removed.append(self.withdraw)  # deleted or evicted: no longer ours to serve
 
     # -- what others see ---------------------------------------------------
 

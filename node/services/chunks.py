@@ -151,10 +151,13 @@ class ChunkServer:
             raise BadRequest("chunk index out of range")
         elif len(set(msg.indices)) != len(msg.indices):
             raise BadRequest("a chunk request lists each index once")  # else 108 bytes could ask for 64 MiB
-        elif receipt := msg.receipt_id or await self._charged_to(stream.remote_peer):
-            await self._metered(stream, msg, m, receipt)
         else:
-            await self._unmetered(stream, msg, m)
+            self.content.deliveries.touched(m.content_hash)
+            with self.content.in_use(m.content_hash):  # not evicted while a peer reads it
+                if receipt := msg.receipt_id or await self._charged_to(stream.remote_peer):
+                    await self._metered(stream, msg, m, receipt)
+                else:
+                    await self._unmetered(stream, msg, m)
 
     async def _chunk(self, m: Manifest, index: int) -> bytes:
         """A chunk, hashed first if this run has not yet (a damaged one is reported for repair)."""

@@ -76,9 +76,12 @@ def _sha256(data: bytes) -> bytes:
 class Download:
     """One content download in progress; readers stream from it as chunks land."""
 
-    def __init__(self, content_hash: bytes, started_at: float) -> None:
+    def __init__(self, content_hash: bytes, started_at: float, *, pin: bool = False) -> None:
         self.content_hash = content_hash
         self.started_at = started_at  # wall clock
+        # Pinned once stored, and outside the cache budget meanwhile; a pin
+        # whose caller hangs up turns it off, and the download ends as cache.
+        self.pin = pin
         self.manifest: Manifest | None = None
         self.bytes_stored = 0  # of the current manifest, resumed chunks included
         self.sources = 0  # hosts the current manifest is being fetched from
@@ -244,12 +247,13 @@ class Fetcher:
             task_status.started()
             await trio.sleep_forever()
 
-    def start(self, content_hash: bytes) -> Download:
-        """The download of ``content_hash``: the running one, or a new one."""
+    def start(self, content_hash: bytes, *, pin: bool = False) -> Download:
+        """The download of ``content_hash``: the running one, or a new one
+        (``pin``: stored pinned; a running download stays what it was)."""
         download = self._downloads.get(content_hash)
         if download is None:
             assert self._nursery is not None, "Fetcher.run is not running"
-            download = self._downloads[content_hash] = Download(content_hash, self.clock())
+            download = self._downloads[content_hash] = Download(content_hash, self.clock(), pin=pin)
             self._nursery.start_soon(self._run_download, download)
         return download
 
@@ -360,35 +364,42 @@ class Fetcher:
 
     async def _fetch_with(self, download: Download, manifest: Manifest, hosts: list[OverlayAdvert]) -> None:
         content_hash = manifest.content_hash
-        # Resume: chunks verified by an earlier, interrupted download are kept.
-        await self.content.meta.put_partial(manifest, now=self.clock())
-        have = await self.content.held(manifest)
-        download.set_manifest(manifest)
+        # Chunks on disk that this download counts on stay, whatever else is removed.
+        with self.content.downloading(manifest):
+            # Resume: chunks verified by an earlier, interrupted download are kept.
+            await self.content.meta.put_partial(manifest, now=self.clock())
+            have = await self.content.held(manifest)
+            download.set_manifest(manifest)
 
-        ordered, chunks_in_order = trio.open_memory_channel[bytes](0)
-        failure: list[Exception] = []
+            ordered, chunks_in_order = trio.open_memory_channel[bytes](0)
+            failure: list[Exception] = []
 
-        async def pieces() -> AsyncIterator[bytes]:
-            async for data in chunks_in_order:
-                yield data
-            if failure:
-                raise failure[0]
+            async def pieces() -> AsyncIterator[bytes]:
+                async for data in chunks_in_order:
+                    yield data
+                if failure:
+                    raise failure[0]
 
-        outcome: list[Exception] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._download, download, manifest, hosts, have, ordered, failure)
-            try:
-                result = await self.content.ingest(
-                    pieces(),
-                    pinned=False,
-                    expect=manifest,
-                    verified=True,
-                    on_chunk=download.chunk_stored,
-                    keep_on_failure=True,
-                )
-            except (NotAvailable, Mismatch, StorageFull) as exc:  # raised here, not as an ExceptionGroup
-                outcome.append(exc)
-                nursery.cancel_scope.cancel()
+            outcome: list[Exception] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._download, download, manifest, hosts, have, ordered, failure)
+                try:
+                    result = await self.content.ingest(
+                        pieces(),
+                        pinned=False,
+                        expect=manifest,
+                        verified=True,
+                        on_chunk=download.chunk_stored,
+                        keep_on_failure=True,
+                        budgeted=not download.pin,
+                    )
+                except (NotAvailable, Mismatch, StorageFull) as exc:  # raised here, not as an ExceptionGroup
+                    outcome.append(exc)
+                    nursery.cancel_scope.cancel()
+            if not outcome and download.pin:
+                await self.content.set_pinned(content_hash, True)
+            elif not outcome:
+                await self.content.shrink()  # back under budget if it was written outside it
         if outcome:
             raise outcome[0]
         await self.content.meta.delete_partial(content_hash)

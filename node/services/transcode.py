@@ -229,7 +229,7 @@ class TranscodeService:
             raise failures[0]
         for digest in members:
             record = await self.content.get(digest)
-            if record is not None and not record.pinned and await self.content.meta.set_pinned(digest, True):
+            if record is not None and not record.pinned and await self.content.set_pinned(digest, True):
                 self.announce(record.manifest)
         renditions = [
             _rendition_json(

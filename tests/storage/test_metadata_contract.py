@@ -13,7 +13,16 @@ from protocols.manifest import Manifest
 from protocols.quota import Policy
 from protocols.usage_sync import PolicyRecord
 from storage import MetadataStore
-from storage.metadata import JobRow, ReceiptRow, RenditionRow, SessionRow, StreamRow, UsageWindowRow
+from storage.metadata import (
+    CachedContent,
+    DeliveryRow,
+    JobRow,
+    ReceiptRow,
+    RenditionRow,
+    SessionRow,
+    StreamRow,
+    UsageWindowRow,
+)
 from storage.postgres import PostgresMetadataStore
 from storage.sqlite import SqliteMetadataStore
 from tests.conftest import POSTGRES_URL
@@ -295,3 +304,27 @@ async def test_renditions_are_found_by_source_and_by_master(meta: MetadataStore)
     assert await meta.renditions_of(b"\x01" * 32) == []
     assert await meta.rendition(bytes.fromhex("aa" * 32)) == old
     assert await meta.rendition(b"\x02" * 32) is None
+
+
+async def test_cached_contents_are_the_unpinned_ones(meta: MetadataStore) -> None:
+    pinned, cached = manifest(A), manifest(B)
+    await meta.put_content(pinned, pinned=True, now=1.0)
+    await meta.put_content(cached, pinned=False, now=2.0)
+    assert await meta.cached_contents() == [CachedContent(cached.content_hash, cached.size, 2.0)]
+    await meta.set_pinned(cached.content_hash, True)
+    await meta.set_pinned(pinned.content_hash, False)
+    assert [c.content_hash for c in await meta.cached_contents()] == [pinned.content_hash]
+
+
+async def test_delivery_rows_round_trip_and_go_with_their_content(meta: MetadataStore) -> None:
+    m, gone = manifest(A), manifest(B)
+    await meta.put_content(m, pinned=False, now=1.0)
+    row = DeliveryRow(m.content_hash.hex(), "warm", 3600, 4, 12, 0.75, 3, 2.5, 100.0, 100.0, 1.0, 100.0)
+    never_held = dataclasses.replace(row, content_hash=gone.content_hash.hex())
+    await meta.put_deliveries([row, never_held])  # a row for content not held is dropped
+    assert await meta.deliveries() == [row]
+    newer = dataclasses.replace(row, cache_tier="hot", delivery_count=9, average_delivery_time_ms=None)
+    await meta.put_deliveries([newer])
+    assert await meta.deliveries() == [newer]
+    await meta.delete_content(m.content_hash)
+    assert await meta.deliveries() == []

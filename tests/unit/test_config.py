@@ -41,6 +41,12 @@ def _get(settings: Settings, key: str) -> Any:
 
 
 ALL_KEYS = [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)]
+# Seed settings the node does not implement yet: only their defaults are accepted.
+UNIMPLEMENTED = {
+    "delivery.compression_enabled": "COMPRESSION_ENABLED",
+    "delivery.geographic_routing_enabled": "GEOGRAPHIC_ROUTING_ENABLED",
+}
+SETTABLE = [k for k in ALL_KEYS if k not in UNIMPLEMENTED]
 
 # Values with a meaning the generic rule below would not respect.
 SPECIAL_VALUES: dict[str, Any] = {
@@ -165,7 +171,7 @@ def test_unrelated_environment_variables_are_ignored(tmp_path: Path) -> None:
     assert s == Settings(home=tmp_path)
 
 
-@pytest.mark.parametrize("var", sorted(ENV_VARS))
+@pytest.mark.parametrize("var", sorted(v for v, k in ENV_VARS.items() if k not in UNIMPLEMENTED))
 def test_every_env_var_lands_on_its_setting(tmp_path: Path, var: str) -> None:
     key = ENV_VARS[var]
     value = changed_value(key)
@@ -179,19 +185,28 @@ def test_every_env_var_names_an_existing_setting(var: str) -> None:
     assert ENV_VARS[var] in ALL_KEYS
 
 
-@pytest.mark.parametrize("key", ALL_KEYS)
+@pytest.mark.parametrize("key", SETTABLE)
 def test_every_setting_can_be_set_from_toml(tmp_path: Path, key: str) -> None:
     value = changed_value(key)
     write_toml(tmp_path, toml_for({key: value, **COMPANIONS.get(key, {})}))
     assert _get(load_settings(tmp_path, environ={}), key) == value
 
 
-@pytest.mark.parametrize("key", ALL_KEYS)
+@pytest.mark.parametrize("key", SETTABLE)
 def test_every_setting_can_be_set_from_the_command_line(tmp_path: Path, key: str) -> None:
     # The value is given in the field's own type, as a program would pass it.
     value = changed_value(key)
     overrides = {key: value, **COMPANIONS.get(key, {})}
     assert _get(load_settings(tmp_path, overrides, environ={}), key) == value
+
+
+@pytest.mark.parametrize(("key", "var"), sorted(UNIMPLEMENTED.items()))
+def test_a_setting_that_does_nothing_yet_is_refused_not_ignored(tmp_path: Path, key: str, var: str) -> None:
+    with pytest.raises(ConfigError, match="not implemented yet"):
+        load_settings(tmp_path, environ={var: "true"})
+    with pytest.raises(ConfigError, match="not implemented yet"):
+        load_settings(tmp_path, {key: True}, environ={})
+    assert _get(load_settings(tmp_path, environ={var: "false"}), key) is False
 
 
 @pytest.mark.parametrize(
