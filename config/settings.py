@@ -170,6 +170,22 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class ReplicationConfig:
+    """Copies of pinned content on other nodes (docs/caching.md)."""
+
+    # Distinct nodes (this one included) that should hold each pinned content
+    # published here; 1 = no replication.
+    factor: int = 3
+    # Whose requests to hold a copy this node accepts: "*" (any peer that
+    # advertises the content), identity keys (hex), or none (empty).
+    accept_from: tuple[str, ...] = ("*",)
+    # Bytes this node holds as copies for others at most (0: as much as the cache budget).
+    accept_max_bytes: int = 0
+    check_s: float = 10.0  # how often copies are counted (holders that stopped answering are noticed)
+    refresh_interval_s: float = 3600.0  # every holder of every pinned content is dialled again this often
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Features for AI agents using the local node."""
 
@@ -202,6 +218,7 @@ class Settings:
     usage_sync: UsageSyncConfig = field(default_factory=UsageSyncConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
 
@@ -276,6 +293,10 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "quota.lease_above": (0.0, 1.0),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
     "agent.bandwidth_mbps": (0, 1e6),
+    "replication.factor": (1, 64),
+    "replication.accept_max_bytes": (0, 1 << 60),
+    "replication.check_s": (0.1, 3600),
+    "replication.refresh_interval_s": (10, 7 * 24 * 3600),
     "media.max_jobs": (1, 16),
     "media.max_queued_jobs": (1, 10_000),
     "media.max_source_duration_s": (1, 7 * 24 * 3600),
@@ -376,6 +397,9 @@ def _validate(settings: Settings) -> None:
     ):
         if getattr(settings.delivery, key):  # accepted only once it does something
             raise ConfigError(f"delivery.{key}: {what} is not implemented yet; leave it false")
+    for key in settings.replication.accept_from:
+        if key != "*" and not _IDENTITY_KEY.fullmatch(key):
+            raise ConfigError(f'replication.accept_from: {key!r} is neither "*" nor a compressed identity key')
     for key in settings.api.operator_keys:
         if not _IDENTITY_KEY.fullmatch(key):
             raise ConfigError(

@@ -15,8 +15,9 @@ nothing is wired afterwards. The daemon and the tests both build through it.
    dials anyone;
 4. loads the quota records and usage;
 5. starts the libp2p host (listening, dialling bootstrap peers), then the
-   advert service, the fetcher, quotas, agents, the scrub and repair of
-   stored chunks, and last the HTTP API;
+   advert service, the fetcher, replication, the content store's upkeep
+   (expired cache, delivery rows), quotas, agents, the scrub and repair of
+   stored chunks, transcoding, and last the HTTP API;
 6. writes ``HOME/node.json``: the node is ready.
 
 ``Node.stop``, within ``api.shutdown_grace_s``: refuses new requests (503
@@ -55,6 +56,7 @@ from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
+from node.services.replication import ReplicationService
 from node.services.transcode import TranscodeService
 from protocols import ids
 from protocols.advert_cache import AdvertCache
@@ -90,7 +92,18 @@ def build_services(
     transcode = TranscodeService(
         content, settings.media, work_dir, announce=adverts.announce, fetch=fetcher.fetch, clock=clock
     )
-    overlay = Overlay(p2p, cache, adverts, fetcher, chunks)
+    replication = ReplicationService(
+        identity,
+        p2p,
+        content,
+        cache,
+        fetcher,
+        settings.replication,
+        announce=adverts.announce,
+        timeout_s=settings.p2p.stream_timeout_s,
+        clock=clock,
+    )
+    overlay = Overlay(p2p, cache, adverts, fetcher, chunks, replication)
     return Services(settings, identity, content, quotas, agents, integrity, transcode, overlay)
 
 
@@ -103,6 +116,7 @@ def register(services: Services) -> None:
     o.p2p.set_handler(ids.CHUNK, o.chunks.handle)
     o.p2p.set_handler(ids.ADVERT_SYNC, o.adverts.serve_sync)
     o.p2p.set_handler(ids.ADVERT_PUSH, o.adverts.serve_push)
+    o.p2p.set_handler(ids.REPLICATE, o.replication.serve)
     o.p2p.set_validator(ids.ADVERT_TOPIC, o.adverts.validate)
     o.p2p.set_handler(ids.USAGE_SYNC, quotas.serve_sync)
     o.p2p.set_handler(ids.QUOTA_LEASE, quotas.serve_lease)
@@ -183,6 +197,7 @@ class Node:
                         await nursery.start(services.overlay.p2p.run)
                         await nursery.start(services.overlay.adverts.run)
                         await nursery.start(services.overlay.fetcher.run)
+                        await nursery.start(services.overlay.replication.run)
                     await nursery.start(content.maintain)
                     await nursery.start(services.quotas.run)
                     await nursery.start(services.agents.run)

@@ -23,6 +23,7 @@ import functools
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from libp2p import new_host
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.secp256k1 import Secp256k1PublicKey, create_new_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.host.ping import ID as PING
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
@@ -377,6 +379,28 @@ class P2P:
         except Exception as exc:  # trio.TooSlowError or a negotiation/dial error
             raise PeerUnreachable(f"open {protocol} to {peer_id}: {exc!r}") from None
         return _Libp2pStream(stream)
+
+    async def ping(self, peer_id: str, addrs: list[str] | tuple[str, ...] = (), *, timeout_s: float) -> bool:
+        """Whether the peer answers libp2p's ping within ``timeout_s``, dialling
+        one of ``addrs`` first if needed. Being connected is not enough: a
+        connection to a peer that died without closing it stays listed."""
+        payload = secrets.token_bytes(32)
+        with trio.move_on_after(timeout_s):
+            try:
+                stream = await self.open_stream(peer_id, PING, addrs)
+                try:
+                    await stream.send_all(payload)
+                    echoed = b""
+                    while len(echoed) < len(payload):
+                        if not (data := await stream.receive_some(len(payload) - len(echoed))):
+                            return False
+                        echoed += data
+                    return echoed == payload
+                finally:
+                    await stream.aclose()
+            except (PeerUnreachable, StreamClosed):
+                return False
+        return False
 
     def set_validator(self, topic: str, check: Callable[[bytes], bool]) -> None:
         """``check`` runs before a message is delivered or forwarded."""

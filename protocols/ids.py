@@ -10,6 +10,7 @@ A breaking change to a protocol's messages gets a new version here (iroh's
 | ``ADVERT_PUSH`` | a node that is stopping | its withdrawals, an empty frame; the peer answers an empty frame once it has applied them |
 | ``USAGE_SYNC`` | a newly connected peer | quota records and usage messages, then EOF (``usage_sync``) |
 | ``QUOTA_LEASE`` | a node in strict mode | one lease request, one reply (``usage_sync``) |
+| ``REPLICATE`` | a node short of copies of pinned content | one replica request, one reply (``replication``) |
 | ``PEER_EXCHANGE`` | a node short of peers | one msgpack list of addresses, then EOF (``peer_exchange``) |
 
 Every stream but ``PEER_EXCHANGE`` carries length-prefixed frames
@@ -24,6 +25,7 @@ __all__ = [
     "ADVERT_PUSH",
     "USAGE_SYNC",
     "QUOTA_LEASE",
+    "REPLICATE",
     "PEER_EXCHANGE",
     "ADVERT_TOPIC",
 ]
@@ -33,6 +35,7 @@ ADVERT_SYNC = "/uhrp-overlay/adverts/1.0.0"
 ADVERT_PUSH = "/uhrp-overlay/advert-push/1.0.0"
 USAGE_SYNC = "/uhrp-overlay/usage/1.0.0"
 QUOTA_LEASE = "/uhrp-overlay/quota-lease/1.0.0"
+REPLICATE = "/uhrp-overlay/replicate/1.0.0"
 PEER_EXCHANGE = "/uhrp-overlay/peers/1.0.0"
 
 ADVERT_TOPIC = "tm_uhrp"  # the BRC-26 topic manager's name; usage gossip uses usage_sync.topics from config

@@ -27,6 +27,7 @@ __all__ = [
     "StreamRow",
     "DeliveryRow",
     "CachedContent",
+    "ReplicaRow",
     "SessionRow",
     "MetadataStore",
 ]
@@ -190,6 +191,18 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class ReplicaRow:
+    """A ``replicas`` row: a copy held for another publisher, and the request accepted."""
+
+    content_hash: str
+    publisher_key: str
+    requested_by: str
+    factor: int
+    request: bytes
+    accepted_at: float
+
+
+@dataclass(frozen=True)
 class CachedContent:
     """Content held as cache (not pinned): what eviction chooses from."""
 
@@ -252,6 +265,16 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def deliveries(self) -> list[DeliveryRow]: ...
+
+    @abstractmethod
+    async def put_replica(self, row: ReplicaRow) -> None:
+        """Insert or replace by content (its row goes when the content is deleted)."""
+
+    @abstractmethod
+    async def replicas(self) -> list[ReplicaRow]: ...
+
+    @abstractmethod
+    async def delete_replica(self, content_hash: bytes) -> None: ...
 
     @abstractmethod
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:

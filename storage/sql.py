@@ -28,6 +28,7 @@ from storage.metadata import (
     MetadataStore,
     ReceiptRow,
     RenditionRow,
+    ReplicaRow,
     SessionRow,
     StoreStats,
     StreamRow,
@@ -101,6 +102,7 @@ _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
 _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionRow, ("id",))
 _JOB_UPSERT, _JOB_COLUMNS = _upsert("transcode_jobs", JobRow, ("job_id",))
 _RENDITION_UPSERT, _RENDITION_COLUMNS = _upsert("renditions", RenditionRow, ("master_hash",))
+_REPLICA_UPSERT, _REPLICA_COLUMNS = _upsert("replicas", ReplicaRow, ("content_hash",))
 _DELIVERY_COLUMNS = [f.name for f in dataclasses.fields(DeliveryRow)]
 # Only for content still held: a row flushed after its content went is dropped.
 _DELIVERY_UPSERT = (
@@ -222,6 +224,7 @@ class SqlMetadataStore(MetadataStore):
             chunks = list(_distinct_chunks(Manifest.decode(bytes(rows[0][0]))))
             db.execute("DELETE FROM contents WHERE content_hash = ?", (key,))
             db.execute("DELETE FROM delivery_optimization WHERE content_hash = ?", (key,))
+            db.execute("DELETE FROM replicas WHERE content_hash = ?", (key,))
             # Chunks only this content used go; the rest lose one reference.
             freed = [
                 h
@@ -251,6 +254,16 @@ class SqlMetadataStore(MetadataStore):
     async def deliveries(self) -> list[DeliveryRow]:
         rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM delivery_optimization"))
         return [DeliveryRow(*r) for r in rows]
+
+    async def put_replica(self, row: ReplicaRow) -> None:
+        await self._run(lambda db: db.execute(_REPLICA_UPSERT, _values(row)))
+
+    async def replicas(self) -> list[ReplicaRow]:
+        rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_REPLICA_COLUMNS)} FROM replicas"))
+        return [ReplicaRow(h, p, r, int(f), bytes(q), float(t)) for h, p, r, f, q, t in rows]
+
+    async def delete_replica(self, content_hash: bytes) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM replicas WHERE content_hash = ?", (content_hash.hex(),)))
 
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:
         keys = [h.hex() for h in chunk_hashes]

@@ -155,6 +155,12 @@ class OverlayInfo(BaseModel):
     usageGossipLagMs: dict[str, float | None] = Field(
         description="publish-to-merge lag of the latest usage messages from other nodes: p50, p99, max (null before any)"
     )
+    replicationDeficits: int = Field(
+        description="pinned contents with fewer live copies than their replication factor, at the last count"
+    )
+    replicationCounters: dict[str, int] = Field(
+        description="copies asked for and accepted, refused (by peers, and here), fetched; holders that did not answer"
+    )
 
 
 class NodeInfo(BaseModel):

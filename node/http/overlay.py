@@ -191,6 +191,8 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 advertCounters=dict(o.cache.counters + o.adverts.counters),
                 bytesServedToPeers=o.chunks.served_bytes,
                 usageGossipLagMs=_percentiles_ms(ctx.quotas.lags),
+                replicationDeficits=o.replication.deficits,
+                replicationCounters=dict(o.replication.counters),
             )
         return NodeInfo(
             overlay=overlay,

@@ -6,6 +6,7 @@
 - ``quotas``: policies, receipts, admission, usage gossip, strict-mode leases.
 - ``agents``: agent sessions, plans, prefetching, analytics, shared bandwidth.
 - ``integrity``: the scrub of stored chunks, and the repair of damaged ones.
+- ``replication``: copies of pinned content on other nodes, counted and repaired.
 - ``transcode``: video jobs: an adaptive HLS/DASH ladder published as content.
 - ``streams``: length-prefixed frames over the p2p stream seam.
 
@@ -26,6 +27,7 @@ from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
+from node.services.replication import ReplicationService
 from node.services.transcode import TranscodeService
 from protocols.advert_cache import AdvertCache
 from storage import ContentStore
@@ -42,6 +44,7 @@ class Overlay:
     adverts: AdvertService
     fetcher: Fetcher
     chunks: ChunkServer
+    replication: ReplicationService
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -262,10 +263,15 @@ START_TIMEOUT_S = 60.0
 class NodeDaemon:
     """One ``overlay-node run`` for ``home``, through ``node.cli.launcher``."""
 
-    def __init__(self, home: Path, *, bootstrap: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, home: Path, *, bootstrap: Sequence[str] = (), extra: Sequence[str] = (), replication_factor: int = 1
+    ) -> None:
+        """``replication_factor``: 1 by default, so no node pushes copies to
+        the others and a benchmark's fetches are the ones it times."""
         self.home = home
         self.bootstrap = tuple(bootstrap)
         self.extra = tuple(extra)
+        self.replication_factor = replication_factor
         self.daemon: launcher.Daemon | None = None
         self.exit_code: int | None = None
         self.start_s = float("nan")  # launcher.start wall time (spawn to node.json)
@@ -292,6 +298,11 @@ class NodeDaemon:
 
     def start(self, timeout: float = START_TIMEOUT_S) -> str:
         global _deferring, _pending
+        config = self.home / "config.toml"
+        if not config.exists():
+            init_home(self.home)
+        if "factor" not in tomllib.loads(config.read_text()).get("replication", {}):
+            set_config(self.home, "replication", f"factor = {self.replication_factor}")
         t0 = time.perf_counter()
         _deferring = True
         try:

@@ -96,6 +96,7 @@ def test_two_nodes_peers_resolve_transfers_pins_and_sources(tmp_path: Path) -> N
     a_home, b_home = tmp_path / "a", tmp_path / "b"
     assert cli(a_home, "init").returncode == 0
     _configure(a_home, "p2p", "upload_limit_mib_s = 1.0")
+    _configure(a_home, "replication", "factor = 1")  # no copy pushed to B: B's own pins fetch it
     big, mid, small = tmp_path / "big.bin", tmp_path / "mid.bin", tmp_path / "small.txt"
     big.write_bytes(os.urandom(12 << 20))
     mid.write_bytes(os.urandom(4 << 20))
@@ -190,6 +191,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
     a_home, b_home = tmp_path / "a", tmp_path / "b"
     assert cli(a_home, "init").returncode == 0
     _configure(a_home, "p2p", "upload_limit_mib_s = 1.0")
+    _configure(a_home, "replication", "factor = 1")  # no copy pushed to B: B's own pins fetch it
     urls = []
     for name in ("one", "two", "three"):
         f = tmp_path / f"{name}.bin"

@@ -19,6 +19,7 @@ from storage.metadata import (
     JobRow,
     ReceiptRow,
     RenditionRow,
+    ReplicaRow,
     SessionRow,
     StreamRow,
     UsageWindowRow,
@@ -328,3 +329,18 @@ async def test_delivery_rows_round_trip_and_go_with_their_content(meta: Metadata
     assert await meta.deliveries() == [newer]
     await meta.delete_content(m.content_hash)
     assert await meta.deliveries() == []
+
+
+async def test_replica_rows_round_trip_and_go_with_their_content(meta: MetadataStore) -> None:
+    m = manifest(A)
+    await meta.put_content(m, pinned=True, now=1.0)
+    row = ReplicaRow(m.content_hash.hex(), "02" + "ab" * 32, "03" + "cd" * 32, 3, b"signed request", 5.0)
+    await meta.put_replica(row)
+    assert await meta.replicas() == [row]
+    await meta.put_replica(dataclasses.replace(row, factor=4))
+    assert [r.factor for r in await meta.replicas()] == [4]
+    await meta.delete_content(m.content_hash)
+    assert await meta.replicas() == []
+    await meta.put_replica(row)
+    await meta.delete_replica(m.content_hash)
+    assert await meta.replicas() == []

@@ -55,6 +55,7 @@ SPECIAL_VALUES: dict[str, Any] = {
     "p2p.listen": ("/ip4/127.0.0.1/tcp/4002",),
     "p2p.bootstrap": ("/dns4/peer.example/tcp/4001",),
     "api.operator_keys": ("02" + "ab" * 32,),
+    "replication.accept_from": ("02" + "cd" * 32,),
 }
 
 

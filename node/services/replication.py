@@ -1,0 +1,292 @@
+"""Replication: pinned content kept on ``replication.factor`` distinct nodes.
+
+Every ``check_s`` the service counts, for each pinned content, the nodes
+that hold it: the hosts of its live signed adverts (this node included) that
+are live themselves, that is connected, or answering a dial now (a holder
+whose dial failed is taken as gone for a while; one that goes silent is
+noticed within a check or two, long before its adverts expire). When there
+are fewer than the factor and this node is the one to act
+(``protocols.replication.responsible``: the publisher while it is live,
+else the live holder with the lowest key), it asks connected peers without a
+copy, in rendezvous order, to hold one (``ids.REPLICATE``), one request per
+missing copy. A peer that accepts fetches with the multi-source fetcher,
+stores the content pinned, advertises it, and so is counted from its advert.
+
+What a node accepts is its own decision: ``replication.accept_from`` (whom),
+``replication.accept_max_bytes`` (how much it holds for others; by default
+as much as its cache budget), and only
+for content the requester itself advertises (the size is the advert's). The
+accepted request is kept (``replicas``) so a restarted node knows whose
+content it holds and at what factor, and repairs it when the publisher is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import trio
+
+from config.settings import ReplicationConfig
+from node.errors import PeerUnreachable
+from node.identity import Identity
+from node.p2p import P2P, Stream, identity_of, peer_id_of
+from node.services.fetch import Fetcher
+from node.services.streams import FrameReader, send_frame
+from protocols import ids
+from protocols.advert_cache import AdvertCache
+from protocols.framing import FrameError
+from protocols.manifest import Manifest
+from protocols.replication import (
+    MAX_MESSAGE_BYTES,
+    InvalidReplication,
+    ReplicaReply,
+    ReplicaRequest,
+    candidates,
+    responsible,
+)
+from storage import ContentStore, StorageFull
+from storage.metadata import ReplicaRow
+
+__all__ = ["ReplicationService"]
+
+log = logging.getLogger("overlay_node")
+
+_REQUEST_TTL_S = 300  # a request is not acted on after this
+_PENDING_S = 120.0  # an accepted request counts as a copy on its way this long
+_DEAD_S = 60.0  # a holder that did not answer is not asked again for this long
+_MAX_FETCHES = 8  # replica downloads at once; past it a request is refused (busy)
+_LIST_PAGE = 1000
+
+
+class ReplicationService:
+    def __init__(
+        self,
+        identity: Identity,
+        p2p: P2P,
+        content: ContentStore,
+        cache: AdvertCache,
+        fetcher: Fetcher,
+        config: ReplicationConfig,
+        *,
+        announce: Callable[[Manifest], None],
+        timeout_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.identity = identity
+        self.me = identity.public_key
+        self.p2p = p2p
+        self.content = content
+        self.cache = cache
+        self.fetcher = fetcher
+        self.config = config
+        self.announce = announce
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.deficits = 0  # pinned contents with fewer live copies than their factor, at the last check
+        self._replicas: dict[bytes, ReplicaRow] = {}
+        self._replica_bytes: dict[bytes, int] = {}
+        self._asked: dict[tuple[bytes, bytes], float] = {}  # (content, peer) -> not asked again before
+        self._coming: set[tuple[bytes, bytes]] = set()  # of those, the ones that accepted
+        self._dead: dict[bytes, float] = {}  # holder -> when it last failed to answer
+        self._round: dict[bytes, bool] = {}  # holder -> live, found in this check
+        self._fetching = 0
+        self._nursery: trio.Nursery | None = None
+        content.on_removed.append(self._forget)
+
+    def _forget(self, content_hash: bytes) -> None:
+        self._replicas.pop(content_hash, None)
+        self._replica_bytes.pop(content_hash, None)
+
+    async def load(self) -> None:
+        for row in await self.content.meta.replicas():
+            digest = bytes.fromhex(row.content_hash)
+            record = await self.content.get(digest)
+            if record is None:  # its download never finished
+                await self.content.meta.delete_replica(digest)
+                continue
+            self._replicas[digest] = row
+            self._replica_bytes[digest] = record.manifest.size
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.load()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            last_refresh = self.clock()
+            while True:
+                await trio.sleep(self.config.check_s)
+                if self.clock() - last_refresh >= self.config.refresh_interval_s:
+                    self._asked.clear()  # refusals and dead holders are tried again
+                    self._coming.clear()
+                    self._dead.clear()
+                    last_refresh = self.clock()
+                try:
+                    await self.check()
+                except StorageFull as exc:
+                    log.warning("replication check skipped: %s", exc)
+
+    # -- counting and repairing ------------------------------------------------
+
+    async def check(self) -> None:
+        """Count the live copies of every pinned content; ask for the missing ones."""
+        now = self.clock()
+        self._asked = {k: t for k, t in self._asked.items() if t > now}
+        self._coming &= self._asked.keys()
+        self._round = {}
+        deficits = 0
+        offset = 0
+        while records := await self.content.meta.list_contents(limit=_LIST_PAGE, offset=offset, pinned=True):
+            offset += len(records)
+            for record in records:
+                if await self._repair(record.content_hash, now):
+                    deficits += 1
+        self.deficits = deficits
+
+    async def _repair(self, digest: bytes, now: float) -> bool:
+        """Ask for copies of one content if it has too few; True if it does."""
+        row = self._replicas.get(digest)
+        publisher = bytes.fromhex(row.publisher_key) if row else self.me
+        # A copy held for another publisher is kept at its factor, at most ours:
+        # a request cannot make this node recruit more nodes than it would itself.
+        factor = min(row.factor, self.config.factor) if row else self.config.factor
+        if factor <= 1:
+            return False
+        adverts = {m.advert.identity_key: m for m in self.cache.hosts(digest, now)}
+        holders = set(adverts) | {self.me}
+        live = {self.me}
+        for key in holders - {self.me}:
+            if await self._live(key, list(adverts[key].addrs), now):
+                live.add(key)
+        if len(live) >= factor:
+            return False
+        if not responsible(self.me, publisher, live):
+            return True
+        # Copies on their way: accepted, and not advertised yet (then they are holders).
+        pending = sum(1 for (h, p) in self._coming if h == digest and p not in holders)
+        connected = [k for k in map(identity_of, self.p2p.connected_peers()) if k is not None]
+        asked = {p for (h, p) in self._asked if h == digest}
+        for peer in candidates(digest, connected, holders | asked)[: max(0, factor - len(live) - pending)]:
+            await self._ask(digest, publisher, factor, peer, now)
+        return True
+
+    async def _live(self, key: bytes, addrs: list[str], now: float) -> bool:
+        """A holder is live if it answers a ping now (dialled if need be); one
+        that did not is taken as gone for a while. Once per holder per check."""
+        if key in self._round:
+            return self._round[key]
+        if now - self._dead.get(key, -_DEAD_S) < _DEAD_S:
+            return False
+        live = await self.p2p.ping(peer_id_of(key), addrs, timeout_s=self.p2p.config.connect_timeout_s)
+        self._round[key] = live
+        if live:
+            self._dead.pop(key, None)
+        else:
+            self._dead[key] = now
+            self.counters["holder_unreachable"] += 1
+        return live
+
+    async def _ask(self, digest: bytes, publisher: bytes, factor: int, peer: bytes, now: float) -> None:
+        request = ReplicaRequest.create(
+            self.identity.private_key.secret, publisher, digest, factor, int(now) + _REQUEST_TTL_S
+        )
+        try:
+            stream = await self.p2p.open_stream(peer_id_of(peer), ids.REPLICATE)
+            try:
+                await send_frame(stream, request.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s)
+                body = await FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s).next()
+            finally:
+                await stream.aclose()
+            if body is None:
+                raise InvalidReplication("the stream ended before the reply")
+            reply = ReplicaReply.decode(body)
+        except (PeerUnreachable, trio.TooSlowError, FrameError, InvalidReplication) as exc:
+            log.info("replication request to %s failed: %s", peer.hex()[:16], exc)
+            self._asked[(digest, peer)] = now + _DEAD_S
+            return
+        if reply.accepted:
+            self.counters["requests_accepted"] += 1
+            self._asked[(digest, peer)] = now + _PENDING_S  # counted as on its way until its advert comes
+            self._coming.add((digest, peer))
+            log.info("%s holds a copy of %s (%s)", peer.hex()[:16], digest.hex(), reply.reason)
+        else:
+            self.counters["requests_refused"] += 1
+            self._asked[(digest, peer)] = now + self.config.refresh_interval_s
+            log.info("%s refused a copy of %s: %s", peer.hex()[:16], digest.hex(), reply.reason)
+
+    # -- answering -------------------------------------------------------------
+
+    async def serve(self, stream: Stream) -> None:
+        """``ids.REPLICATE``: a peer asks this node to hold a copy."""
+        try:
+            body = await FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s).next()
+            if body is None:
+                return
+            reply = await self._decide(ReplicaRequest.decode(body), identity_of(stream.remote_peer))
+            await send_frame(stream, reply.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s)
+        except (trio.TooSlowError, FrameError, InvalidReplication) as exc:
+            log.info("replication request from %s: %s", stream.remote_peer, exc)
+
+    async def _decide(self, request: ReplicaRequest, sender: bytes | None) -> ReplicaReply:
+        now = self.clock()
+        digest = request.content_hash
+        if sender != request.requester_key:
+            return self._refuse("the request is signed by another node than the one sending it")
+        if request.expiry < now:
+            return self._refuse("the request has expired")
+        accept = self.config.accept_from
+        if "*" not in accept and request.requester_key.hex() not in accept:
+            return self._refuse("this node does not hold copies for you (replication.accept_from)")
+        record = await self.content.get(digest)
+        if record is not None:
+            if not record.pinned:  # cached here: kept from now on, for them
+                await self.content.set_pinned(digest, True)
+                await self._keep(request, record.manifest.size, now)
+                self.announce(record.manifest)
+            return ReplicaReply(True, "held")
+        advert = next((m.advert for m in self.cache.hosts(digest, now) if m.advert.identity_key == sender), None)
+        if advert is None:
+            return self._refuse("you do not advertise that content")
+        limit = self.config.accept_max_bytes or self.content.cache_budget
+        if limit is not None and sum(self._replica_bytes.values()) + advert.size > limit:
+            return self._refuse(f"no room: this node holds at most {limit} bytes for others")
+        if self._fetching >= _MAX_FETCHES or self._nursery is None:
+            return self._refuse("busy: too many copies being fetched; ask again later")
+        await self._keep(request, advert.size, now)
+        self._fetching += 1
+        self._nursery.start_soon(self._fetch, digest)
+        return ReplicaReply(True, "fetching")
+
+    def _refuse(self, why: str) -> ReplicaReply:
+        self.counters["requests_refused_here"] += 1
+        return ReplicaReply(False, why)
+
+    async def _keep(self, request: ReplicaRequest, size: int, now: float) -> None:
+        row = ReplicaRow(
+            request.content_hash.hex(),
+            request.publisher_key.hex(),
+            request.requester_key.hex(),
+            request.factor,
+            request.encode(),
+            now,
+        )
+        await self.content.meta.put_replica(row)
+        self._replicas[request.content_hash] = row
+        self._replica_bytes[request.content_hash] = size
+
+    async def _fetch(self, digest: bytes) -> None:
+        try:
+            download = self.fetcher.start(digest, pin=True)
+            await download.finished.wait()
+            if download.error is not None or download.manifest is None:
+                log.info("a copy of %s could not be fetched: %s", digest.hex(), download.error)
+                self._forget(digest)
+                await self.content.meta.delete_replica(digest)
+                return
+            await self.content.set_pinned(digest, True)  # a download already under way stored it as cache
+            self.announce(download.manifest)
+            self.counters["copies_fetched"] += 1
+        finally:
+            self._fetching -= 1
