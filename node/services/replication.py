@@ -58,6 +58,7 @@ _PENDING_S = 120.0  # an accepted request counts as a copy on its way this long
 _DEAD_S = 60.0  # a holder that did not answer is not asked again for this long
 _MAX_FETCHES = 8  # replica downloads at once; past it a request is refused (busy)
 _LIST_PAGE = 1000
+_PINGS = 16  # holders pinged at once
 
 
 class ReplicationService:
@@ -140,10 +141,29 @@ class ReplicationService:
         offset = 0
         while records := await self.content.meta.list_contents(limit=_LIST_PAGE, offset=offset, pinned=True):
             offset += len(records)
+            await self._ping_holders([r.content_hash for r in records], now)
             for record in records:
                 if await self._repair(record.content_hash, now):
                     deficits += 1
         self.deficits = deficits
+
+    async def _ping_holders(self, digests: list[bytes], now: float) -> None:
+        """Ping every holder of these contents not yet heard from this check,
+        at most ``_PINGS`` at once: a silent one costs its deadline once, not
+        once per content, and not one after another."""
+        addrs: dict[bytes, list[str]] = {}
+        for digest in digests:
+            for m in self.cache.hosts(digest, now):
+                addrs.setdefault(m.advert.identity_key, list(m.addrs))
+        limiter = trio.CapacityLimiter(_PINGS)
+
+        async def one(key: bytes) -> None:
+            async with limiter:
+                await self._live(key, addrs[key], now)
+
+        async with trio.open_nursery() as nursery:
+            for key in addrs.keys() - self._round.keys() - {self.me}:
+                nursery.start_soon(one, key)
 
     async def _repair(self, digest: bytes, now: float) -> bool:
         """Ask for copies of one content if it has too few; True if it does."""
