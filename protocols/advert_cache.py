@@ -96,6 +96,15 @@ class AdvertCache:
         """Whether a host has a live advert here: it is an overlay node holding content."""
         return any(self._adverts[(identity_key, h)].advert.expiry > now for h in self._by_host.get(identity_key, ()))
 
+    def nodes(self, now: float) -> dict[bytes, tuple[str, ...]]:
+        """Every host with a live advert here, with the addresses of one of them."""
+        found: dict[bytes, tuple[str, ...]] = {}
+        for host, hashes in self._by_host.items():
+            live = (self._adverts[(host, h)] for h in hashes if self._adverts[(host, h)].advert.expiry > now)
+            if (m := next(live, None)) is not None:
+                found[host] = m.addrs
+        return found
+
     def live(self, now: float) -> list[OverlayAdvert]:
         return [m for m in self._adverts.values() if m.advert.expiry > now]
 

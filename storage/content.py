@@ -46,6 +46,7 @@ __all__ = ["ContentStore", "IngestResult", "rechunk"]
 log = logging.getLogger("overlay_node")
 
 _SWEEP_BATCH = 4096
+_ROOM_STEP = 64 << 20  # a cached add of unknown size reserves budget this much at a time
 _MAINTAIN_S = 10.0  # how often deliveries are written and expired cache is dropped
 PARTIAL_TTL_S = 7 * 24 * 3600  # an unfinished download's chunks are kept this long
 
@@ -164,7 +165,7 @@ class ContentStore:
             return True
         idle = (c for c in self._cached.values() if c.content_hash not in self._in_use)
         for c in self.deliveries.coldest_first(idle):
-            if c.content_hash not in self._in_use and await self._remove(c.content_hash) is not None:
+            if await self._remove(c.content_hash, evict=True) is not None:
                 self.evicted += 1
                 log.info("evicted cached content %s (%d bytes) to make room", c.content_hash.hex(), c.size)
             if self._cached_bytes + self._reserved + nbytes <= self.cache_budget:
@@ -181,7 +182,7 @@ class ContentStore:
         """Drop cached content idle past its TTL; how many."""
         removed = 0
         for c in self.deliveries.expired(c for c in list(self._cached.values()) if c.content_hash not in self._in_use):
-            if c.content_hash not in self._in_use and await self._remove(c.content_hash) is not None:
+            if await self._remove(c.content_hash, evict=True) is not None:
                 removed += 1
                 log.info("cached content %s expired (idle past its TTL)", c.content_hash.hex())
         self.evicted += removed
@@ -198,10 +199,10 @@ class ContentStore:
                 try:
                     await self.expire()
                     await self.deliveries.flush()
-                except StorageFull as exc:  # the database is full: kept in memory, tried again
-                    log.warning("deliveries not written: %s", exc)
+                except Exception:  # a full, locked or unreachable database: upkeep waits for the next pass
+                    log.exception("cache upkeep failed; it runs again in %.0f s", interval_s)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(StorageFull):
+            with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(Exception):
                 await self.deliveries.flush()
 
     async def set_pinned(self, content_hash: bytes, pinned: bool) -> ContentRecord | None:
@@ -236,14 +237,13 @@ class ContentStore:
         pieces: AsyncIterable[bytes],
         *,
         content_type: str = DEFAULT_CONTENT_TYPE,
-        pinned: bool = True,
+        pinned: bool | Callable[[], bool] = True,
         max_size: int | None = None,
         on_progress: Callable[[int], None] | None = None,
         on_chunk: Callable[[int], None] | None = None,
         expect: Manifest | None = None,
         verified: bool = False,
         keep_on_failure: bool = False,
-        budgeted: bool = True,
     ) -> IngestResult:
         """Store a stream as content.
 
@@ -255,8 +255,9 @@ class ContentStore:
         is called once a chunk is on disk (readers may stream it before the
         whole content is recorded). ``keep_on_failure`` leaves the chunks
         written so far on disk (a download that can resume; see ``partials``).
-        ``budgeted=False``: cached content written outside the cache budget,
-        for a caller that pins it once stored (or else calls ``shrink``).
+        ``pinned`` may be asked at commit (a callable: a pin whose caller may
+        hang up meanwhile); such content is written outside the cache budget,
+        and a caller whose answer was no calls ``shrink`` afterwards.
         """
         chunk_size = expect.chunk_size if expect else self.chunk_size
         if expect is not None:
@@ -302,7 +303,8 @@ class ContentStore:
         failures: list[Exception] = []
         scope = trio.CancelScope()
         try:
-            if not pinned and budgeted and expect is not None:  # the size is known: room first, or fail now
+            budgeted = pinned is False
+            if budgeted and expect is not None:  # the size is known: room first, or fail now
                 await self._make_room(expect.size)
                 reserved = expect.size
             with scope:
@@ -317,9 +319,11 @@ class ContentStore:
                                         raise (Mismatch if expect else TooLarge)(f"content exceeds {max_size} bytes")
                                     if expect is not None and len(digests) >= len(expect.chunk_hashes):
                                         raise Mismatch("more chunks than the manifest lists")
-                                    if not pinned and budgeted and expect is None:
-                                        await self._make_room(len(chunk))
-                                        reserved += len(chunk)
+                                    if budgeted and expect is None and size > reserved:
+                                        # Room in steps, not per chunk: choosing what to evict sorts the cache.
+                                        step = max(size - reserved, min(_ROOM_STEP, (self.cache_budget or 0) // 4))
+                                        await self._make_room(step)
+                                        reserved += step
                                     await room.acquire()
                                     digests.append(b"")
                                     await to_hash.send(chunk)
@@ -340,10 +344,11 @@ class ContentStore:
                 raise Mismatch("the content does not hash to what its manifest says")
             async with self._commit_lock:
                 now = self._clock()
-                new = await self.meta.put_content(manifest, pinned=pinned, now=now)
+                pin = pinned() if callable(pinned) else pinned
+                new = await self.meta.put_content(manifest, pinned=pin, now=now)
                 self.chunks.unpin(written)
-                if new or pinned:
-                    self._recorded(manifest, pinned=pinned, created_at=now)
+                if new or pin:
+                    self._recorded(manifest, pinned=pin, created_at=now)
             return IngestResult(manifest, new)
         except BaseException:
             if keep_on_failure:
@@ -384,8 +389,13 @@ class ContentStore:
         """
         return await self._remove(content_hash)
 
-    async def _remove(self, content_hash: bytes) -> int | None:
+    async def _remove(self, content_hash: bytes, *, evict: bool = False) -> int | None:
+        """Forget content and its unused chunks; with ``evict``, only if it is
+        still cached and idle once the lock is held (it may have been pinned,
+        or a read may have started, while this waited)."""
         async with self._commit_lock:
+            if evict and (content_hash not in self._cached or content_hash in self._in_use):
+                return None
             freed = await self.meta.delete_content(content_hash)
             if freed is None:
                 return None

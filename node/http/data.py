@@ -166,7 +166,16 @@ class DataPlane:
             if _params(scope)[3] is not None:
                 await self._quality(scope, content_id, send)
                 return
-            read = await self._prepare(scope, content_id)
+            digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
+        except (NodeError, ProtocolError, StorageError) as exc:
+            await send_error(send, exc)
+            return
+        with self.content.in_use(digest):  # not evicted from its manifest's lookup to its last byte
+            await self._serve(scope, digest, send, receive)
+
+    async def _serve(self, scope: Scope, digest: bytes, send: Send, receive: Receive | None) -> None:
+        try:
+            read = await self._prepare(scope, digest)
             ticket = await self._admit(read, scope["method"])
         except _Refused as refused:
             await send_error(send, refused.error, refused.headers)
@@ -178,8 +187,7 @@ class DataPlane:
             await send({"type": "http.response.start", "status": 304, "headers": read.common})
             await send({"type": "http.response.body", "body": b""})
             return
-        with self.content.in_use(read.digest):  # not evicted once its answer has started
-            await self._respond(read, ticket, scope, send, receive)
+        await self._respond(read, ticket, scope, send, receive)
 
     async def _quality(self, scope: Scope, content_id: str, send: Send) -> None:
         """``?quality=``: a redirect to the rendition of a transcoded video
@@ -220,9 +228,8 @@ class DataPlane:
     def _common(self, etag: bytes) -> Headers:
         return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control), *_CORS]
 
-    async def _prepare(self, scope: Scope, content_id: str) -> _Read:
+    async def _prepare(self, scope: Scope, digest: bytes) -> _Read:
         """Every check a read must pass before its response starts."""
-        digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
         receipt_id, session_id, range_param, _ = _params(scope)
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")

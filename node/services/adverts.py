@@ -75,7 +75,7 @@ class AdvertService:
         self._withdrawals: OrderedDict[bytes, bytes] = OrderedDict()  # content hash -> encoded, newest last
         # Watched from before the host connects, so every peer is synced with.
         self._connections = p2p.watch_connections()
-        content.on_removed.append(self.withdraw)  # deleted or evicted: no longer ours to serve
+        content.on_removed.append(self._removed)
 
     # -- what others see ---------------------------------------------------
 
@@ -101,6 +101,13 @@ class AdvertService:
         expiry = int(self.clock()) + self.config.advert_ttl_s
         advert = Advert.create(key, manifest.content_hash, self._url(manifest.content_hash), expiry, manifest.size)
         self._queue(OverlayAdvert.create(key, advert, tuple(self.p2p.addrs), self._sequence()))
+
+    def _removed(self, content_hash: bytes) -> None:
+        """Deleted or evicted: withdrawn, if this node advertised it (cache
+        churn must not become a signed gossip message per eviction)."""
+        me = self.identity.public_key
+        if any(m.advert.identity_key == me for m in self.cache.hosts(content_hash, self.clock())):
+            self.withdraw(content_hash)
 
     def withdraw(self, content_hash: bytes) -> None:
         withdrawal = Withdrawal.create(self.identity.private_key.secret, content_hash, self._sequence())

@@ -138,6 +138,10 @@ class ChunkServer:
     async def _answer(self, stream: Stream, msg: Message) -> None:
         if not isinstance(msg, GetManifest | GetChunks | GetHave):
             raise BadRequest("servers answer requests only")
+        with self.content.in_use(msg.content_hash):  # not evicted from its lookup to its last chunk
+            await self._answer_held(stream, msg)
+
+    async def _answer_held(self, stream: Stream, msg: GetManifest | GetChunks | GetHave) -> None:
         record = await self.content.get(msg.content_hash)
         if record is None:
             raise NotHeld("content not held")
@@ -153,11 +157,10 @@ class ChunkServer:
             raise BadRequest("a chunk request lists each index once")  # else 108 bytes could ask for 64 MiB
         else:
             self.content.deliveries.touched(m.content_hash)
-            with self.content.in_use(m.content_hash):  # not evicted while a peer reads it
-                if receipt := msg.receipt_id or await self._charged_to(stream.remote_peer):
-                    await self._metered(stream, msg, m, receipt)
-                else:
-                    await self._unmetered(stream, msg, m)
+            if receipt := msg.receipt_id or await self._charged_to(stream.remote_peer):
+                await self._metered(stream, msg, m, receipt)
+            else:
+                await self._unmetered(stream, msg, m)
 
     async def _chunk(self, m: Manifest, index: int) -> bytes:
         """A chunk, hashed first if this run has not yet (a damaged one is reported for repair)."""

@@ -79,9 +79,10 @@ class Download:
     def __init__(self, content_hash: bytes, started_at: float, *, pin: bool = False) -> None:
         self.content_hash = content_hash
         self.started_at = started_at  # wall clock
-        # Pinned once stored, and outside the cache budget meanwhile; a pin
-        # whose caller hangs up turns it off, and the download ends as cache.
+        # Stored pinned, and outside the cache budget meanwhile; a pin whose
+        # caller hangs up turns it off, and the download ends as cache.
         self.pin = pin
+        self.max_size: int | None = None  # refused (not fetched) if its manifest is larger
         self.manifest: Manifest | None = None
         self.bytes_stored = 0  # of the current manifest, resumed chunks included
         self.sources = 0  # hosts the current manifest is being fetched from
@@ -247,13 +248,15 @@ class Fetcher:
             task_status.started()
             await trio.sleep_forever()
 
-    def start(self, content_hash: bytes, *, pin: bool = False) -> Download:
+    def start(self, content_hash: bytes, *, pin: bool = False, max_size: int | None = None) -> Download:
         """The download of ``content_hash``: the running one, or a new one
-        (``pin``: stored pinned; a running download stays what it was)."""
+        (``pin``: stored pinned; ``max_size``: refused if its manifest is
+        larger; a running download stays what it was)."""
         download = self._downloads.get(content_hash)
         if download is None:
             assert self._nursery is not None, "Fetcher.run is not running"
             download = self._downloads[content_hash] = Download(content_hash, self.clock(), pin=pin)
+            download.max_size = max_size
             self._nursery.start_soon(self._run_download, download)
         return download
 
@@ -364,6 +367,8 @@ class Fetcher:
 
     async def _fetch_with(self, download: Download, manifest: Manifest, hosts: list[OverlayAdvert]) -> None:
         content_hash = manifest.content_hash
+        if download.max_size is not None and manifest.size > download.max_size:
+            raise NotAvailable(f"the content is {manifest.size} bytes, more than the {download.max_size} expected")
         # Chunks on disk that this download counts on stay, whatever else is removed.
         with self.content.downloading(manifest):
             # Resume: chunks verified by an earlier, interrupted download are kept.
@@ -386,22 +391,20 @@ class Fetcher:
                 try:
                     result = await self.content.ingest(
                         pieces(),
-                        pinned=False,
+                        # A pin is decided at commit: its caller may hang up meanwhile.
+                        pinned=(lambda: download.pin) if download.pin else False,
                         expect=manifest,
                         verified=True,
                         on_chunk=download.chunk_stored,
                         keep_on_failure=True,
-                        budgeted=not download.pin,
                     )
                 except (NotAvailable, Mismatch, StorageFull) as exc:  # raised here, not as an ExceptionGroup
                     outcome.append(exc)
                     nursery.cancel_scope.cancel()
-            if not outcome and download.pin:
-                await self.content.set_pinned(content_hash, True)
-            elif not outcome:
-                await self.content.shrink()  # back under budget if it was written outside it
         if outcome:
             raise outcome[0]
+        if not download.pin:
+            await self.content.shrink()  # a pin given up on was written outside the budget
         await self.content.meta.delete_partial(content_hash)
         if self.on_fetched is not None:
             self.on_fetched(result.manifest)

@@ -9,7 +9,8 @@ are fewer than the factor and this node is the one to act
 (``protocols.replication.responsible``: the publisher while it is live,
 else the live holder with the lowest key), it asks connected peers without a
 copy, in rendezvous order, to hold one (``ids.REPLICATE``), one request per
-missing copy. A peer that accepts fetches with the multi-source fetcher,
+missing copy; when too few are connected, nodes it knows from their adverts
+are dialled too. A peer that accepts fetches with the multi-source fetcher,
 stores the content pinned, advertises it, and so is counted from its advert.
 
 What a node accepts is its own decision: ``replication.accept_from`` (whom),
@@ -29,7 +30,7 @@ from collections.abc import Callable
 import trio
 
 from config.settings import ReplicationConfig
-from node.errors import PeerUnreachable
+from node.errors import PeerUnreachable, StreamClosed
 from node.identity import Identity
 from node.p2p import P2P, Stream, identity_of, peer_id_of
 from node.services.fetch import Fetcher
@@ -46,7 +47,7 @@ from protocols.replication import (
     candidates,
     responsible,
 )
-from storage import ContentStore, StorageFull
+from storage import ContentStore, StorageError
 from storage.metadata import ReplicaRow
 
 __all__ = ["ReplicationService"]
@@ -93,7 +94,7 @@ class ReplicationService:
         self._coming: set[tuple[bytes, bytes]] = set()  # of those, the ones that accepted
         self._dead: dict[bytes, float] = {}  # holder -> when it last failed to answer
         self._round: dict[bytes, bool] = {}  # holder -> live, found in this check
-        self._fetching = 0
+        self._fetching: set[bytes] = set()  # copies being downloaded
         self._nursery: trio.Nursery | None = None
         content.on_removed.append(self._forget)
 
@@ -126,8 +127,8 @@ class ReplicationService:
                     last_refresh = self.clock()
                 try:
                     await self.check()
-                except StorageFull as exc:
-                    log.warning("replication check skipped: %s", exc)
+                except Exception:  # a full, locked or unreachable database: the next check tries again
+                    log.exception("replication check failed; it runs again in %.0f s", self.config.check_s)
 
     # -- counting and repairing ------------------------------------------------
 
@@ -186,10 +187,18 @@ class ReplicationService:
             return True
         # Copies on their way: accepted, and not advertised yet (then they are holders).
         pending = sum(1 for (h, p) in self._coming if h == digest and p not in holders)
-        connected = [k for k in map(identity_of, self.p2p.connected_peers()) if k is not None]
+        wanted = factor - len(live) - pending
+        if wanted <= 0:
+            return True
         asked = {p for (h, p) in self._asked if h == digest}
-        for peer in candidates(digest, connected, holders | asked)[: max(0, factor - len(live) - pending)]:
-            await self._ask(digest, publisher, factor, peer, now)
+        connected = [k for k in map(identity_of, self.p2p.connected_peers()) if k is not None]
+        chosen = candidates(digest, connected, holders | asked)[:wanted]
+        known: dict[bytes, tuple[str, ...]] = {}
+        if len(chosen) < wanted:  # too few connected: nodes known from their adverts, dialled
+            known = self.cache.nodes(now)
+            chosen += candidates(digest, known, holders | asked | set(chosen))[: wanted - len(chosen)]
+        for peer in chosen:
+            await self._ask(digest, publisher, factor, peer, known.get(peer, ()), now)
         return True
 
     async def _live(self, key: bytes, addrs: list[str], now: float) -> bool:
@@ -208,12 +217,14 @@ class ReplicationService:
             self.counters["holder_unreachable"] += 1
         return live
 
-    async def _ask(self, digest: bytes, publisher: bytes, factor: int, peer: bytes, now: float) -> None:
+    async def _ask(
+        self, digest: bytes, publisher: bytes, factor: int, peer: bytes, addrs: tuple[str, ...], now: float
+    ) -> None:
         request = ReplicaRequest.create(
             self.identity.private_key.secret, publisher, digest, factor, int(now) + _REQUEST_TTL_S
         )
         try:
-            stream = await self.p2p.open_stream(peer_id_of(peer), ids.REPLICATE)
+            stream = await self.p2p.open_stream(peer_id_of(peer), ids.REPLICATE, addrs)
             try:
                 await send_frame(stream, request.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s)
                 body = await FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s).next()
@@ -222,7 +233,7 @@ class ReplicationService:
             if body is None:
                 raise InvalidReplication("the stream ended before the reply")
             reply = ReplicaReply.decode(body)
-        except (PeerUnreachable, trio.TooSlowError, FrameError, InvalidReplication) as exc:
+        except (PeerUnreachable, StreamClosed, trio.TooSlowError, FrameError, InvalidReplication) as exc:
             log.info("replication request to %s failed: %s", peer.hex()[:16], exc)
             self._asked[(digest, peer)] = now + _DEAD_S
             return
@@ -246,7 +257,7 @@ class ReplicationService:
                 return
             reply = await self._decide(ReplicaRequest.decode(body), identity_of(stream.remote_peer))
             await send_frame(stream, reply.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=self.timeout_s)
-        except (trio.TooSlowError, FrameError, InvalidReplication) as exc:
+        except (trio.TooSlowError, FrameError, InvalidReplication, StorageError) as exc:
             log.info("replication request from %s: %s", stream.remote_peer, exc)
 
     async def _decide(self, request: ReplicaRequest, sender: bytes | None) -> ReplicaReply:
@@ -259,24 +270,29 @@ class ReplicationService:
         accept = self.config.accept_from
         if "*" not in accept and request.requester_key.hex() not in accept:
             return self._refuse("this node does not hold copies for you (replication.accept_from)")
-        record = await self.content.get(digest)
-        if record is not None:
-            if not record.pinned:  # cached here: kept from now on, for them
-                await self.content.set_pinned(digest, True)
-                await self._keep(request, record.manifest.size, now)
-                self.announce(record.manifest)
-            return ReplicaReply(True, "held")
         advert = next((m.advert for m in self.cache.hosts(digest, now) if m.advert.identity_key == sender), None)
         if advert is None:
             return self._refuse("you do not advertise that content")
+        if digest in self._fetching:
+            return ReplicaReply(True, "fetching")  # asked again while it comes: no second download
+        record = await self.content.get(digest)
+        if record is not None and record.pinned:
+            return ReplicaReply(True, "held")  # pinned here already (its own, or a copy kept before)
+        size = record.manifest.size if record is not None else advert.size
         limit = self.config.accept_max_bytes or self.content.cache_budget
-        if limit is not None and sum(self._replica_bytes.values()) + advert.size > limit:
+        if limit is not None and sum(self._replica_bytes.values()) + size > limit:
             return self._refuse(f"no room: this node holds at most {limit} bytes for others")
-        if self._fetching >= _MAX_FETCHES or self._nursery is None:
+        if record is not None:  # cached here: kept from now on, for them
+            if await self.content.set_pinned(digest, True) is None:
+                return self._refuse("no longer held here")
+            await self._keep(request, size, now)
+            self.announce(record.manifest)
+            return ReplicaReply(True, "held")
+        if len(self._fetching) >= _MAX_FETCHES or self._nursery is None:
             return self._refuse("busy: too many copies being fetched; ask again later")
-        await self._keep(request, advert.size, now)
-        self._fetching += 1
-        self._nursery.start_soon(self._fetch, digest)
+        await self._keep(request, size, now)
+        self._fetching.add(digest)
+        self._nursery.start_soon(self._fetch, digest, size)
         return ReplicaReply(True, "fetching")
 
     def _refuse(self, why: str) -> ReplicaReply:
@@ -296,17 +312,23 @@ class ReplicationService:
         self._replicas[request.content_hash] = row
         self._replica_bytes[request.content_hash] = size
 
-    async def _fetch(self, digest: bytes) -> None:
+    async def _fetch(self, digest: bytes, size: int) -> None:
+        """Fetch a copy (no larger than the requester advertised), pin it, advertise it."""
         try:
-            download = self.fetcher.start(digest, pin=True)
+            download = self.fetcher.start(digest, pin=True, max_size=size)
             await download.finished.wait()
-            if download.error is not None or download.manifest is None:
-                log.info("a copy of %s could not be fetched: %s", digest.hex(), download.error)
+            record = None
+            if download.error is None and download.manifest is not None:
+                # A download already under way when this one was asked for stored it as cache.
+                record = await self.content.set_pinned(digest, True)
+            if record is None:
+                log.info("a copy of %s could not be kept: %s", digest.hex(), download.error or "removed meanwhile")
                 self._forget(digest)
                 await self.content.meta.delete_replica(digest)
                 return
-            await self.content.set_pinned(digest, True)  # a download already under way stored it as cache
-            self.announce(download.manifest)
+            self.announce(record.manifest)
             self.counters["copies_fetched"] += 1
+        except StorageError as exc:
+            log.warning("a copy of %s could not be recorded: %s", digest.hex(), exc)
         finally:
-            self._fetching -= 1
+            self._fetching.discard(digest)

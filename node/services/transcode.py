@@ -17,6 +17,7 @@ kills ffmpeg (``node.media.tools``) and undoes a publish in progress.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -261,7 +262,8 @@ class TranscodeService:
             return b""
         if record.manifest.size > MAX_PLAYLIST_BYTES:
             raise PlaylistError(f"{digest.hex()} is {record.manifest.size} bytes: too large for a playlist")
-        return b"".join([bytes(p) async for p in self.content.read(record.manifest, 0, record.manifest.size, 1 << 20)])
+        async with contextlib.aclosing(self.content.read(record.manifest, 0, record.manifest.size, 1 << 20)) as pieces:
+            return b"".join([bytes(p) async for p in pieces])
 
     # -- running -----------------------------------------------------------------
 
@@ -337,8 +339,9 @@ class TranscodeService:
             stages[name], began = trio.current_time() - began, trio.current_time()
 
         source = work / "source"
-        async with await trio.open_file(source, "wb") as f:
-            async for piece in self.content.read(record.manifest, 0, record.manifest.size, 1 << 20):
+        pieces = self.content.read(record.manifest, 0, record.manifest.size, 1 << 20)
+        async with await trio.open_file(source, "wb") as f, contextlib.aclosing(pieces):
+            async for piece in pieces:
                 await f.write(piece)
         stage("copy")
         info = await probe_source(source, SOURCE_INPUT_OPTIONS)

@@ -95,9 +95,9 @@ async def test_a_peer_decides_what_it_holds(tmp_path: Path) -> None:
                 assert (await http.post("/v1/content", content=DATA)).status_code == 201
             await wait_for(lambda: key(a) in holders(b) and key(a) in holders(c))
 
-            async def ask(node: Node, request: ReplicaRequest) -> ReplicaReply:
-                assert a.overlay is not None and node.overlay is not None
-                stream = await a.overlay.p2p.open_stream(node.overlay.p2p.peer_id, ids.REPLICATE)
+            async def ask(node: Node, request: ReplicaRequest, sender: Node = a) -> ReplicaReply:
+                assert sender.overlay is not None and node.overlay is not None
+                stream = await sender.overlay.p2p.open_stream(node.overlay.p2p.peer_id, ids.REPLICATE)
                 try:
                     await send_frame(stream, request.encode(), max_frame=MAX_MESSAGE_BYTES, timeout_s=10)
                     body = await FrameReader(stream, max_frame=MAX_MESSAGE_BYTES, timeout_s=10).next()
@@ -120,4 +120,22 @@ async def test_a_peer_decides_what_it_holds(tmp_path: Path) -> None:
             forged = ReplicaRequest.create(os.urandom(32), key(a), DIGEST, 2, int(time.time()) + 60)
             assert "another node" in (await ask(c, forged)).reason  # signed by a key the stream is not
             assert not await held_pinned(b) and not await held_pinned(c)
+
+            # A node that holds it as cache is not made to pin it by a peer
+            # that does not advertise it (C); nothing is pinned for anyone's asking.
+            assert c.services is not None
+            from_c = ReplicaRequest.create(
+                c.services.identity.private_key.secret, key(a), DIGEST, 2, int(time.time()) + 60
+            )
+            b_open = await start_node(nursery, tmp_path / "b2", boot)
+            assert b_open.services is not None
+            await wait_for(lambda: key(a) in holders(b_open))
+            async with httpx.AsyncClient(base_url=b_open.api_url, timeout=20) as http:
+                assert (await http.get(f"/v1/streaming/data/{DIGEST.hex()}")).content == DATA  # cached on b2
+            with trio.fail_after(10):
+                while (await b_open.services.content.get(DIGEST)) is None:  # noqa: ASYNC110 - recorded after the last byte
+                    await trio.sleep(0.02)
+            refused = await ask(b_open, from_c, sender=c)
+            assert not refused.accepted and "do not advertise" in refused.reason
+            assert not await held_pinned(b_open)  # still only cache
             nursery.cancel_scope.cancel()

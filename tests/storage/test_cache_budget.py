@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from protocols.manifest import Manifest
 from storage import ContentStore, StorageFull
@@ -199,3 +200,17 @@ async def test_the_maintenance_loop_expires_and_flushes_at_the_end(tmp_path: Pat
         assert [r.content_hash for r in await store.meta.deliveries()] == [b.content_hash.hex()]
     finally:
         await store.aclose()
+
+
+async def test_content_that_became_busy_while_its_eviction_waited_is_kept(store: ContentStore, clock: Clock) -> None:
+    a, b, _ = [await add(store, blob(), clock=clock) for _ in range(3)]
+    async with trio.open_nursery() as nursery:
+        async with store._commit_lock:  # an ingest's commit is under way: the eviction of a waits for it
+            nursery.start_soon(add, store, blob())
+            await trio.testing.wait_all_tasks_blocked()
+            reading = store.in_use(a.content_hash)  # meanwhile a read of a starts
+            reading.__enter__()
+        await trio.testing.wait_all_tasks_blocked()
+    reading.__exit__(None, None, None)
+    assert await held(store, a) and not await held(store, b)  # the next coldest went instead
+    assert store.cached_bytes <= BUDGET

@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.advert import Advert, OverlayAdvert
+from protocols.advert_cache import AdvertCache
 from protocols.replication import InvalidReplication, ReplicaReply, ReplicaRequest, candidates, responsible
 
 SECRET = os.urandom(32)
@@ -86,3 +88,14 @@ def test_candidates_skip_holders_and_keep_a_stable_order_per_content() -> None:
     order = candidates(DIGEST, peers, peers[:5])
     assert set(order) == set(peers[5:]) and order == candidates(DIGEST, reversed(peers), peers[:5])
     assert candidates(os.urandom(32), peers, ()) != candidates(DIGEST, peers, ())  # spread per content
+
+
+def test_the_advert_cache_knows_every_node_with_a_live_advert_and_where_it_listens() -> None:
+    now = 1_000_000.0
+    cache = AdvertCache()
+    live_key, gone_key = os.urandom(32), os.urandom(32)
+    for secret, expiry, addrs in ((live_key, now + 60, ("/ip4/127.0.0.1/tcp/1",)), (gone_key, now - 1, ())):
+        advert = Advert.create(secret, DIGEST, "uhrp-overlay://x/y", int(expiry), 1)
+        cache.offer(OverlayAdvert.create(secret, advert, addrs, 1), now - 10)
+    public = coincurve.PrivateKey(live_key).public_key.format(compressed=True)
+    assert cache.nodes(now) == {public: ("/ip4/127.0.0.1/tcp/1",)}
