@@ -142,9 +142,10 @@ class ReplicationService:
         offset = 0
         while records := await self.content.meta.list_contents(limit=_LIST_PAGE, offset=offset, pinned=True):
             offset += len(records)
-            await self._ping_holders([r.content_hash for r in records], now)
-            for record in records:
-                if await self._repair(record.content_hash, now):
+            replicated = [r.content_hash for r in records if self._factor(r.content_hash) > 1]
+            await self._ping_holders(replicated, now)
+            for digest in replicated:
+                if await self._repair(digest, now):
                     deficits += 1
         self.deficits = deficits
 
@@ -166,15 +167,17 @@ class ReplicationService:
             for key in addrs.keys() - self._round.keys() - {self.me}:
                 nursery.start_soon(one, key)
 
+    def _factor(self, digest: bytes) -> int:
+        """Copies wanted. One held for another publisher is kept at its factor,
+        at most ours: a request cannot make this node recruit more than it would."""
+        row = self._replicas.get(digest)
+        return min(row.factor, self.config.factor) if row else self.config.factor
+
     async def _repair(self, digest: bytes, now: float) -> bool:
         """Ask for copies of one content if it has too few; True if it does."""
         row = self._replicas.get(digest)
         publisher = bytes.fromhex(row.publisher_key) if row else self.me
-        # A copy held for another publisher is kept at its factor, at most ours:
-        # a request cannot make this node recruit more nodes than it would itself.
-        factor = min(row.factor, self.config.factor) if row else self.config.factor
-        if factor <= 1:
-            return False
+        factor = self._factor(digest)
         adverts = {m.advert.identity_key: m for m in self.cache.hosts(digest, now)}
         holders = set(adverts) | {self.me}
         live = {self.me}
