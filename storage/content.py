@@ -205,8 +205,9 @@ class ContentStore:
             with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(Exception):
                 await self.deliveries.flush()
 
-    async def set_pinned(self, content_hash: bytes, pinned: bool) -> ContentRecord | None:
-        """Pin content, or unpin it into the cache (which may then evict); None when not held."""
+    async def set_pinned(self, content_hash: bytes, pinned: bool, *, ttl_s: int | None = None) -> ContentRecord | None:
+        """Pin content, or unpin it into the cache (which may then evict), with
+        its own TTL when ``ttl_s`` is given; None when not held."""
         async with self._commit_lock:
             if not await self.meta.set_pinned(content_hash, pinned):
                 return None
@@ -215,6 +216,8 @@ class ContentStore:
                 self._recorded(record.manifest, pinned=pinned, created_at=record.created_at)
                 if not pinned:
                     self.deliveries.touched(content_hash)  # its idle time (TTL) runs from now
+                    if ttl_s is not None:
+                        self.deliveries.set_ttl(content_hash, ttl_s)
         if record is not None and not pinned:
             await self.shrink()
         return record

@@ -59,16 +59,18 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     def record_info(r: ContentRecord) -> ContentInfo:
         info = ContentInfo(**content_info(r.manifest, r.pinned, r.created_at, ctx.content.damaged_chunks(r.manifest)))
         if (d := ctx.content.deliveries.get(r.content_hash)) is not None:
-            now = ctx.content.deliveries.clock()
+            row = d.row(ctx.content.deliveries.clock())  # what delivery_optimization gets
             info.delivery = DeliveryInfo(
-                cacheTier=d.tier(now),
-                deliveries=d.delivery_count,
-                cacheHits=d.cache_hits,
-                cacheHitRate=round(d.cache_hits / d.delivery_count, 4) if d.delivery_count else 0.0,
-                averageDeliveryMs=round(d.total_ms / d.delivery_count) if d.delivery_count else None,
-                lastAccessAt=iso(d.last_access_at),
-                ttlSeconds=d.ttl_s,
-                expiresAt=None if r.pinned or not d.ttl_s else iso(d.last_access_at + d.ttl_s),
+                cacheTier=row.cache_tier,
+                deliveries=row.delivery_count,
+                cacheHits=row.cache_hits,
+                cacheHitRate=round(row.cache_hit_rate, 4),
+                averageDeliveryMs=row.average_delivery_time_ms,
+                lastAccessAt=iso(row.last_access_at),
+                ttlSeconds=row.cache_ttl_seconds,
+                expiresAt=None
+                if r.pinned or not row.cache_ttl_seconds
+                else iso(row.last_access_at + row.cache_ttl_seconds),
             )
         return info
 
@@ -206,13 +208,10 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         ),
     ) -> ContentInfo:
         ctx.require_operator(request.scope, "unpin content")
-        digest = parse_content_id(contentId)
-        if ttlSeconds is not None and await ctx.content.get(digest) is not None:
-            ctx.content.deliveries.set_ttl(digest, ttlSeconds)
-        return await set_pinned(digest, False)
+        return await set_pinned(parse_content_id(contentId), False, ttlSeconds)
 
-    async def set_pinned(digest: bytes, pinned: bool) -> ContentInfo:
-        record = await ctx.content.set_pinned(digest, pinned)
+    async def set_pinned(digest: bytes, pinned: bool, ttl_s: int | None = None) -> ContentInfo:
+        record = await ctx.content.set_pinned(digest, pinned, ttl_s=ttl_s)
         if record is None:  # never held, or deleted meanwhile
             raise NotHeld(f"content {digest.hex()} is not held by this node")
         if ctx.overlay is not None and await ctx.content.get(digest) is not None:  # unpinning may evict it

@@ -76,13 +76,15 @@ def _sha256(data: bytes) -> bytes:
 class Download:
     """One content download in progress; readers stream from it as chunks land."""
 
-    def __init__(self, content_hash: bytes, started_at: float, *, pin: bool = False) -> None:
+    def __init__(
+        self, content_hash: bytes, started_at: float, *, pin: bool = False, max_size: int | None = None
+    ) -> None:
         self.content_hash = content_hash
         self.started_at = started_at  # wall clock
         # Stored pinned, and outside the cache budget meanwhile; a pin whose
         # caller hangs up turns it off, and the download ends as cache.
         self.pin = pin
-        self.max_size: int | None = None  # refused (not fetched) if its manifest is larger
+        self.max_size = max_size  # refused (not fetched) if its manifest is larger
         self.manifest: Manifest | None = None
         self.bytes_stored = 0  # of the current manifest, resumed chunks included
         self.sources = 0  # hosts the current manifest is being fetched from
@@ -255,8 +257,8 @@ class Fetcher:
         download = self._downloads.get(content_hash)
         if download is None:
             assert self._nursery is not None, "Fetcher.run is not running"
-            download = self._downloads[content_hash] = Download(content_hash, self.clock(), pin=pin)
-            download.max_size = max_size
+            download = Download(content_hash, self.clock(), pin=pin, max_size=max_size)
+            self._downloads[content_hash] = download
             self._nursery.start_soon(self._run_download, download)
         return download
 
