@@ -119,6 +119,9 @@ class P2pConfig:
     advert_refresh_s: int = 22 * 3600
     advertise_cached: bool = True
     public_url: str = ""  # https://... when the node's HTTP API is reachable from outside
+    # ISO 3166-1 alpha-2 code of where this node is (e.g. "DE"), carried in its
+    # adverts; "" = not said. Used with delivery.geographic_routing_enabled.
+    region: str = ""
     # Chunk requests that name no receipt are charged to the peer's identity
     # under these policies: node_policy for peers that advertise content (overlay
     # nodes), peer_policy for the rest. "" = node peers are served unlimited
@@ -165,8 +168,20 @@ class DeliveryConfig:
     """Caching and delivery."""
 
     cdn_cache_ttl_seconds: int = 3600
+    # Full responses of compressible types, and chunks sent to peers that ask, compressed.
     compression_enabled: bool = False
+    # Hosts in this node's p2p.region first (resolve, downloads), and copies
+    # of content read often here kept in the region (replication.min_regional_copies).
     geographic_routing_enabled: bool = False
+    # Downloads also draw on these HTTP(S) origins: URL templates with {hash}
+    # (the content's hex SHA-256), e.g. "https://cdn.example.com/uhrp/{hash}".
+    cdn_enabled: bool = False
+    cdn_origins: tuple[str, ...] = ()
+    # HTTP connections to one mirror at once, per download.
+    mirror_connections: int = 1
+    # Mirrors the operator did not name (from adverts, or an agent's
+    # preferredHosts) may resolve to loopback or private addresses.
+    mirror_private_addresses: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,14 @@ class ReplicationConfig:
     accept_max_bytes: int = 0
     check_s: float = 10.0  # how often copies are counted (holders that stopped answering are noticed)
     refresh_interval_s: float = 3600.0  # every holder of every pinned content is dialled again this often
+    # Content whose demand here (deliveries, decayed with a one-hour half-life)
+    # reaches this is popular: kept pinned here under a lease of
+    # refresh_interval_s, renewed while demand holds (above half of this);
+    # 0 = off.
+    popular_demand: float = 8.0
+    # Live copies a popular content should have in this node's region (with
+    # delivery.geographic_routing_enabled), else in the whole overlay.
+    min_regional_copies: int = 2
 
 
 @dataclass(frozen=True)
@@ -246,6 +269,7 @@ ENV_VARS: dict[str, str] = {
     "CDN_CACHE_TTL_SECONDS": "delivery.cdn_cache_ttl_seconds",
     "COMPRESSION_ENABLED": "delivery.compression_enabled",
     "GEOGRAPHIC_ROUTING_ENABLED": "delivery.geographic_routing_enabled",
+    "CDN_ENABLED": "delivery.cdn_enabled",
     "AGENT_STREAMING_ENABLED": "agent.streaming_enabled",
     "AGENT_PRIORITY_BOOST": "agent.priority_boost",
     "AGENT_PREFETCH_ENABLED": "agent.prefetch_enabled",
@@ -292,16 +316,20 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "quota.metrics_retention_days": (1, 100000),
     "quota.lease_above": (0.0, 1.0),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
+    "delivery.mirror_connections": (1, 64),
     "agent.bandwidth_mbps": (0, 1e6),
     "replication.factor": (1, 64),
     "replication.accept_max_bytes": (0, 1 << 60),
     "replication.check_s": (0.1, 3600),
     "replication.refresh_interval_s": (10, 7 * 24 * 3600),
+    "replication.popular_demand": (0, 1e9),
+    "replication.min_regional_copies": (1, 64),
     "media.max_jobs": (1, 16),
     "media.max_queued_jobs": (1, 10_000),
     "media.max_source_duration_s": (1, 7 * 24 * 3600),
 }
 
+_REGION = re.compile(r"[A-Z]{2}")
 _IDENTITY_KEY = re.compile(r"0[23][0-9a-fA-F]{64}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -391,12 +419,18 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("p2p.advert_refresh_s must be shorter than p2p.advert_ttl_s")
     if settings.p2p.public_url and not settings.p2p.public_url.startswith("https://"):
         raise ConfigError("p2p.public_url must be an https:// URL (BRC-26 adverts name HTTPS hosts)")
-    for key, what in (
-        ("compression_enabled", "compressing responses"),
-        ("geographic_routing_enabled", "routing by region"),
-    ):
-        if getattr(settings.delivery, key):  # accepted only once it does something
-            raise ConfigError(f"delivery.{key}: {what} is not implemented yet; leave it false")
+    if settings.p2p.region and not _REGION.fullmatch(settings.p2p.region):
+        raise ConfigError(f"p2p.region: {settings.p2p.region!r} is not an ISO 3166-1 alpha-2 code like DE or US")
+    if settings.delivery.geographic_routing_enabled and not settings.p2p.region:
+        raise ConfigError("delivery.geographic_routing_enabled needs p2p.region (this node's ISO 3166 code)")
+    if settings.delivery.cdn_enabled and not settings.delivery.cdn_origins:
+        raise ConfigError("delivery.cdn_enabled needs delivery.cdn_origins (URL templates with {hash})")
+    for template in settings.delivery.cdn_origins:
+        if "{hash}" not in template or not re.fullmatch(r"https?://[^/\s{}]+/\S*", template):
+            raise ConfigError(
+                f"delivery.cdn_origins: {template!r} is not an http(s) URL template with {{hash}}"
+                ' (e.g. "https://cdn.example.com/uhrp/{hash}")'
+            )
     for key in settings.replication.accept_from:
         if key != "*" and not _IDENTITY_KEY.fullmatch(key):
             raise ConfigError(f'replication.accept_from: {key!r} is neither "*" nor a compressed identity key')

@@ -65,6 +65,8 @@ __all__ = [
     "InvalidLadder",
     "PeerUnreachable",
     "StreamClosed",
+    "MirrorFailed",
+    "MirrorRefused",
     "RemoteError",
     "IdentityError",
     "AddressInUse",
@@ -287,6 +289,14 @@ class RemoteError(NodeError):
         self.reply = reply
 
 
+class MirrorFailed(NodeError):
+    """An HTTP(S) mirror did not answer with the bytes asked for, in time."""
+
+
+class MirrorRefused(NodeError):
+    """A mirror URL nobody trusted named a loopback or private address."""
+
+
 # -- the home (the CLI reports these) ----------------------------------------------
 
 
@@ -338,6 +348,7 @@ ERRORS: dict[type[Exception], Rule] = {
     AgentNotYours: Rule(403, "agent_not_yours", _AUTH),
     OperatorOnly: Rule(403, "operator_only", _AUTH),
     ReceiptRequired: Rule(403, "receipt_required", _AUTH),
+    MirrorRefused: Rule(403, "mirror_refused", _AUTH),
     # 404, 405: nothing by that name
     NotFound: Rule(404, "not_found", _NF),
     UnknownReceipt: Rule(404, "unknown_receipt", _AUTH),

@@ -87,7 +87,15 @@ def build_services(
     on_fetched = adverts.announce if settings.p2p.advertise_cached else None
     fetcher = Fetcher(settings, p2p, content, cache, budget=budget, on_fetched=on_fetched, clock=clock)
     integrity = IntegrityService(content, fetcher, scrub_bps=scrub_bps, clock=clock)
-    chunks = ChunkServer(content, quotas, cache, settings.p2p, budget=budget, on_damaged=integrity.report)
+    chunks = ChunkServer(
+        content,
+        quotas,
+        cache,
+        settings.p2p,
+        budget=budget,
+        on_damaged=integrity.report,
+        compress=settings.delivery.compression_enabled,
+    )
     agents = AgentService(settings, content, quotas, fetcher, clock=clock)
     transcode = TranscodeService(
         content, settings.media, work_dir, announce=adverts.announce, fetch=fetcher.fetch, clock=clock
@@ -101,6 +109,7 @@ def build_services(
         settings.replication,
         announce=adverts.announce,
         timeout_s=settings.p2p.stream_timeout_s,
+        region=settings.p2p.region if settings.delivery.geographic_routing_enabled else None,
         clock=clock,
     )
     overlay = Overlay(p2p, cache, adverts, fetcher, chunks, replication)
@@ -114,6 +123,7 @@ def register(services: Services) -> None:
         return
     quotas = services.quotas
     o.p2p.set_handler(ids.CHUNK, o.chunks.handle)
+    o.p2p.set_handler(ids.CHUNK_V1, o.chunks.handle)  # older peers: their requests never ask for compression
     o.p2p.set_handler(ids.ADVERT_SYNC, o.adverts.serve_sync)
     o.p2p.set_handler(ids.ADVERT_PUSH, o.adverts.serve_push)
     o.p2p.set_handler(ids.REPLICATE, o.replication.serve)

@@ -62,6 +62,7 @@ _BOOTSTRAP_BACKOFF_S = (1, 2, 5)  # a bootstrap peer is worth a dial every few s
 
 class Stream(Protocol):
     remote_peer: str
+    protocol: str  # the protocol ID negotiated for it
 
     async def receive_some(self, max_bytes: int = _READ_BUFFER) -> bytes:
         """Up to ``max_bytes``; ``b""`` at end of stream (clean or not)."""
@@ -90,6 +91,7 @@ class _Libp2pStream:
     def __init__(self, stream: INetStream) -> None:
         self._s = stream
         self.remote_peer = str(stream.muxed_conn.peer_id)
+        self.protocol = str(stream.get_protocol() or "")
 
     async def receive_some(self, max_bytes: int = _READ_BUFFER) -> bytes:
         try:
@@ -360,8 +362,11 @@ class P2P:
 
         self._host.set_stream_handler(TProtocol(protocol), on_stream)
 
-    async def open_stream(self, peer_id: str, protocol: str, addrs: list[str] | tuple[str, ...] = ()) -> Stream:
-        """A stream to ``peer_id``, dialling one of ``addrs`` first if needed."""
+    async def open_stream(
+        self, peer_id: str, protocol: str | tuple[str, ...], addrs: list[str] | tuple[str, ...] = ()
+    ) -> Stream:
+        """A stream to ``peer_id``, dialling one of ``addrs`` first if needed;
+        several protocol IDs: the first the peer speaks (``Stream.protocol``)."""
         if peer_id not in self.connected_peers():
             errors = []
             for addr in addrs:
@@ -375,7 +380,8 @@ class P2P:
                     raise PeerUnreachable("; ".join(errors))
         try:
             with trio.fail_after(self.config.connect_timeout_s):
-                stream = await self._host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+                choices = [protocol] if isinstance(protocol, str) else list(protocol)
+                stream = await self._host.new_stream(ID.from_base58(peer_id), [TProtocol(p) for p in choices])
         except Exception as exc:  # trio.TooSlowError or a negotiation/dial error
             raise PeerUnreachable(f"open {protocol} to {peer_id}: {exc!r}") from None
         return _Libp2pStream(stream)

@@ -6,8 +6,10 @@ Goals: the five BRC-26 fields (identity key, content hash, URL, expiry, size)
 signed exactly as the reference topic manager checks them (BRC-42 key from
 protocol ``[2, "uhrp advertisement"]``, key ID ``"1"``, counterparty anyone),
 so an advert verifies with the reference rule; plus, for the overlay, the
-host's libp2p addresses and a sequence number, covered by a second signature;
-and a signed withdrawal.
+host's libp2p addresses, a sequence number and, when the host names one, its
+region (ISO 3166-1 alpha-2), covered by a second signature; and a signed
+withdrawal. An advert without a region has the shape it had before regions
+existed, so older nodes keep reading it.
 Non-goals: on-chain publication (needs a wallet, BEEF and fees); the
 ``pushdrop_script`` here exists for interoperability checks.
 Flow: ``Advert.create`` signs the fields; ``OverlayAdvert.create`` wraps one
@@ -19,6 +21,7 @@ Limits: URL <= ``MAX_URL_BYTES``, <= ``MAX_ADDRS`` addresses of <=
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +51,7 @@ MAX_ADDRS = 16
 MAX_ADDR_BYTES = 256
 MAX_MESSAGE_BYTES = 8192
 _KIND_ADVERT, _KIND_WITHDRAW = 1, 2
+_REGION = re.compile(r"[A-Z]{2}")
 
 
 class InvalidAdvert(RemoteProtocolError):
@@ -139,15 +143,19 @@ class OverlayAdvert:
     addrs: tuple[str, ...]
     sequence: int  # grows with every refresh, so a newer advert replaces an older one
     signature: bytes
+    region: str = ""  # where the host says it is (ISO 3166-1 alpha-2); "" = not said
 
     def _signed(self) -> bytes:
         a = self.advert
-        return _pack([_KIND_ADVERT, *a.fields(), a.signature, list(self.addrs), self.sequence])
+        region = [self.region] if self.region else []
+        return _pack([_KIND_ADVERT, *a.fields(), a.signature, list(self.addrs), self.sequence, *region])
 
     @classmethod
-    def create(cls, private_key: bytes, advert: Advert, addrs: tuple[str, ...], sequence: int) -> OverlayAdvert:
-        unsigned = cls(advert, addrs, sequence, b"")
-        return cls(advert, addrs, sequence, brc42.sign(private_key, unsigned._signed(), OVERLAY_INVOICE))
+    def create(
+        cls, private_key: bytes, advert: Advert, addrs: tuple[str, ...], sequence: int, region: str = ""
+    ) -> OverlayAdvert:
+        unsigned = cls(advert, addrs, sequence, b"", region)
+        return cls(advert, addrs, sequence, brc42.sign(private_key, unsigned._signed(), OVERLAY_INVOICE), region)
 
     def encode(self) -> bytes:
         a = self.advert
@@ -163,6 +171,7 @@ class OverlayAdvert:
                 list(self.addrs),
                 self.sequence,
                 self.signature,
+                *([self.region] if self.region else []),
             ]
         )
 
@@ -215,15 +224,17 @@ def decode_message(data: bytes) -> OverlayAdvert | Withdrawal:
     kind = obj[0]
     message: OverlayAdvert | Withdrawal
     if kind == _KIND_ADVERT:
-        _check(len(obj) == 10, "advert must have 10 elements")
-        _, ident, chash, url, expiry, size, sig, addrs, seq, osig = obj
+        _check(len(obj) in (10, 11), "advert must have 10 elements, or 11 with a region")
+        _, ident, chash, url, expiry, size, sig, addrs, seq, osig, *more = obj
         types = (bytes, bytes, str, int, int, bytes, list, int, bytes)
-        _check(all(type(v) is t for v, t in zip(obj[1:], types, strict=True)), "advert field has the wrong type")
+        _check(all(type(v) is t for v, t in zip(obj[1:10], types, strict=True)), "advert field has the wrong type")
+        region = more[0] if more else ""
+        _check(not more or (type(region) is str and _REGION.fullmatch(region) is not None), "bad region")
         _check(len(url.encode()) <= MAX_URL_BYTES, "URL too long")
         _check(len(addrs) <= MAX_ADDRS, "too many addresses")
         _check(all(isinstance(a, str) and len(a.encode()) <= MAX_ADDR_BYTES for a in addrs), "bad address")
         _check(0 <= expiry < 2**63 and 0 <= size < 2**63 and 0 <= seq < 2**63, "number out of range")
-        message = OverlayAdvert(Advert(ident, chash, url, expiry, size, sig), tuple(addrs), seq, osig)
+        message = OverlayAdvert(Advert(ident, chash, url, expiry, size, sig), tuple(addrs), seq, osig, region)
     elif kind == _KIND_WITHDRAW:
         _check(len(obj) == 5, "withdrawal must have 5 elements")
         _, ident, chash, seq, sig = obj

@@ -96,13 +96,16 @@ class AdvertCache:
         """Whether a host has a live advert here: it is an overlay node holding content."""
         return any(self._adverts[(identity_key, h)].advert.expiry > now for h in self._by_host.get(identity_key, ()))
 
-    def nodes(self, now: float) -> dict[bytes, tuple[str, ...]]:
-        """Every host with a live advert here, with the addresses of one of them."""
+    def nodes(self, now: float, region: str | None = None) -> dict[bytes, tuple[str, ...]]:
+        """Every host with a live advert here (in ``region``, when given, as
+        its newest live advert says), with that advert's addresses."""
         found: dict[bytes, tuple[str, ...]] = {}
         for host, hashes in self._by_host.items():
-            live = (self._adverts[(host, h)] for h in hashes if self._adverts[(host, h)].advert.expiry > now)
-            if (m := next(live, None)) is not None:
-                found[host] = m.addrs
+            live = [m for m in (self._adverts[(host, h)] for h in hashes) if m.advert.expiry > now]
+            if live:
+                newest = max(live, key=lambda m: m.sequence)
+                if region is None or newest.region == region:
+                    found[host] = newest.addrs
         return found
 
     def live(self, now: float) -> list[OverlayAdvert]:

@@ -111,6 +111,11 @@ class AgentSession:
         return "failed" if self.failed else "active"
 
     @property
+    def preferred_hosts(self) -> tuple[str, ...]:
+        """Hosts its reads draw on first (``streamingConfig.preferredHosts``)."""
+        return tuple(self.streaming.get("preferredHosts", ()))
+
+    @property
     def bandwidth_class(self) -> int:
         """0 claims bandwidth first; a priority session without its boost is standard."""
         kind = "standard" if self.session_type == "priority" and not self.priority_boost else self.session_type

@@ -1,4 +1,4 @@
-"""``ids.CHUNK`` (``/uhrp-overlay/chunk/1.0.0``): manifests and chunks between peers.
+"""``ids.CHUNK`` (``/uhrp-overlay/chunk/1.1.0``, and ``ids.CHUNK_V1``): manifests and chunks between peers.
 
 Participants: a client that wants content and a server that holds some or
 all of it.
@@ -12,7 +12,11 @@ array whose first element is the message type. The client sends requests
 with increasing ids; the server answers them in order: ``GetManifest`` ->
 ``ManifestReply``, ``GetChunks`` -> one ``ChunkReply`` per index, ``GetHave``
 -> ``HaveReply`` (a bitfield for partial holders). Any request may instead
-get an ``ErrorReply``, which ends that request only.
+get an ``ErrorReply``, which ends that request only. In 1.1.0 a chunk
+request may list the content codings it accepts (``protocols.compression``);
+a reply then may carry a chunk compressed in one of them, naming it. 1.0.0
+is the same without codings; a client sends them only on a 1.1.0 stream, so
+an older server never sees them.
 Limits: ``MAX_FRAME`` bytes per frame (a reply), ``MAX_REQUEST_FRAME`` per
 request (a server reads no more from a client), ``MAX_INDICES`` indices per
 request.
@@ -27,6 +31,7 @@ from typing import Any
 import msgpack
 
 from protocols.codec import unpack
+from protocols.compression import ENCODINGS
 from protocols.errors import RemoteProtocolError
 from protocols.framing import frame
 from protocols.manifest import MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_MANIFEST_BYTES
@@ -78,6 +83,7 @@ class GetChunks:
     content_hash: bytes
     indices: tuple[int, ...]
     receipt_id: str = ""  # charge these bytes to this quota receipt ("" = none)
+    accept: tuple[str, ...] = ()  # content codings the client decodes, preferred first (1.1.0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class ChunkReply:
     request_id: int
     index: int
     data: bytes
+    coding: str = ""  # "": the chunk as stored; else ``data`` is it compressed in this coding
 
 
 @dataclass(frozen=True)
@@ -142,8 +149,12 @@ def encode(msg: Message) -> bytes:
     fields: list[Any] = [_TAGS[type(msg)]]
     if isinstance(msg, GetChunks):
         fields += [msg.request_id, msg.content_hash, list(msg.indices)]
-        if msg.receipt_id:
+        if msg.receipt_id or msg.accept:
             fields.append(msg.receipt_id)
+        if msg.accept:
+            fields.append(list(msg.accept))
+    elif isinstance(msg, ChunkReply):
+        fields += [msg.request_id, msg.index, msg.data, *([msg.coding] if msg.coding else [])]
     elif isinstance(msg, ErrorReply):
         fields += [msg.request_id, int(msg.code), msg.message, float(msg.retry_after_s)]
     else:
@@ -169,6 +180,13 @@ def _b(v: Any) -> bytes:
     return v
 
 
+def _codings(v: Any) -> tuple[str, ...]:
+    """The codings a request accepts that this version knows (others are a later version's: skipped)."""
+    if not isinstance(v, list) or len(v) > 8 or not all(type(c) is str and len(c) <= 16 for c in v):
+        raise WireError("accepted codings are a list of at most 8 short names")
+    return tuple(c for c in v if c in ENCODINGS)
+
+
 def decode(body: bytes) -> Message:
     """One frame's body as a message; ``WireError`` if it is not one."""
     obj = unpack(body, WireError, max_bin=MAX_FRAME, max_str=1024, max_array=MAX_INDICES + 8)
@@ -176,12 +194,18 @@ def decode(body: bytes) -> Message:
         raise WireError("a frame must hold a non-empty array")
     tag, args = obj[0], obj[1:]
     shape = {1: 2, 2: 3, 3: 2, 11: 2, 12: 3, 13: 3, 19: 4}
-    if tag == 2 and len(args) == 4:  # a chunk request may name a receipt
-        args, receipt = args[:3], args[3]
-        if type(receipt) is not str or not 0 < len(receipt) <= 64:
+    receipt, coding = "", ""
+    accept: tuple[str, ...] = ()
+    if tag == 2 and len(args) in (4, 5):  # a chunk request may name a receipt, then codings
+        args, receipt, more = args[:3], args[3], args[4:]
+        if type(receipt) is not str or not (0 if more else 1) <= len(receipt) <= 64:
             raise WireError("a receipt id is 1..64 characters")
-    else:
-        receipt = ""
+        if more:
+            accept = _codings(more[0])
+    elif tag == 12 and len(args) == 4:  # a chunk reply may be compressed
+        args, coding = args[:3], args[3]
+        if coding not in ENCODINGS:
+            raise WireError(f"unknown content coding {coding!r}")
     if tag not in shape or len(args) != shape[tag]:
         raise WireError(f"unknown message type {tag!r} or wrong field count")
     rid = _u(args[0])
@@ -190,13 +214,13 @@ def decode(body: bytes) -> Message:
     if tag == 2:
         if not isinstance(args[2], list) or not 0 < len(args[2]) <= MAX_INDICES:
             raise WireError(f"a chunk request lists 1..{MAX_INDICES} indices")
-        return GetChunks(rid, _h(args[1]), tuple(_u(i, MAX_CHUNKS) for i in args[2]), receipt)
+        return GetChunks(rid, _h(args[1]), tuple(_u(i, MAX_CHUNKS) for i in args[2]), receipt, accept)
     if tag == 3:
         return GetHave(rid, _h(args[1]))
     if tag == 11:
         return ManifestReply(rid, _b(args[1]))
     if tag == 12:
-        return ChunkReply(rid, _u(args[1], MAX_CHUNKS), _b(args[2]))
+        return ChunkReply(rid, _u(args[1], MAX_CHUNKS), _b(args[2]), coding)
     if tag == 13:
         count, bits = _u(args[1], MAX_CHUNKS + 1), _b(args[2])
         if len(bits) != (count + 7) // 8:

@@ -5,7 +5,8 @@ A breaking change to a protocol's messages gets a new version here (iroh's
 
 | ID | who opens it | what flows (framing) |
 |---|---|---|
-| ``CHUNK`` | a downloader | pipelined manifest/chunk/have requests and replies (``chunk_wire``) |
+| ``CHUNK`` | a downloader | pipelined manifest/chunk/have requests and replies (``chunk_wire``); a chunk request may accept compressed replies |
+| ``CHUNK_V1`` | a downloader of an older version | the same, never compressed (a server answers both; a client offers ``CHUNK`` first) |
 | ``ADVERT_SYNC`` | a newly connected peer | the host's live adverts, then EOF (``advert``) |
 | ``ADVERT_PUSH`` | a node that is stopping | its withdrawals, an empty frame; the peer answers an empty frame once it has applied them |
 | ``USAGE_SYNC`` | a newly connected peer | quota records and usage messages, then EOF (``usage_sync``) |
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "CHUNK",
+    "CHUNK_V1",
     "ADVERT_SYNC",
     "ADVERT_PUSH",
     "USAGE_SYNC",
@@ -30,7 +32,8 @@ __all__ = [
     "ADVERT_TOPIC",
 ]
 
-CHUNK = "/uhrp-overlay/chunk/1.0.0"
+CHUNK = "/uhrp-overlay/chunk/1.1.0"
+CHUNK_V1 = "/uhrp-overlay/chunk/1.0.0"
 ADVERT_SYNC = "/uhrp-overlay/adverts/1.0.0"
 ADVERT_PUSH = "/uhrp-overlay/advert-push/1.0.0"
 USAGE_SYNC = "/uhrp-overlay/usage/1.0.0"

@@ -2,8 +2,12 @@
 
 A ``ReplicaRequest`` names a content, its publisher and the replication
 factor, and is signed by the node that sends it (BRC-42, as adverts are), so
-the receiver can keep it as the reason it holds a copy. The receiver decides
-from its own policy and budget and answers a ``ReplicaReply``.
+the receiver can keep it as the reason it holds a copy. A request may carry
+a lease (``lease_until``): a copy for content popular where the requester
+is, kept until then unless the lease is renewed, cache again afterwards; a
+request without one is for a copy kept until its holder's operator says
+otherwise. The receiver decides from its own policy and budget and answers
+a ``ReplicaReply``.
 
 Copies are counted from signed adverts, never from claims, and only copies
 whose host is live count (``live_holders``). When there are too few, one node
@@ -65,39 +69,44 @@ class ReplicaRequest:
     factor: int  # copies the publisher wants
     expiry: int  # Unix seconds: a request is not acted on after this
     signature: bytes
+    lease_until: int = 0  # Unix seconds: a popularity copy, kept until then; 0 = no lease
+
+    def _fields(self) -> list[object]:
+        lease = [self.lease_until] if self.lease_until else []  # without one: the shape of the first version
+        return [self.requester_key, self.publisher_key, self.content_hash, self.factor, self.expiry, *lease]
 
     def _signed(self) -> bytes:
-        return _pack([self.requester_key, self.publisher_key, self.content_hash, self.factor, self.expiry])
+        return _pack(self._fields())
 
     @classmethod
     def create(
-        cls, private_key: bytes, publisher_key: bytes, content_hash: bytes, factor: int, expiry: int
+        cls,
+        private_key: bytes,
+        publisher_key: bytes,
+        content_hash: bytes,
+        factor: int,
+        expiry: int,
+        lease_until: int = 0,
     ) -> ReplicaRequest:
         requester = coincurve.PrivateKey(private_key).public_key.format(compressed=True)
-        unsigned = cls(requester, publisher_key, content_hash, factor, expiry, b"")
-        return cls(
-            requester,
-            publisher_key,
-            content_hash,
-            factor,
-            expiry,
-            brc42.sign(private_key, unsigned._signed(), REPLICATION_INVOICE),
-        )
+        unsigned = cls(requester, publisher_key, content_hash, factor, expiry, b"", lease_until)
+        signature = brc42.sign(private_key, unsigned._signed(), REPLICATION_INVOICE)
+        return cls(requester, publisher_key, content_hash, factor, expiry, signature, lease_until)
 
     def encode(self) -> bytes:
-        return _pack(
-            [self.requester_key, self.publisher_key, self.content_hash, self.factor, self.expiry, self.signature]
-        )
+        fields = self._fields()
+        return _pack([*fields[:5], self.signature, *fields[5:]])
 
     @classmethod
     def decode(cls, data: bytes) -> ReplicaRequest:
         """Strictly decode and check the signature."""
         _check(len(data) <= MAX_MESSAGE_BYTES, f"request of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
-        obj = unpack(data, InvalidReplication, max_bin=80, max_str=0, max_array=6)
-        _check(isinstance(obj, list) and len(obj) == 6, "a replica request has 6 elements")
-        types = (bytes, bytes, bytes, int, int, bytes)
-        _check(all(type(v) is t for v, t in zip(obj, types, strict=True)), "replica request field has the wrong type")
+        obj = unpack(data, InvalidReplication, max_bin=80, max_str=0, max_array=7)
+        _check(isinstance(obj, list) and len(obj) in (6, 7), "a replica request has 6 elements, or 7 with a lease")
+        types = (bytes, bytes, bytes, int, int, bytes, int)
+        _check(all(type(v) is t for v, t in zip(obj, types, strict=False)), "replica request field has the wrong type")
         request = cls(*obj)
+        _check(len(obj) == 6 or 0 < request.lease_until < 2**40, "lease out of range")
         _check(len(request.requester_key) == 33 and len(request.publisher_key) == 33, "keys are 33 bytes")
         _check(len(request.content_hash) == 32, "content hash is 32 bytes")
         _check(1 <= request.factor <= MAX_FACTOR, f"factor must be 1..{MAX_FACTOR}")

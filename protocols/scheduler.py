@@ -135,6 +135,11 @@ class Scheduler:
         if drop:
             self.peer_lost(peer)
 
+    def skipped(self, peer: str, index: int) -> None:
+        """A request the peer had not started yet was dropped (the chunk was
+        done meanwhile): its slot is free, and nothing is recorded against it."""
+        self._release(peer, index)
+
     def peer_lost(self, peer: str) -> None:
         """Stop using ``peer``; its requests go back to the queue at once."""
         if peer in self.active:
@@ -184,7 +189,8 @@ class Scheduler:
     def _hedge_for(self, peer: str) -> int | None:
         for index in sorted(self.requested):
             copies = self.requested[index]
-            if peer not in copies and len(copies) < self.max_copies:
+            # A done chunk stays requested while a slower copy is out: never again.
+            if not self.done[index] and peer not in copies and len(copies) < self.max_copies:
                 return index
         return None
 

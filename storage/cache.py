@@ -45,6 +45,7 @@ class Delivery:
     total_ms: float = 0.0
     demand: float = 0.0
     demand_at: float = 0.0
+    coding: str = ""  # of its last compressed delivery; "" before one
 
     def demand_now(self, now: float) -> float:
         return self.demand * math.pow(0.5, max(0.0, now - self.demand_at) / HALF_LIFE_S)
@@ -71,6 +72,8 @@ class Delivery:
             self.last_access_at,
             self.created_at,
             now,
+            bool(self.coding),
+            self.coding or "gzip",
         )
 
     @classmethod
@@ -86,6 +89,7 @@ class Delivery:
             float(row.average_delivery_time_ms or 0) * n,
             row.demand,
             row.demand_at,
+            row.compression_algorithm if row.compression_enabled else "",
         )
 
 
@@ -114,8 +118,9 @@ class Deliveries:
             self._dirty.add(content_hash)
         return d
 
-    def delivered(self, content_hash: bytes, duration_s: float, *, hit: bool) -> None:
-        """One read of the content answered (``hit``: from what was held)."""
+    def delivered(self, content_hash: bytes, duration_s: float, *, hit: bool, coding: str | None = None) -> None:
+        """One read of the content answered (``hit``: from what was held;
+        ``coding``: the content coding it was sent in, if any)."""
         now = self.clock()
         d = self.of(content_hash)
         d.demand = d.demand_now(now) + 1.0
@@ -123,7 +128,14 @@ class Deliveries:
         d.delivery_count += 1
         d.cache_hits += hit
         d.total_ms += duration_s * 1000.0
+        if coding:
+            d.coding = coding
         self._dirty.add(content_hash)
+
+    def demands(self) -> dict[bytes, float]:
+        """Every content's demand now, by hash."""
+        now = self.clock()
+        return {h: d.demand_now(now) for h, d in self._by_hash.items()}
 
     def touched(self, content_hash: bytes) -> None:
         """The content was read (by a peer): it is not idle."""

@@ -245,6 +245,7 @@ class ContentStore:
         on_progress: Callable[[int], None] | None = None,
         on_chunk: Callable[[int], None] | None = None,
         expect: Manifest | None = None,
+        content_hash: bytes | None = None,
         verified: bool = False,
         keep_on_failure: bool = False,
     ) -> IngestResult:
@@ -254,7 +255,8 @@ class ContentStore:
         its listed hash and the whole stream the content hash; otherwise
         ``Mismatch`` is raised and nothing is recorded (``verified``: the
         caller has already checked each chunk against ``expect``, so it is not
-        hashed twice; the whole-file check still runs). ``on_chunk(index)``
+        hashed twice; the whole-file check still runs). With ``content_hash``
+        (a download with no manifest) the whole stream must hash to it. ``on_chunk(index)``
         is called once a chunk is on disk (readers may stream it before the
         whole content is recorded). ``keep_on_failure`` leaves the chunks
         written so far on disk (a download that can resume; see ``partials``).
@@ -345,6 +347,8 @@ class ContentStore:
             manifest.validate()
             if expect is not None and manifest != expect:
                 raise Mismatch("the content does not hash to what its manifest says")
+            if content_hash is not None and manifest.content_hash != content_hash:
+                raise Mismatch(f"the bytes hash to {manifest.content_hash.hex()}, not {content_hash.hex()}")
             async with self._commit_lock:
                 now = self._clock()
                 pin = pinned() if callable(pinned) else pinned

@@ -58,6 +58,8 @@ class HostPerformance:
     failed_requests: int
     bytes_served: int
     last_check: float
+    cdn_enabled: bool = False  # an HTTP(S) mirror: keyed by the SHA-256 of its origin, having no identity key
+    host_region: str = ""  # the region the host's advert names
 
 
 @dataclass(frozen=True)
@@ -188,11 +190,15 @@ class DeliveryRow:
     last_access_at: float
     created_at: float
     updated_at: float
+    compression_enabled: bool = False  # delivered compressed (delivery.compression_enabled, a text type, asked)
+    compression_algorithm: str = "gzip"  # the coding of its last compressed delivery (the seed's default before one)
 
 
 @dataclass(frozen=True)
 class ReplicaRow:
-    """A ``replicas`` row: a copy held for another publisher, and the request accepted."""
+    """A ``replicas`` row: a copy held for another publisher, and the request
+    accepted; or one this node keeps because it is popular here (its own key
+    as ``requested_by``, no request)."""
 
     content_hash: str
     publisher_key: str
@@ -200,6 +206,7 @@ class ReplicaRow:
     factor: int
     request: bytes
     accepted_at: float
+    lease_until: float = 0.0  # a popularity copy: cache again after this unless renewed; 0 = no lease
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,10 @@ def _record(row: tuple[Any, ...]) -> ContentRecord:
     return ContentRecord(Manifest.decode(bytes(row[0])), bool(row[1]), float(row[2]))
 
 
+def _delivery(row: tuple[Any, ...]) -> DeliveryRow:
+    return DeliveryRow(*row)
+
+
 def _stream(row: tuple[Any, ...]) -> StreamRow:
     r = StreamRow(*row)
     return dataclasses.replace(r, cache_hit=bool(r.cache_hit))
@@ -248,19 +252,23 @@ class SqlMetadataStore(MetadataStore):
     async def put_deliveries(self, rows: list[DeliveryRow]) -> None:
         if rows:
             await self._transaction(
-                lambda db: db.executemany(_DELIVERY_UPSERT, [(*_values(r), r.content_hash) for r in rows])
+                lambda db: db.executemany(  # compression_enabled is the seed's BOOLEAN: as a bool, not an integer
+                    _DELIVERY_UPSERT, [(*_fields_of(DeliveryRow)(r), r.content_hash) for r in rows]
+                )
             )
 
     async def deliveries(self) -> list[DeliveryRow]:
         rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM delivery_optimization"))
-        return [DeliveryRow(*r) for r in rows]
+        return [
+            dataclasses.replace(row, compression_enabled=bool(row.compression_enabled)) for row in map(_delivery, rows)
+        ]
 
     async def put_replica(self, row: ReplicaRow) -> None:
         await self._run(lambda db: db.execute(_REPLICA_UPSERT, _values(row)))
 
     async def replicas(self) -> list[ReplicaRow]:
         rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_REPLICA_COLUMNS)} FROM replicas"))
-        return [ReplicaRow(h, p, r, int(f), bytes(q), float(t)) for h, p, r, f, q, t in rows]
+        return [ReplicaRow(h, p, r, int(f), bytes(q), float(t), float(u)) for h, p, r, f, q, t, u in rows]
 
     async def delete_replica(self, content_hash: bytes) -> None:
         await self._run(lambda db: db.execute("DELETE FROM replicas WHERE content_hash = ?", (content_hash.hex(),)))
@@ -304,9 +312,10 @@ class SqlMetadataStore(MetadataStore):
             lambda db: db.executemany(
                 "INSERT INTO uhrp_host_performance (content_hash, host_url, host_public_key, availability_score, "
                 "average_latency_ms, bandwidth_mbps, total_requests, successful_requests, failed_requests, "
-                "bytes_served, last_check) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "bytes_served, last_check, cdn_enabled, host_region) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (content_hash, host_public_key) DO UPDATE SET "
                 "host_url = excluded.host_url, availability_score = excluded.availability_score, "
+                "cdn_enabled = excluded.cdn_enabled, host_region = excluded.host_region, "
                 "average_latency_ms = excluded.average_latency_ms, bandwidth_mbps = excluded.bandwidth_mbps, "
                 "total_requests = uhrp_host_performance.total_requests + excluded.total_requests, "
                 "successful_requests = uhrp_host_performance.successful_requests + excluded.successful_requests, "
@@ -326,6 +335,8 @@ class SqlMetadataStore(MetadataStore):
                         r.failed_requests,
                         r.bytes_served,
                         r.last_check,
+                        r.cdn_enabled,
+                        r.host_region,
                     )
                     for r in rows
                 ],
@@ -336,8 +347,8 @@ class SqlMetadataStore(MetadataStore):
         rows = await self._run(
             lambda db: db.fetch(
                 "SELECT content_hash, host_url, host_public_key, availability_score, average_latency_ms, "
-                "bandwidth_mbps, successful_requests, failed_requests, bytes_served, last_check "
-                "FROM uhrp_host_performance p WHERE last_check = "
+                "bandwidth_mbps, successful_requests, failed_requests, bytes_served, last_check, cdn_enabled, "
+                "host_region FROM uhrp_host_performance p WHERE last_check = "
                 "(SELECT MAX(last_check) FROM uhrp_host_performance q WHERE q.host_public_key = p.host_public_key)"
             )
         )
@@ -353,6 +364,8 @@ class SqlMetadataStore(MetadataStore):
                 failed_requests=int(r[7]),
                 bytes_served=int(r[8]),
                 last_check=float(r[9]),
+                cdn_enabled=bool(r[10]),
+                host_region=str(r[11]),
             )
             for r in rows
         ]

@@ -568,7 +568,10 @@ class AsyncNodeClient:
         attempt = 0
         while True:
             with self._transport_errors("download"):
-                async with self._http.stream("GET", path, params=params, headers=_range(start, end)) as r:
+                # As stored: the bytes are hashed and counted here (a node with
+                # compression on would otherwise send text types compressed).
+                headers = {"accept-encoding": "identity", **_range(start, end)}
+                async with self._http.stream("GET", path, params=params, headers=headers) as r:
                     if r.status_code < 400:
                         yield r
                         return

@@ -114,6 +114,7 @@ def agent_router(ctx: NodeContext) -> APIRouter:
         agents.require_enabled()
         digest = parse_content_id(body.contentHash)
         cfg = body.streamingConfig
+        ctx.preferred_hosts(",".join(cfg.preferredHosts), request.scope.get(IDENTITY))  # malformed: 400 now
         session, option = await agents.open_session(
             digest,
             identity=request.scope.get(IDENTITY),
@@ -124,6 +125,7 @@ def agent_router(ctx: NodeContext) -> APIRouter:
             chunk_size=cfg.chunkSize,
             buffer_size=cfg.bufferSize,
             quality_level=cfg.quality,
+            preferred_hosts=tuple(cfg.preferredHosts),
             local_url=ctx.data_url(digest),
         )
         return await view(session, option)

@@ -16,6 +16,7 @@ from node.errors import (
     InvalidContentLength,
     InvalidContentType,
     InvalidReceiptId,
+    MirrorRefused,
     NotHeld,
     NotYourReceipt,
     OperatorOnly,
@@ -71,6 +72,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
                 expiresAt=None
                 if r.pinned or not row.cache_ttl_seconds
                 else iso(row.last_access_at + row.cache_ttl_seconds),
+                compression=row.compression_algorithm if row.compression_enabled else None,
             )
         return info
 
@@ -214,6 +216,8 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         record = await ctx.content.set_pinned(digest, pinned, ttl_s=ttl_s)
         if record is None:  # never held, or deleted meanwhile
             raise NotHeld(f"content {digest.hex()} is not held by this node")
+        if ctx.overlay is not None:
+            await ctx.overlay.replication.operator_decided(digest)
         if ctx.overlay is not None and await ctx.content.get(digest) is not None:  # unpinning may evict it
             if pinned or settings.p2p.advertise_cached:  # cached content is advertised only with advertise_cached
                 ctx.overlay.adverts.announce(record.manifest)
@@ -243,6 +247,8 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     async def delete_content(contentId: str, request: Request) -> Deleted:
         ctx.require_operator(request.scope, "delete content")
         digest = parse_content_id(contentId)
+        if ctx.overlay is not None:  # not asked straight back for a copy by a node that holds one
+            ctx.overlay.replication.deleted(digest)
         removed = await ctx.content.delete(digest)  # its adverts are withdrawn (ContentStore.on_removed)
         if removed is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
@@ -279,6 +285,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
                 Unsatisfiable,
                 QuotaDenied,
                 Mismatch,
+                MirrorRefused,
                 NotHeld="content not held here, and no live advert names it",
                 QuotaDenied="over the receipt's quota; Retry-After says when to try again",
                 Mismatch="content not held here and no host served a usable copy",
@@ -307,6 +314,13 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             description="a transcoded video's rendition (`720p`, `4k`, ...) or `auto`: 302 to a master playlist of "
             "that rendition alone (`auto`: chosen from the session's measured rate, else its minBandwidthMbps; "
             "unknown: the whole ladder); 400 for content without renditions",
+        ),
+        preferredHosts: str | None = Query(
+            None,
+            description="comma-separated hosts to draw on first when the content is fetched for this read: "
+            "identity keys (hex) of overlay hosts, ranked first, and http(s) URLs of the file, used as mirrors "
+            "(a URL from anyone but the operator must resolve to a public address); a hint for the download "
+            "this read starts, not for one already running; at most 16",
         ),
     ) -> Response:
         return _DataResponse(data, contentId)

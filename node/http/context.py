@@ -28,7 +28,7 @@ from node.errors import NotYourReceipt, OperatorOnly, OverlayDisabled, Unauthent
 from node.identity import Identity
 from node.services import Overlay, Services
 from node.services.agents import AgentService
-from node.services.fetch import Fetcher
+from node.services.fetch import Fetcher, Preferred, parse_preferred
 from node.services.quotas import QuotaService
 from node.services.transcode import TranscodeService
 from storage import ContentStore
@@ -159,6 +159,11 @@ class NodeContext:
         identity = scope.get(IDENTITY)
         if holder and identity != holder and not self.is_operator(identity):
             raise NotYourReceipt("the receipt belongs to another identity; authenticate as its holder")
+
+    def preferred_hosts(self, raw: str, identity: str | None) -> Preferred:
+        """A reader's ``preferredHosts``, checked (400 when malformed) whether
+        or not a download will use them; only the operator's URLs may point inside."""
+        return parse_preferred(raw, trusted=self.is_operator(identity))
 
     def data_url(self, digest: bytes) -> str:
         """Where an agent reads content from this node."""

@@ -40,6 +40,7 @@ from node.http.context import IDENTITY, RESPONSE_LIMIT, NodeContext
 from node.http.errors import Headers, Send, send_error
 from overlay_client.uhrp import parse_content_id
 from protocols.agent_session import AgentSession
+from protocols.compression import MIN_BYTES, Encoder, compressible, negotiate
 from protocols.errors import InvalidRange, ProtocolError
 from protocols.manifest import Manifest
 from protocols.playlists import data_path
@@ -56,6 +57,8 @@ __all__ = ["DataPlane"]
 
 _MANIFEST_CACHE = 4096
 _PACED_PIECE = 64 << 10
+_INLINE_COMPRESS = 64 << 10  # larger pieces are compressed on a worker thread
+_SUFFIX = {"gzip": "gz", "zstd": "zst"}  # of a coded representation's ETag
 _VERIFY_FIRST = 8 << 20  # hashed before the response starts, when not yet verified this run
 
 Scope = MutableMapping[str, Any]
@@ -65,7 +68,7 @@ Emit = Callable[[Piece, bool], Awaitable[None]]
 ZERO_COPY = "http.response.zerocopysend"  # ASGI's extension: the server sends from a file
 
 
-_QUERY = ("receiptId", "sessionId", "range", "quality")
+_QUERY = ("receiptId", "sessionId", "range", "quality", "preferredHosts")
 # ``<sha256>.m4s``: a cosmetic suffix, for players that choose a demuxer by extension
 _COSMETIC = re.compile(r"^([0-9a-fA-F]{64})\.[A-Za-z0-9]{1,8}$")
 # Browser players (hls.js, dash.js) read segments from pages of other origins.
@@ -75,8 +78,9 @@ _CORS = [
 ]
 
 
-def _params(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:
-    """The ``receiptId``, ``sessionId``, ``range`` and ``quality`` query parameters; any other is refused."""
+def _params(scope: Scope) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """The ``receiptId``, ``sessionId``, ``range``, ``quality`` and
+    ``preferredHosts`` query parameters; any other is refused."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     if unknown := sorted(set(query) - set(_QUERY)):
         raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; reads take {', '.join(_QUERY)}")
@@ -100,6 +104,28 @@ def _zero_copy(scope: Scope) -> bool:
     return ZERO_COPY in scope.get("extensions", {})
 
 
+def _encoding(send: Send, coding: str) -> Send:
+    """``send`` with every body piece compressed in ``coding`` (large pieces on
+    a worker thread: zlib and zstd release the GIL), flushed with the last."""
+    encoder = Encoder(coding)
+
+    async def send_encoded(message: MutableMapping[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body, more = message.get("body", b""), message.get("more_body", False)
+        if len(body) > _INLINE_COMPRESS:
+            out = await trio.to_thread.run_sync(encoder.compress, body)
+        else:
+            out = encoder.compress(body)
+        if not more:
+            out += encoder.flush()
+        if out or not more:
+            await send({"type": "http.response.body", "body": out, "more_body": more})
+
+    return send_encoded
+
+
 class _Refused(Exception):
     """A refusal that carries response headers (416's ``Content-Range``)."""
 
@@ -120,6 +146,7 @@ class _Read:
     identity: str | None
     download: Download | None
     not_modified: bool = False
+    coding: str | None = None  # the content coding of the response body (a whole read of a text type)
 
     @property
     def start(self) -> int:
@@ -133,6 +160,8 @@ class _Read:
 class DataPlane:
     def __init__(self, ctx: NodeContext) -> None:
         self.is_operator = ctx.is_operator
+        self.compression = ctx.settings.delivery.compression_enabled
+        self.preferred_hosts = ctx.preferred_hosts
         self.integrity = ctx.services.integrity
         self.default_policy = ctx.settings.quota.default_policy
         self.content = ctx.content
@@ -196,7 +225,7 @@ class DataPlane:
         estimate is the session's measured read rate, else its
         ``qualityRequirements.minBandwidthMbps``."""
         digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
-        receipt_id, session_id, _, quality = _params(scope)
+        receipt_id, session_id, _, quality, _ = _params(scope)
         assert quality is not None
         sets = await self.transcode.renditions_of(digest)
         if not sets:
@@ -225,12 +254,13 @@ class DataPlane:
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    def _common(self, etag: bytes) -> Headers:
-        return [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control), *_CORS]
+    def _common(self, etag: bytes, vary: bool) -> Headers:
+        common = [(b"etag", etag), (b"accept-ranges", b"bytes"), (b"cache-control", self.cache_control), *_CORS]
+        return [*common, (b"vary", b"accept-encoding")] if vary else common
 
     async def _prepare(self, scope: Scope, digest: bytes) -> _Read:
         """Every check a read must pass before its response starts."""
-        receipt_id, session_id, range_param, _ = _params(scope)
+        receipt_id, session_id, range_param, _, preferred = _params(scope)
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")
         identity = scope.get(IDENTITY)  # set by node.http.auth for authenticated requests
@@ -238,10 +268,13 @@ class DataPlane:
         if session_id is not None:
             session = await self.agents.session_for_read(session_id, digest, receipt_id, identity)
             receipt_id = session.receipt_id
+        hosts = preferred if preferred is not None else ",".join(session.preferred_hosts) if session else ""
+        prefer = self.preferred_hosts(hosts, identity)
         manifest = await self._manifest(digest)
         download = None
         if manifest is None and self.fetcher is not None:
-            download = self.fetcher.start(digest)
+            await self.fetcher.check(prefer)
+            download = self.fetcher.start(digest, prefer=prefer)
             try:
                 manifest = await download.wait_manifest()
             except (NotAvailable, Mismatch, StorageFull) as exc:
@@ -257,8 +290,22 @@ class DataPlane:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
 
         request_headers = dict(scope["headers"])
-        etag = f'"{digest.hex()}"'.encode()
-        read = _Read(digest, manifest, None, self._common(etag), session, receipt_id, identity, download)
+        identity_etag = etag = f'"{digest.hex()}"'.encode()
+        # A whole read of a text type may go compressed (never a range, never a
+        # response BRC-104 signs whole); each coding is its own representation.
+        codable = (
+            self.compression
+            and compressible(manifest.content_type)
+            and manifest.size >= MIN_BYTES
+            and scope.get(RESPONSE_LIMIT) is None
+        )
+        coding = None
+        if codable and b"range" not in request_headers and not range_param:
+            coding = negotiate(request_headers.get(b"accept-encoding", b"").decode("latin-1"))
+            if coding is not None:
+                etag = f'"{digest.hex()}.{_SUFFIX[coding]}"'.encode()
+        read = _Read(digest, manifest, None, self._common(etag, bool(codable)), session, receipt_id, identity, download)
+        read.coding = coding
         inm = request_headers.get(b"if-none-match")
         if inm is not None and (
             inm.strip() == b"*" or etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]
@@ -276,7 +323,7 @@ class DataPlane:
             )
         if_range = request_headers.get(b"if-range")
         rng = None
-        if raw_range is not None and (if_range is None or if_range.strip() == etag):
+        if raw_range is not None and (if_range is None or if_range.strip() == identity_etag):
             try:
                 rng = parse_range(raw_range.decode("latin-1"), size)
             except InvalidRange:
@@ -325,11 +372,12 @@ class DataPlane:
         self, read: _Read, ticket: Ticket | None, scope: Scope, send: Send, receive: Receive | None
     ) -> None:
         manifest, start, stop = read.manifest, read.start, read.stop
-        headers = [
-            (b"content-type", manifest.content_type.encode()),
-            (b"content-length", str(stop - start).encode()),
-            *read.common,
-        ]
+        headers = [(b"content-type", manifest.content_type.encode()), *read.common]
+        spans = _zero_copy(scope)
+        if read.coding is None:
+            headers.append((b"content-length", str(stop - start).encode()))
+        else:  # its length is known once sent: chunked
+            headers.append((b"content-encoding", read.coding.encode()))
         if read.range:
             headers.append((b"content-range", read.range.content_range(manifest.size).encode()))
         await send({"type": "http.response.start", "status": 206 if read.range else 200, "headers": headers})
@@ -341,16 +389,20 @@ class DataPlane:
             if ticket is not None or session is not None:
                 self._finish(ticket, session, scope, read.digest, self.quotas.clock(), 0, 0, None, False, read.download)
             return
+        if read.coding is not None:
+            send, spans = _encoding(send, read.coding), False
         if ticket is None and session is None and read.identity is None:  # an anonymous read, not metered
 
             async def emit(piece: Piece, more: bool) -> None:
                 await send(_body_message(piece, more))
 
             began = time.monotonic()
-            await self._body(manifest, start, stop, read.download, emit, _zero_copy(scope))
-            self.content.deliveries.delivered(read.digest, time.monotonic() - began, hit=read.download is None)
+            await self._body(manifest, start, stop, read.download, emit, spans)
+            self.content.deliveries.delivered(
+                read.digest, time.monotonic() - began, hit=read.download is None, coding=read.coding
+            )
             return
-        await self._tracked(ticket, session, scope, send, receive, manifest, start, stop, read.download)
+        await self._tracked(ticket, session, scope, send, receive, read, spans)
 
     async def _tracked(
         self,
@@ -359,15 +411,14 @@ class DataPlane:
         scope: Scope,
         send: Send,
         receive: Receive | None,
-        manifest: Manifest,
-        start: int,
-        stop: int,
-        download: Download | None,
+        read: _Read,
+        spans: bool,
     ) -> None:
         """Send the body paced by the receipt's bandwidth cap (and a session's
         share of the agents' bandwidth), charging each piece and counting it
         toward the session as it leaves; a client that goes away is charged
-        for what it got."""
+        for what it got. Content bytes are charged, whatever the coding."""
+        manifest, start, stop, download = read.manifest, read.start, read.stop, read.download
         quotas, agents, began = self.quotas, self.agents, time.monotonic()
         started_at = quotas.clock()
         if session is not None:
@@ -392,6 +443,7 @@ class DataPlane:
                     first,
                     error,
                     download,
+                    read.coding,
                 )
 
         def count(n: int) -> None:
@@ -433,12 +485,12 @@ class DataPlane:
         try:
             with share:
                 if not watch:
-                    await self._body(manifest, start, stop, download, emit, _zero_copy(scope))
+                    await self._body(manifest, start, stop, download, emit, spans)
                     return
                 async with trio.open_nursery() as nursery:
                     assert receive is not None
                     nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                    await self._body(manifest, start, stop, download, emit, _zero_copy(scope))
+                    await self._body(manifest, start, stop, download, emit, spans)
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the body's own error, as the unmetered path raises it
             raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
@@ -457,6 +509,7 @@ class DataPlane:
         first_byte: float | None,
         error: bool,
         download: Download | None,
+        coding: str | None = None,
     ) -> None:
         client = scope.get("client") or ("", 0)
         who = hashlib.sha256(str(client[0]).encode()).hexdigest()[:16]
@@ -478,7 +531,9 @@ class DataPlane:
         else:
             self.quotas.record(served, None, started_at, sent, requested)
         if not error:
-            self.content.deliveries.delivered(digest, self.quotas.clock() - started_at, hit=download is None)
+            self.content.deliveries.delivered(
+                digest, self.quotas.clock() - started_at, hit=download is None, coding=coding
+            )
         if session is not None:
             unavailable = download is not None and download.error is not None
             session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())

@@ -8,7 +8,7 @@ derived from ``protocols.quota.Policy``, the one definition of its fields.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -75,6 +75,9 @@ class DeliveryInfo(BaseModel):
     lastAccessAt: str | None = Field(description="last read (by an agent or a peer) or cached, ISO 8601 UTC")
     ttlSeconds: int = Field(description="cached content unread this long is dropped; 0: only the budget evicts it")
     expiresAt: str | None = Field(description="when it goes if unread; null for pinned content or no TTL")
+    compression: str | None = Field(
+        description="the content coding of its last compressed delivery (gzip, zstd); null: never sent compressed"
+    )
 
 
 class ContentInfo(BaseModel):
@@ -108,7 +111,7 @@ class ContentList(BaseModel):
 class Transfer(BaseModel):
     contentHash: str
     uhrpUrl: str
-    size: int | None = Field(description="null until a host's manifest is accepted")
+    size: int | None = Field(description="null until a host's manifest is accepted (or a mirror tells it)")
     bytesStored: int = Field(description="verified and on disk, resumed chunks included")
     sources: int = Field(description="hosts the download is drawing on now")
     failovers: int
@@ -151,7 +154,10 @@ class OverlayInfo(BaseModel):
     connectedPeers: int
     advertsCached: int
     advertCounters: dict[str, int] = Field(description="adverts accepted and dropped, by reason")
-    bytesServedToPeers: int
+    bytesServedToPeers: int = Field(description="chunk content sent to peers")
+    wireBytesServedToPeers: int = Field(
+        description="the same as it crossed the wire: framed, and compressed for peers that asked (compression_enabled)"
+    )
     usageGossipLagMs: dict[str, float | None] = Field(
         description="publish-to-merge lag of the latest usage messages from other nodes: p50, p99, max (null before any)"
     )
@@ -159,7 +165,12 @@ class OverlayInfo(BaseModel):
         description="pinned contents with fewer live copies than their replication factor, at the last count"
     )
     replicationCounters: dict[str, int] = Field(
-        description="copies asked for and accepted, refused (by peers, and here), fetched; holders that did not answer"
+        description="copies asked for and accepted, refused (by peers, and here), fetched; holders that did not "
+        "answer; popular content kept here, regional copies asked for, leases that lapsed"
+    )
+    fetchCounters: dict[str, int] = Field(
+        description="mirrors skipped by downloads: mirror_refused (a URL nobody trusted that resolves to a "
+        "non-public address), mirror_unresolved"
     )
 
 
@@ -212,8 +223,9 @@ class ResolvedHost(BaseModel):
     hostUrl: str
     publicKey: str
     peerId: str
-    addrs: list[str]
+    addrs: list[str] = Field(description="libp2p addresses; none for a host reached over HTTP(S) only")
     local: bool
+    region: str | None = Field(description="the ISO 3166-1 code its signed advert names; null when it names none")
     performance: PerformanceInfo
     statistics: HostStatistics
     expiresAt: str = Field(
@@ -418,6 +430,12 @@ class StreamingConfigIn(RequestBody):
         default=None, ge=64 << 10, le=1 << 36, description="bytes the agent should keep ahead"
     )
     quality: Literal["auto", "low", "medium", "high"] = "auto"
+    preferredHosts: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="hosts the session's reads draw on first when the content is fetched, as the data "
+        "endpoint's preferredHosts: identity keys (hex) and http(s) URLs of the file",
+    )
 
 
 class SessionIn(RequestBody):
@@ -436,8 +454,12 @@ class SessionIn(RequestBody):
 class StreamingConfigOut(BaseModel):
     chunkSize: int
     bufferSize: int
-    compression: str = Field(description='"none": content is served as stored, so its hash still verifies')
+    compression: str = Field(
+        description='"none", or the codings a whole read of a text type may be sent in when the agent asks '
+        "(Accept-Encoding; delivery.compression_enabled): hashes are always of the decoded bytes"
+    )
     quality: str
+    preferredHosts: list[str] = []
 
 
 class HostOut(BaseModel):

@@ -86,6 +86,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                     peerId=h.peer_id,
                     addrs=list(h.advert.addrs),
                     local=h.local,
+                    region=h.advert.region or None,
                     performance=performance,
                     statistics=statistics,
                     expiresAt=iso(h.advert.advert.expiry) or "",
@@ -100,7 +101,11 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
             recommendations=Recommendations(
                 primaryHost=urls[0] if urls else None,
                 failoverOrder=urls[1:],
-                routingStrategy="local-first, then fewest failures",
+                routingStrategy=(
+                    f"local-first, then region {overlay.fetcher.region}, then fewest failures and quickest"
+                    if overlay.fetcher.region
+                    else "local-first, then fewest failures and quickest"
+                ),
             ),
         )
 
@@ -143,7 +148,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 Transfer(
                     contentHash=d.content_hash.hex(),
                     uhrpUrl=url_for_hash(d.content_hash),
-                    size=d.manifest.size if d.manifest else None,
+                    size=d.size,
                     bytesStored=d.bytes_stored,
                     sources=d.sources,
                     failovers=d.failovers,
@@ -190,9 +195,11 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
                 advertsCached=len(o.cache),
                 advertCounters=dict(o.cache.counters + o.adverts.counters),
                 bytesServedToPeers=o.chunks.served_bytes,
+                wireBytesServedToPeers=o.chunks.wire_bytes,
                 usageGossipLagMs=_percentiles_ms(ctx.quotas.lags),
                 replicationDeficits=o.replication.deficits,
                 replicationCounters=dict(o.replication.counters),
+                fetchCounters=dict(o.fetcher.counters),
             )
         return NodeInfo(
             overlay=overlay,

@@ -100,7 +100,7 @@ class AdvertService:
         key = self.identity.private_key.secret
         expiry = int(self.clock()) + self.config.advert_ttl_s
         advert = Advert.create(key, manifest.content_hash, self._url(manifest.content_hash), expiry, manifest.size)
-        self._queue(OverlayAdvert.create(key, advert, tuple(self.p2p.addrs), self._sequence()))
+        self._queue(OverlayAdvert.create(key, advert, tuple(self.p2p.addrs), self._sequence(), self.config.region))
 
     def _removed(self, content_hash: bytes) -> None:
         """Deleted or evicted: withdrawn, if this node advertised it (cache

@@ -257,6 +257,7 @@ class AgentService:
         buffer_size: int | None,
         quality_level: str,
         local_url: str,
+        preferred_hosts: tuple[str, ...] = (),
     ) -> tuple[AgentSession, ContentOption]:
         self.require_enabled()
         rid, policy = self.charge_to(receipt_id, identity)
@@ -283,8 +284,9 @@ class AgentService:
             streaming={
                 "chunkSize": chunk_size or default_chunk,
                 "bufferSize": buffer_size or self.settings.streaming.buffer_size_mb << 20,
-                "compression": "none",
+                "compression": "zstd,gzip" if self.settings.delivery.compression_enabled else "none",
                 "quality": quality_level,
+                "preferredHosts": list(preferred_hosts),
             },
             price_per_gb=policy.price_per_gb_satoshis if policy else 0,
             created_at=now,

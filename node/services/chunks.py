@@ -46,9 +46,10 @@ from protocols.chunk_wire import (
     decode,
     encode,
 )
+from protocols.compression import ENCODINGS, compress, compressible, decompress
 from protocols.errors import ProtocolError, RemoteProtocolError
 from protocols.framing import Budget, FrameDecoder, OverBudget
-from protocols.manifest import Manifest
+from protocols.manifest import MAX_CHUNK_SIZE, Manifest
 from protocols.quota_book import Served
 from protocols.token_bucket import TokenBucket
 from storage import ChunkDamaged, ContentStore, StorageError
@@ -69,10 +70,13 @@ class ChunkServer:
         *,
         budget: Budget,
         on_damaged: Callable[[Manifest, bytes], None],
+        compress: bool = False,
     ) -> None:
         """``budget``: the node's bytes for half-received frames; ``on_damaged(manifest,
-        chunk)``: a chunk asked for is damaged here (to repair it)."""
+        chunk)``: a chunk asked for is damaged here (to repair it); ``compress``:
+        chunks of text types go compressed to peers that accept it."""
         self.budget = budget
+        self.compress = compress
         self.content = content
         self.quotas = quotas
         self.on_damaged = on_damaged
@@ -84,7 +88,8 @@ class ChunkServer:
         self.timeout_s = config.stream_timeout_s
         self.max_streams_per_peer = config.max_streams_per_peer
         self._streams: defaultdict[str, int] = defaultdict(int)
-        self.served_bytes = 0
+        self.served_bytes = 0  # chunk content sent to peers
+        self.wire_bytes = 0  # the same as sent, compressed or not
 
     async def handle(self, stream: Stream) -> None:
         """Serve one inbound stream until the peer closes it, errs or goes quiet."""
@@ -188,16 +193,28 @@ class ChunkServer:
         try:
             for i in msg.indices:
                 data = await self._chunk(m, i)
-                if pause := self.upload.delay(len(data), trio.current_time()):
+                frame = await self._reply(msg, m, i, data)
+                if pause := self.upload.delay(len(frame), trio.current_time()):
                     await trio.sleep(pause)
-                await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
+                await self._send(stream, frame)
                 self.served_bytes += len(data)
+                self.wire_bytes += len(frame)
                 sent += len(data)
         finally:
             if self.quotas.receipts_required:  # recorded against the peer: every byte is someone's
                 requested = sum(m.chunk_length(i) for i in msg.indices)
                 served = Served(m.content_hash, "libp2p", stream.remote_peer, None, sent < requested)
                 self.quotas.record(served, None, began, sent, requested)
+
+    async def _reply(self, msg: GetChunks, m: Manifest, index: int, data: bytes) -> bytes:
+        """A chunk's reply frame: compressed in the first coding the peer
+        accepts, when this node compresses, the type is text and it saves a tenth."""
+        coding = next((c for c in msg.accept if c in ENCODINGS), None) if self.compress else None
+        if coding is not None and compressible(m.content_type):
+            packed = await trio.to_thread.run_sync(compress, coding, data)
+            if len(packed) <= 0.9 * len(data):
+                return encode(ChunkReply(msg.request_id, index, packed, coding))
+        return encode(ChunkReply(msg.request_id, index, data))
 
     async def _metered(self, stream: Stream, msg: GetChunks, m: Manifest, receipt_id: str) -> None:
         """Chunks charged to a receipt: admitted first, charged as each leaves."""
@@ -214,10 +231,12 @@ class ChunkServer:
             for i in msg.indices:
                 data = await self._chunk(m, i)
                 await self.quotas.pace(ticket, len(data))
-                await self._send(stream, encode(ChunkReply(msg.request_id, i, data)))
+                frame = await self._reply(msg, m, i, data)
+                await self._send(stream, frame)
                 first = first if first is not None else trio.current_time() - began
                 self.quotas.sent(ticket, len(data))
                 self.served_bytes += len(data)
+                self.wire_bytes += len(frame)
             complete = True
         finally:
             self.quotas.finish(ticket, Served(m.content_hash, "libp2p", stream.remote_peer, first, not complete))
@@ -226,9 +245,14 @@ class ChunkServer:
 class ChunkClient:
     """Requests on one stream; replies arrive in request order."""
 
-    def __init__(self, stream: Stream, *, timeout_s: float, budget: Budget | None = None) -> None:
+    def __init__(
+        self, stream: Stream, *, timeout_s: float, budget: Budget | None = None, accept: tuple[str, ...] = ()
+    ) -> None:
+        """``accept``: content codings to ask chunks in (only on a stream whose
+        protocol has them, ``ids.CHUNK``); replies are decoded, bounded, here."""
         self.stream = stream
         self.timeout_s = timeout_s
+        self.accept = accept
         self._decoder = FrameDecoder(MAX_FRAME, budget)
         self._pending: list[Message] = []
         self._next_id = 1
@@ -293,7 +317,7 @@ class ChunkClient:
     async def request_chunk(self, content_hash: bytes, index: int, receipt_id: str = "") -> int:
         """Send one chunk request without waiting; returns its request id."""
         rid = self._id()
-        await self._send(GetChunks(rid, content_hash, (index,), receipt_id))
+        await self._send(GetChunks(rid, content_hash, (index,), receipt_id, self.accept))
         return rid
 
     async def chunk_reply(self, request_id: int, index: int) -> bytes:
@@ -301,7 +325,11 @@ class ChunkClient:
         reply = await self._reply(request_id)
         if not isinstance(reply, ChunkReply) or reply.index != index:
             raise WireError(f"expected chunk {index}")
-        return reply.data
+        if not reply.coding:
+            return reply.data
+        if reply.coding not in self.accept:
+            raise WireError(f"chunk {index} came in {reply.coding!r}, which was not asked for")
+        return await trio.to_thread.run_sync(decompress, reply.coding, reply.data, MAX_CHUNK_SIZE)
 
     async def chunks(
         self, content_hash: bytes, indices: list[int], window: int = 8

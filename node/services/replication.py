@@ -19,6 +19,16 @@ as much as its cache budget), and only
 for content the requester itself advertises (the size is the advert's). The
 accepted request is kept (``replicas``) so a restarted node knows whose
 content it holds and at what factor, and repairs it when the publisher is gone.
+
+Popularity (the seed's popularity-based edge replication): content whose
+demand here reaches ``replication.popular_demand`` is kept here, pinned
+under a lease of ``refresh_interval_s`` that is renewed while the demand
+holds (above half the threshold), and given ``min_regional_copies`` live
+copies in this node's region (with geographic routing; else in the overlay)
+by asking nodes of the region, by their adverts, to hold a leased copy too.
+When the demand falls, the leases lapse and the copies are cache again (the
+budget and the TTL then decide). Leased copies count against
+``accept_max_bytes`` like copies held for others.
 """
 
 from __future__ import annotations
@@ -74,9 +84,12 @@ class ReplicationService:
         *,
         announce: Callable[[Manifest], None],
         timeout_s: float,
+        region: str | None = None,
         clock: Callable[[], float],
     ) -> None:
+        """``region``: this node's, when copies of popular content are kept per region."""
         self.identity = identity
+        self.region = region
         self.me = identity.public_key
         self.p2p = p2p
         self.content = content
@@ -95,6 +108,7 @@ class ReplicationService:
         self._dead: dict[bytes, float] = {}  # holder -> when it last failed to answer
         self._round: dict[bytes, bool] = {}  # holder -> live, found in this check
         self._fetching: set[bytes] = set()  # copies being downloaded
+        self._deleted: dict[bytes, float] = {}  # content the operator deleted -> refused until
         self._nursery: trio.Nursery | None = None
         content.on_removed.append(self._forget)
 
@@ -127,6 +141,7 @@ class ReplicationService:
                     last_refresh = self.clock()
                 try:
                     await self.check()
+                    await self.popularity()
                 except Exception:  # a full, locked or unreachable database: the next check tries again
                     log.exception("replication check failed; it runs again in %.0f s", self.config.check_s)
 
@@ -136,6 +151,7 @@ class ReplicationService:
         """Count the live copies of every pinned content; ask for the missing ones."""
         now = self.clock()
         self._asked = {k: t for k, t in self._asked.items() if t > now}
+        self._deleted = {k: t for k, t in self._deleted.items() if t > now}
         self._coming &= self._asked.keys()
         self._round = {}
         deficits = 0
@@ -221,10 +237,17 @@ class ReplicationService:
         return live
 
     async def _ask(
-        self, digest: bytes, publisher: bytes, factor: int, peer: bytes, addrs: tuple[str, ...], now: float
+        self,
+        digest: bytes,
+        publisher: bytes,
+        factor: int,
+        peer: bytes,
+        addrs: tuple[str, ...],
+        now: float,
+        lease_until: int = 0,
     ) -> None:
         request = ReplicaRequest.create(
-            self.identity.private_key.secret, publisher, digest, factor, int(now) + _REQUEST_TTL_S
+            self.identity.private_key.secret, publisher, digest, factor, int(now) + _REQUEST_TTL_S, lease_until
         )
         try:
             stream = await self.p2p.open_stream(peer_id_of(peer), ids.REPLICATE, addrs)
@@ -250,6 +273,89 @@ class ReplicationService:
             self._asked[(digest, peer)] = now + self.config.refresh_interval_s
             log.info("%s refused a copy of %s: %s", peer.hex()[:16], digest.hex(), reply.reason)
 
+    # -- popularity --------------------------------------------------------------
+
+    async def popularity(self) -> None:
+        """Release lapsed leases; keep what is popular here, and its regional copies."""
+        now = self.clock()
+        for digest, kept in list(self._replicas.items()):
+            if kept.lease_until and kept.lease_until <= now:
+                await self._release(digest)
+        threshold = self.config.popular_demand
+        if not threshold:
+            return
+        mine = self.me.hex()
+        for digest, demand in self.content.deliveries.demands().items():
+            row = self._replicas.get(digest)
+            leased_here = row is not None and row.lease_until > 0 and row.requested_by == mine
+            if demand < (threshold / 2 if leased_here else threshold):
+                continue  # not popular (a lease of its own is let lapse)
+            record = await self.content.get(digest)
+            if record is None:
+                continue
+            if (not record.pinned or leased_here) and not await self._lease_here(record.manifest, row, now):
+                continue  # no room to keep it
+            await self._regional_copies(digest, now)
+
+    async def _lease_here(self, manifest: Manifest, row: ReplicaRow | None, now: float) -> bool:
+        """Keep popular content pinned here under a lease of our own; False if there is no room."""
+        digest, lease = manifest.content_hash, self.config.refresh_interval_s
+        if row is not None and row.lease_until - now > lease / 2:
+            return True  # renewed recently enough
+        if row is None:
+            limit = self.config.accept_max_bytes or self.content.cache_budget
+            if limit is not None and sum(self._replica_bytes.values()) + manifest.size > limit:
+                self.counters["popular_no_room"] += 1
+                return False
+            if await self.content.set_pinned(digest, True) is None:
+                return False
+            self.counters["popular_kept"] += 1
+            log.info("%s is popular here: kept (leased) and advertised as held", digest.hex())
+            self.announce(manifest)
+        new = ReplicaRow(digest.hex(), self.me.hex(), self.me.hex(), 1, b"", now, now + lease)
+        await self.content.meta.put_replica(new)
+        self._replicas[digest] = new
+        self._replica_bytes[digest] = manifest.size
+        return True
+
+    async def _regional_copies(self, digest: bytes, now: float) -> None:
+        """Ask nodes of this region (or any, without regions) for leased copies
+        until ``min_regional_copies`` live ones are there or on their way."""
+        hosts = {m.advert.identity_key: m for m in self.cache.hosts(digest, now)}
+        here = {k: m for k, m in hosts.items() if self.region is None or m.region == self.region}
+        live = {self.me} | {k for k, m in here.items() if k != self.me and await self._live(k, list(m.addrs), now)}
+        pending = sum(1 for (h, p) in self._coming if h == digest and p not in hosts)
+        wanted = self.config.min_regional_copies - len(live) - pending
+        if wanted <= 0:
+            return
+        asked = {p for (h, p) in self._asked if h == digest}
+        known = self.cache.nodes(now, self.region)
+        lease_until = int(now + self.config.refresh_interval_s)
+        for peer in candidates(digest, known, set(hosts) | asked | {self.me})[:wanted]:
+            self.counters["regional_requests"] += 1
+            await self._ask(digest, self.me, 1, peer, known[peer], now, lease_until)
+
+    def deleted(self, digest: bytes) -> None:
+        """The operator deleted it: requests for a copy are refused for a refresh
+        interval (a holder repairing it would otherwise ask this node first)."""
+        self._deleted[digest] = self.clock() + self.config.refresh_interval_s
+
+    async def operator_decided(self, digest: bytes) -> None:
+        """The operator pinned or unpinned it: no lease decides about it any more
+        (while popular, an unpinned content is leased again at the next check)."""
+        row = self._replicas.get(digest)
+        if row is not None and row.lease_until:
+            self._forget(digest)
+            await self.content.meta.delete_replica(digest)
+
+    async def _release(self, digest: bytes) -> None:
+        """A lease lapsed: the copy is cache again (the budget and the TTL decide)."""
+        self._forget(digest)
+        await self.content.meta.delete_replica(digest)
+        await self.content.set_pinned(digest, False)
+        self.counters["leases_lapsed"] += 1
+        log.info("the lease on %s lapsed: it is cache again", digest.hex())
+
     # -- answering -------------------------------------------------------------
 
     async def serve(self, stream: Stream) -> None:
@@ -270,6 +376,8 @@ class ReplicationService:
             return self._refuse("the request is signed by another node than the one sending it")
         if request.expiry < now:
             return self._refuse("the request has expired")
+        if self._deleted.get(digest, 0.0) > now:
+            return self._refuse("this node's operator deleted that content")
         accept = self.config.accept_from
         if "*" not in accept and request.requester_key.hex() not in accept:
             return self._refuse("this node does not hold copies for you (replication.accept_from)")
@@ -279,6 +387,12 @@ class ReplicationService:
         if digest in self._fetching:
             return ReplicaReply(True, "fetching")  # asked again while it comes: no second download
         record = await self.content.get(digest)
+        held = self._replicas.get(digest)
+        if record is not None and held is not None and held.lease_until:
+            # Held under a lease: renewed by a leased request, made permanent by one without.
+            lease = max(held.lease_until, self._lease(request, now)) if request.lease_until else 0.0
+            await self._keep(request, record.manifest.size, now, lease)
+            return ReplicaReply(True, "held")
         if record is not None and record.pinned:
             return ReplicaReply(True, "held")  # pinned here already (its own, or a copy kept before)
         size = record.manifest.size if record is not None else advert.size
@@ -288,12 +402,12 @@ class ReplicationService:
         if record is not None:  # cached here: kept from now on, for them
             if await self.content.set_pinned(digest, True) is None:
                 return self._refuse("no longer held here")
-            await self._keep(request, size, now)
+            await self._keep(request, size, now, self._lease(request, now))
             self.announce(record.manifest)
             return ReplicaReply(True, "held")
         if len(self._fetching) >= _MAX_FETCHES or self._nursery is None:
             return self._refuse("busy: too many copies being fetched; ask again later")
-        await self._keep(request, size, now)
+        await self._keep(request, size, now, self._lease(request, now))
         self._fetching.add(digest)
         self._nursery.start_soon(self._fetch, digest, size)
         return ReplicaReply(True, "fetching")
@@ -302,7 +416,14 @@ class ReplicationService:
         self.counters["requests_refused_here"] += 1
         return ReplicaReply(False, why)
 
-    async def _keep(self, request: ReplicaRequest, size: int, now: float) -> None:
+    def _lease(self, request: ReplicaRequest, now: float) -> float:
+        """How long a request's copy is kept: its lease, at most two refresh
+        intervals ahead (the requester renews it); 0 = no lease."""
+        if not request.lease_until:
+            return 0.0
+        return float(min(request.lease_until, now + 2 * self.config.refresh_interval_s))
+
+    async def _keep(self, request: ReplicaRequest, size: int, now: float, lease_until: float) -> None:
         row = ReplicaRow(
             request.content_hash.hex(),
             request.publisher_key.hex(),
@@ -310,6 +431,7 @@ class ReplicationService:
             request.factor,
             request.encode(),
             now,
+            lease_until,
         )
         await self.content.meta.put_replica(row)
         self._replicas[request.content_hash] = row

@@ -91,9 +91,10 @@ http {{
     tcp_nopush on;
     keepalive_requests 100000;
     access_log off;
+    {extra}
     server {{
         listen 127.0.0.1:{port};
-        root {tmp};
+        root {www};
     }}
 }}
 """
@@ -261,9 +262,16 @@ def random_blob(path: Path, size: int) -> str:
 
 
 def serve_with_nginx(
-    nginx_bin: str, root: Path, stack: contextlib.ExitStack, *, worker_connections: int = 1024
+    nginx_bin: str,
+    root: Path,
+    stack: contextlib.ExitStack,
+    *,
+    worker_connections: int = 1024,
+    extra_http: str = "",
+    www: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """nginx serving ``root`` on a free port until ``stack`` closes: (process, port)."""
+    """nginx serving ``www`` (default ``root``) on a free port until ``stack``
+    closes: (process, port). ``extra_http``: more directives for its http block."""
     (root / "nginx-temp").mkdir()
     port = free_port()
     conf = root / "nginx.conf"
@@ -273,7 +281,11 @@ def serve_with_nginx(
         if os.geteuid() == 0
         else ""
     )
-    conf.write_text(NGINX_CONF.format(tmp=root, port=port, user=user, connections=worker_connections))
+    conf.write_text(
+        NGINX_CONF.format(
+            tmp=root, www=www or root, port=port, user=user, connections=worker_connections, extra=extra_http
+        )
+    )
     common = ["-p", str(root), "-e", str(root / "nginx-error.log"), "-c", str(conf)]
     run([nginx_bin, "-t", "-q", *common], timeout=30)
     log = stack.enter_context(open(root / "nginx-stdout.log", "ab"))  # noqa: SIM115 - open as long as nginx runs

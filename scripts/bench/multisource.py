@@ -38,6 +38,12 @@ Rows (anchor / ours):
                                     / C SIGKILLed ``--kill-at`` s into the GET
 ``slow``       A B S                / A B + S capped at 2 MiB/s
 ``slowfirst``  S A B (S's URI first) / S is the bootstrap node and the adder
+``mirror``     A B C                / servers A B, and nginx C as an HTTP mirror
+                                      (``?preferredHosts=<C's URL>``). nginx's
+                                      ``limit_rate`` lets the first second of each
+                                      request through uncapped, so C's cap is the
+                                      kernel's (tc on lo, C's IP), for both
+                                      (root and tc needed)
 
 A killed daemon is restarted from its home after the run (it still holds the
 content and advertises itself again at its new address); a killed nginx is
@@ -71,11 +77,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -106,13 +112,14 @@ from _common import (
 GOAL_RATIO = 1.0  # aria2 time / our time
 GOAL_GAP_S = 1.0
 RECV_TIMEOUT_S = 30.0  # a stalled response counts as failed after this long without a byte
-ROWS = ("3good", "dead", "midkill", "slow", "slowfirst")
+ROWS = ("3good", "dead", "midkill", "slow", "slowfirst", "mirror")
 ROW_LABEL = {
     "3good": "3 good",
     "dead": "2 good + 1 dead",
     "midkill": "peer death mid-transfer",
     "slow": "2 good + 1 slow",
     "slowfirst": "slow listed first",
+    "mirror": "2 peers + nginx mirror",
 }
 # Which servers (by name) each row's network has, in order: the first is the
 # bootstrap node and the one that adds the file. Rows sharing a tuple share
@@ -123,6 +130,7 @@ NETWORK = {
     "midkill": ("A", "B", "C"),
     "slow": ("A", "B", "S"),
     "slowfirst": ("S", "A", "B"),
+    "mirror": ("A", "B"),
 }
 ARIA2_URIS = {
     "3good": ("A", "B", "C"),
@@ -130,6 +138,7 @@ ARIA2_URIS = {
     "midkill": ("A", "B", "C"),
     "slow": ("A", "B", "S"),
     "slowfirst": ("S", "A", "B"),
+    "mirror": ("A", "B", "C"),
 }
 MIRROR_IP = {"A": "127.0.0.1", "B": "127.0.0.2", "C": "127.0.0.3", "S": "127.0.0.4", "D": "127.0.0.5"}
 VICTIM = "C"  # the server killed in the dead and midkill rows
@@ -446,6 +455,29 @@ def aria2_run(
     return res
 
 
+@contextlib.contextmanager
+def shaped(ip: str, mib_s: float) -> Iterator[None]:
+    """Everything sent from ``ip`` on loopback capped at ``mib_s`` until the
+    block ends: an htb class that only ``ip``'s packets are filtered into (the
+    rest go through htb's direct queue, unshaped). Needs root and tc."""
+    tc = shutil.which("tc") or "/usr/sbin/tc"
+    rate = f"{int(mib_s * MIB * 8)}bit"
+    setup = [
+        ["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb"],
+        f"class add dev lo parent 1: classid 1:10 htb rate {rate} ceil {rate} burst 256k cburst 256k quantum 65536".split(),
+        f"filter add dev lo parent 1: protocol ip u32 match ip src {ip}/32 flowid 1:10".split(),
+    ]
+    try:
+        for cmd in setup:
+            out = subprocess.run([tc, *cmd], capture_output=True, text=True, timeout=10)
+            if out.returncode:
+                raise BenchError(f"tc {' '.join(cmd)}: {out.stderr.strip()} (the mirror row needs root and tc)")
+        log(f"  traffic from {ip} capped at {mib_s:g} MiB/s (tc htb on lo)")
+        yield
+    finally:
+        subprocess.run([tc, "qdisc", "del", "dev", "lo", "root"], capture_output=True, timeout=10)
+
+
 # -- our nodes -----------------------------------------------------------------------
 
 
@@ -467,6 +499,9 @@ class Net:
 
     def nodes(self) -> list[NodeDaemon]:
         return [s.node for s in self.servers]
+
+    def stop(self) -> None:
+        stop_nodes(self.nodes())
 
 
 def write_cap(home: Path, cap: float) -> None:
@@ -587,12 +622,19 @@ def restart(net: Net, s: Server, expected: str) -> None:
 
 
 def ours_run(
-    net: Net, fetcher: NodeDaemon, row: str, expected: str, size: int, kill_at: float, timeout: float
+    net: Net,
+    fetcher: NodeDaemon,
+    row: str,
+    expected: str,
+    size: int,
+    kill_at: float,
+    timeout: float,
+    mirror_url: str | None = None,
 ) -> dict[str, Any]:
     if content_status(fetcher, expected) != 404:
         raise BenchError(f"{fetcher.home.name} still holds the content before the run")
     wait_until(
-        "the fetcher to resolve all 3 servers at their addresses", lambda: lists_all(fetcher, expected, net.servers), 60
+        "the fetcher to resolve every server at its address", lambda: lists_all(fetcher, expected, net.servers), 60
     )
     order = [
         next((s.name for s in net.servers if s.node.peer_id == h["peerId"]), "?") for h in resolved(fetcher, expected)
@@ -623,8 +665,11 @@ def ours_run(
             timer = threading.Timer(kill_at, do_kill)
             timer.start()
 
+    path = f"/v1/streaming/data/{expected}"
+    if mirror_url is not None:
+        path += "?" + urlencode({"preferredHosts": mirror_url})
     try:
-        got = stream_get(fetcher.api, f"/v1/streaming/data/{expected}", size, timeout, on_sent)
+        got = stream_get(fetcher.api, path, size, timeout, on_sent)
     finally:
         if timer is not None:
             timer.cancel()
@@ -659,6 +704,8 @@ def ours_run(
         if s is victim and row == "midkill" and killed_served:
             a = killed_served[0]  # sampled just before the kill
         share[s.name] = None if a is None or b is None else (a - b) / MIB
+    if mirror_url is not None and None not in share.values():
+        share["mirror"] = size / MIB - sum(v for v in share.values() if v is not None)  # what the peers did not
     res["served_mib"] = share
     if got.error:
         res["error"] = f"response cut off: {got.error}"
@@ -698,7 +745,7 @@ def ours_run(
 
 
 def ideal_s(row: str, size_mib: float, cap: float, slow: float, kill_at: float) -> float:
-    if row == "3good":
+    if row in ("3good", "mirror"):
         return size_mib / (3 * cap)
     if row == "dead":
         return size_mib / (2 * cap)
@@ -823,14 +870,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_rows = [r for r in rows if NETWORK[r] == group]
             with contextlib.ExitStack() as netstack:
                 netstack.callback(all_homes.extend, net.homes)
-                netstack.callback(stop_nodes, net.nodes())
+                netstack.callback(net.stop)
                 log(f"network {'+'.join(group)} (first = bootstrap and adder) for rows {', '.join(group_rows)}")
                 root = tmp / "-".join(group)
                 setups[group] = build_servers(root, group, caps, src, expected, size, net)
                 for row in group_rows:
                     fetchers = Fetchers(root, row, net, problems)
                     try:
-                        run_row(args, row, net, fetchers, mirrors, urls, aria2, shm, expected, size, results[row])
+                        # nginx's limit_rate lets the first second of every request through
+                        # uncapped, so per-chunk Range requests would not feel it: the
+                        # mirror's cap is the kernel's, for aria2 and ours alike.
+                        with shaped(MIRROR_IP["C"], caps["C"]) if row == "mirror" else contextlib.nullcontext():
+                            run_row(args, row, net, fetchers, mirrors, urls, aria2, shm, expected, size, results[row])
                     finally:
                         fetchers.close()
             for s in net.servers:
@@ -903,7 +954,8 @@ def run_row(
                     mirrors[VICTIM].start()
             else:
                 fetcher = fetchers.node if fetchers.node is not None and not args.fresh_fetcher else fetchers.fresh()
-                res = ours_run(net, fetcher, row, expected, size, args.kill_at, timeout)
+                mirror_url = urls["C"] if row == "mirror" else None
+                res = ours_run(net, fetcher, row, expected, size, args.kill_at, timeout, mirror_url)
                 res["fetcher"] = fetcher.home.name
                 if "error" in res:
                     log(f"!! ours failed ({res['error']}); the next run gets a fresh fetcher")

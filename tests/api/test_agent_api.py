@@ -63,6 +63,7 @@ async def test_a_session_describes_delivery_quota_and_cost(client: httpx.AsyncCl
         "bufferSize": 64 << 20,
         "compression": "none",
         "quality": "high",
+        "preferredHosts": [],
     }
     delivery = s["deliveryOptions"]
     assert (

@@ -237,9 +237,13 @@ async def test_the_declared_route_serves_like_the_fast_path(settings: Settings, 
 
 async def test_what_the_node_does_not_implement_is_refused_not_ignored(client: httpx.AsyncClient) -> None:
     await add(client)
-    r = await client.get(f"/v1/streaming/data/{HASH}", params={"preferredHosts": "zzz"})
+    r = await client.get(f"/v1/streaming/data/{HASH}", params={"cdn": "zzz"})
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
-    assert "'preferredHosts'" in r.json()["message"] and "receiptId, sessionId, range, quality" in r.json()["message"]
+    assert (
+        "'cdn'" in r.json()["message"] and "receiptId, sessionId, range, quality, preferredHosts" in r.json()["message"]
+    )
+    r = await client.get(f"/v1/streaming/data/{HASH}", params={"preferredHosts": "zzz"})  # held: still checked
+    assert r.status_code == 400 and "'zzz' is not an http(s) URL" in r.json()["message"]
     r = await client.get(f"/v1/streaming/data/{HASH}", params={"range": "garbage"})
     assert r.status_code == 400 and "range='garbage'" in r.json()["message"]
     r = await client.get(f"/v1/streaming/data/{HASH}", headers={"range": "garbage"})

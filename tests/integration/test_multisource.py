@@ -15,13 +15,16 @@ from tests.integration.conftest import start_killable_node, start_node, wait_for
 from tests.integration.test_overlay import knows, ov
 
 DATA = os.urandom(48 * 2**20)  # 768 chunks of 64 KiB
+# No replication: the only downloads are the tests' own (a copy a node were asked
+# to hold would start before it knows every host, and the test's read would join it).
+SOLO = {"replication.factor": 1}
 DIGEST = hashlib.sha256(DATA).digest()
 
 
 async def test_a_peer_dying_midway_does_not_break_the_download(tmp_path: Path) -> None:
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            a = await start_node(nursery, tmp_path / "a")
+            a = await start_node(nursery, tmp_path / "a", **SOLO)
             boot = (ov(a).p2p.addrs[0],)
             b, kill_b = await start_killable_node(nursery, tmp_path / "b", boot)
             c = await start_node(nursery, tmp_path / "c", boot)
@@ -61,7 +64,7 @@ SMALL_DIGEST = hashlib.sha256(SMALL).digest()
 async def test_reads_stream_while_the_download_runs(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a = await start_node(nursery, tmp_path / "a", **{"p2p.upload_limit_mib_s": 8.0})  # ~2 s for 16 MiB
+            a = await start_node(nursery, tmp_path / "a", **SOLO, **{"p2p.upload_limit_mib_s": 8.0})  # ~2 s for 16 MiB
             d = await start_node(nursery, tmp_path / "d", (ov(a).p2p.addrs[0],))
             async with httpx.AsyncClient(base_url=a.api_url, timeout=30) as http:
                 assert (await http.post("/v1/content", content=SMALL)).status_code == 201
@@ -85,9 +88,9 @@ async def test_reads_stream_while_the_download_runs(tmp_path: Path) -> None:
 async def test_a_slow_peer_does_not_hold_the_tail(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            fast = await start_node(nursery, tmp_path / "fast")
+            fast = await start_node(nursery, tmp_path / "fast", **SOLO)
             boot = (ov(fast).p2p.addrs[0],)
-            slow = await start_node(nursery, tmp_path / "slow", boot, **{"p2p.upload_limit_mib_s": 1.0})
+            slow = await start_node(nursery, tmp_path / "slow", boot, **SOLO, **{"p2p.upload_limit_mib_s": 1.0})
             d = await start_node(nursery, tmp_path / "d", boot)
             for holder in (fast, slow):
                 async with httpx.AsyncClient(base_url=holder.api_url, timeout=30) as http:
@@ -110,7 +113,7 @@ async def test_a_slow_peer_does_not_hold_the_tail(tmp_path: Path) -> None:
 async def test_a_restarted_download_resumes_without_refetching(tmp_path: Path) -> None:
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
-            a = await start_node(nursery, tmp_path / "a", **{"p2p.upload_limit_mib_s": 8.0})
+            a = await start_node(nursery, tmp_path / "a", **SOLO, **{"p2p.upload_limit_mib_s": 8.0})
             boot = (ov(a).p2p.addrs[0],)
             d, kill_d = await start_killable_node(nursery, tmp_path / "d", boot)
             async with httpx.AsyncClient(base_url=a.api_url, timeout=30) as http:
@@ -143,9 +146,9 @@ async def test_a_lying_manifest_gives_way_to_another_hosts(tmp_path: Path) -> No
 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            honest = await start_node(nursery, tmp_path / "honest")
+            honest = await start_node(nursery, tmp_path / "honest", **SOLO)
             boot = (ov(honest).p2p.addrs[0],)
-            liar = await start_node(nursery, tmp_path / "liar", boot)
+            liar = await start_node(nursery, tmp_path / "liar", boot, **SOLO)
             d = await start_node(nursery, tmp_path / "d", boot)
             async with httpx.AsyncClient(base_url=honest.api_url, timeout=30) as http:
                 assert (await http.post("/v1/content", content=SMALL)).status_code == 201
@@ -157,7 +160,7 @@ async def test_a_lying_manifest_gives_way_to_another_hosts(tmp_path: Path) -> No
             await ov(liar).fetcher.content.meta.put_content(fake, pinned=True, now=0)
             ov(liar).adverts.announce(fake)
             await wait_for(lambda: knows(d, liar, SMALL_DIGEST) and knows(d, honest, SMALL_DIGEST))
-            ov(d).fetcher.failures[ov(honest).adverts.identity.public_key] = 1  # make d ask the liar first
+            ov(d).fetcher.failures[ov(honest).p2p.peer_id] = 1  # make d ask the liar first
             async with httpx.AsyncClient(base_url=d.api_url, timeout=60) as http:
                 try:
                     first = await http.get(f"/v1/streaming/data/{SMALL_DIGEST.hex()}")
@@ -168,14 +171,14 @@ async def test_a_lying_manifest_gives_way_to_another_hosts(tmp_path: Path) -> No
                     pass  # the reader that met the lie is cut off
                 r = await http.get(f"/v1/streaming/data/{SMALL_DIGEST.hex()}")
             assert r.status_code == 200 and r.content == SMALL
-            assert ov(d).fetcher.failures[ov(liar).adverts.identity.public_key] >= 1
+            assert ov(d).fetcher.failures[ov(liar).p2p.peer_id] >= 1
             nursery.cancel_scope.cancel()
 
 
 async def test_when_every_host_dies_the_reader_is_cut_off_and_the_node_lives(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a, kill_a = await start_killable_node(nursery, tmp_path / "a", **{"p2p.upload_limit_mib_s": 8.0})
+            a, kill_a = await start_killable_node(nursery, tmp_path / "a", **SOLO, **{"p2p.upload_limit_mib_s": 8.0})
             d = await start_node(nursery, tmp_path / "d", (ov(a).p2p.addrs[0],))
             async with httpx.AsyncClient(base_url=a.api_url, timeout=30) as http:
                 assert (await http.post("/v1/content", content=SMALL)).status_code == 201
@@ -210,9 +213,9 @@ async def test_when_every_host_dies_the_reader_is_cut_off_and_the_node_lives(tmp
 async def test_reported_performance_ranks_resolve_and_survives_restart(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a = await start_node(nursery, tmp_path / "a")
+            a = await start_node(nursery, tmp_path / "a", **SOLO)
             boot = (ov(a).p2p.addrs[0],)
-            b = await start_node(nursery, tmp_path / "b", boot)
+            b = await start_node(nursery, tmp_path / "b", boot, **SOLO)
             d, kill_d = await start_killable_node(nursery, tmp_path / "d", boot)
             for holder in (a, b):
                 async with httpx.AsyncClient(base_url=holder.api_url, timeout=30) as http:

@@ -192,8 +192,8 @@ async def test_a_lying_host_is_skipped_and_blamed(tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=c.api_url, timeout=20) as http:
                 r = await http.get(f"/v1/streaming/data/{added['contentHash']}")
                 assert r.status_code == 200 and r.content == DATA
-            assert ov(c).fetcher.failures[ov(a).adverts.identity.public_key] == 1  # dropped at its first chunk
-            assert ov(c).fetcher.failures[ov(b).adverts.identity.public_key] == 0
+            assert ov(c).fetcher.failures[ov(a).p2p.peer_id] == 1  # dropped at its first chunk
+            assert ov(c).fetcher.failures[ov(b).p2p.peer_id] == 0
             async with httpx.AsyncClient(base_url=c.api_url, timeout=20) as http:
                 hosts = (await http.get(f"/v1/streaming/resolve/{DIGEST.hex()}")).json()["hosts"]
             ranked = [h["publicKey"] for h in hosts if not h["local"]]

@@ -17,8 +17,10 @@ from node.home import init_home
 from node.services.chunks import ChunkClient, ChunkServer
 from node.services.integrity import IntegrityService
 from node.services.quotas import QuotaService
+from protocols import ids
 from protocols.advert_cache import AdvertCache
-from protocols.chunk_wire import ErrorCode, GetManifest, WireError, encode
+from protocols.chunk_wire import ChunkReply, ErrorCode, GetManifest, WireError, encode
+from protocols.compression import CompressionError
 from protocols.framing import Budget
 from protocols.manifest import Manifest
 from protocols.quota import Window
@@ -30,8 +32,8 @@ DATA = os.urandom(200_000)
 class Peer:
     """One end of a memory stream pair, named like a libp2p stream."""
 
-    def __init__(self, stream: trio.abc.HalfCloseableStream, remote: str) -> None:
-        self._s, self.remote_peer = stream, remote
+    def __init__(self, stream: trio.abc.HalfCloseableStream, remote: str, protocol: str = ids.CHUNK) -> None:
+        self._s, self.remote_peer, self.protocol = stream, remote, protocol
 
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         return bytes(await self._s.receive_some(max_bytes))
@@ -199,3 +201,88 @@ async def test_chunks_charged_to_a_receipt_are_metered_and_refused_over_quota(
         await client.stream.aclose()
     used = quotas.book.usage("agent-1", quotas.clock())
     assert used[Window.HOUR] == (m.chunk_length(0) + m.chunk_length(1), 2)
+
+
+TEXT = b"".join(b"line %06d: the same few words again and again\n" % i for i in range(5000))  # 4 chunks
+
+
+class Counting(Peer):
+    """A client end that counts what arrives over the wire."""
+
+    received = 0
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        data = await super().receive_some(max_bytes)
+        self.received += len(data)
+        return data
+
+
+async def text_server(content: ContentStore, settings: Settings, *, compress: bool) -> tuple[ChunkServer, Manifest]:
+    result = await content.ingest(chunk_pieces(TEXT), content_type="text/plain")
+    server = ChunkServer(
+        content,
+        quota_service(settings, content),
+        AdvertCache(),
+        P2pConfig(),
+        budget=Budget(64 << 20),
+        on_damaged=lambda m, d: None,
+        compress=compress,
+    )
+    return server, result.manifest
+
+
+async def chunk_pieces(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def fetch_all(server: ChunkServer, m: Manifest, accept: tuple[str, ...]) -> tuple[bytes, int]:
+    left, right = trio.testing.memory_stream_pair()
+    wire = Counting(left, "server")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle, Peer(right, "peer-a"))
+        client = ChunkClient(wire, timeout_s=5, accept=accept)
+        got = b"".join([d async for _, d in client.chunks(m.content_hash, list(range(len(m.chunk_hashes))))])
+        await client.stream.aclose()
+    return got, wire.received
+
+
+@pytest.mark.parametrize("coding", ["zstd", "gzip"])
+async def test_text_chunks_go_compressed_to_a_peer_that_accepts_it(
+    content: ContentStore, settings: Settings, coding: str
+) -> None:
+    server, m = await text_server(content, settings, compress=True)
+    plain, plain_wire = await fetch_all(server, m, ())
+    packed, packed_wire = await fetch_all(server, m, (coding,))
+    assert plain == packed == TEXT
+    assert plain_wire > len(TEXT) and packed_wire < len(TEXT) / 4
+    assert server.served_bytes == 2 * len(TEXT)  # content bytes, whatever the coding
+
+
+async def test_a_node_that_does_not_compress_ignores_what_peers_accept(
+    content: ContentStore, settings: Settings
+) -> None:
+    server, m = await text_server(content, settings, compress=False)
+    got, wire = await fetch_all(server, m, ("zstd", "gzip"))
+    assert got == TEXT and wire > len(TEXT)
+
+
+@pytest.mark.parametrize(
+    ("accept", "coding", "plain", "error"),
+    [((), "gzip", TEXT, WireError), (("zstd",), "zstd", bytes(32 << 20), CompressionError)],
+)
+async def test_a_reply_in_a_coding_not_asked_for_or_too_large_is_refused(
+    accept: tuple[str, ...], coding: str, plain: bytes, error: type[Exception]
+) -> None:
+    from protocols.compression import compress
+
+    left, right = trio.testing.memory_stream_pair()
+    client = ChunkClient(Peer(left, "liar"), timeout_s=5, accept=accept)
+
+    async def liar() -> None:
+        await right.receive_some(1024)
+        await right.send_all(encode(ChunkReply(1, 0, compress(coding, plain), coding)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(liar)
+        with pytest.raises(error):
+            await client.chunk_reply(await client.request_chunk(b"\0" * 32, 0), 0)

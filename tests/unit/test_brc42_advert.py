@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 
 import coincurve
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -204,6 +206,24 @@ def test_overlay_advert_addresses_are_signed() -> None:
     replayed_seq = OverlayAdvert(advert, message.addrs, 2, message.signature)
     with pytest.raises(InvalidAdvert, match="signature"):
         decode_message(replayed_seq.encode())
+
+
+def test_a_region_is_signed_and_an_advert_without_one_keeps_the_first_shape() -> None:
+    advert = Advert.create(HOST, HELLO, "https://node.example/cdn/abc", 1900000000, 11)
+    plain = OverlayAdvert.create(HOST, advert, ("/ip4/127.0.0.1/tcp/4001",), 1)
+    assert len(msgpack.unpackb(plain.encode())) == 10  # what nodes before regions read
+    placed = OverlayAdvert.create(HOST, advert, ("/ip4/127.0.0.1/tcp/4001",), 1, "DE")
+    assert decode_message(placed.encode()) == placed and placed.region == "DE"
+    moved = dataclasses.replace(placed, region="US")
+    with pytest.raises(InvalidAdvert, match="signature"):
+        decode_message(moved.encode())
+    dropped = dataclasses.replace(placed, region="")
+    with pytest.raises(InvalidAdvert, match="signature"):
+        decode_message(dropped.encode())
+    for bad in ("de", "DEU", 7):
+        fields = msgpack.unpackb(plain.encode())
+        with pytest.raises(InvalidAdvert):
+            decode_message(msgpack.packb([*fields, bad], use_bin_type=True))
 
 
 def test_a_withdrawal_by_another_key_fails() -> None:

@@ -41,12 +41,6 @@ def _get(settings: Settings, key: str) -> Any:
 
 
 ALL_KEYS = [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)]
-# Seed settings the node does not implement yet: only their defaults are accepted.
-UNIMPLEMENTED = {
-    "delivery.compression_enabled": "COMPRESSION_ENABLED",
-    "delivery.geographic_routing_enabled": "GEOGRAPHIC_ROUTING_ENABLED",
-}
-SETTABLE = [k for k in ALL_KEYS if k not in UNIMPLEMENTED]
 
 # Values with a meaning the generic rule below would not respect.
 SPECIAL_VALUES: dict[str, Any] = {
@@ -56,12 +50,16 @@ SPECIAL_VALUES: dict[str, Any] = {
     "p2p.bootstrap": ("/dns4/peer.example/tcp/4001",),
     "api.operator_keys": ("02" + "ab" * 32,),
     "replication.accept_from": ("02" + "cd" * 32,),
+    "p2p.region": "DE",
+    "delivery.cdn_origins": ("https://cdn.example/uhrp/{hash}",),
 }
 
 
 # Settings that are only valid together with another one.
 COMPANIONS: dict[str, dict[str, Any]] = {
     "storage.backend": {"storage.database_url": "postgresql://user@127.0.0.1:5432/db"},
+    "delivery.cdn_enabled": {"delivery.cdn_origins": ("https://cdn.example/uhrp/{hash}",)},
+    "delivery.geographic_routing_enabled": {"p2p.region": "DE"},
 }
 
 
@@ -172,11 +170,11 @@ def test_unrelated_environment_variables_are_ignored(tmp_path: Path) -> None:
     assert s == Settings(home=tmp_path)
 
 
-@pytest.mark.parametrize("var", sorted(v for v, k in ENV_VARS.items() if k not in UNIMPLEMENTED))
+@pytest.mark.parametrize("var", sorted(ENV_VARS))
 def test_every_env_var_lands_on_its_setting(tmp_path: Path, var: str) -> None:
     key = ENV_VARS[var]
     value = changed_value(key)
-    s = load_settings(tmp_path, environ={var: as_env(value)})
+    s = load_settings(tmp_path, COMPANIONS.get(key, {}), environ={var: as_env(value)})
     assert _get(s, key) == value
     assert _get(s, key) != _default(key)
 
@@ -186,14 +184,14 @@ def test_every_env_var_names_an_existing_setting(var: str) -> None:
     assert ENV_VARS[var] in ALL_KEYS
 
 
-@pytest.mark.parametrize("key", SETTABLE)
+@pytest.mark.parametrize("key", ALL_KEYS)
 def test_every_setting_can_be_set_from_toml(tmp_path: Path, key: str) -> None:
     value = changed_value(key)
     write_toml(tmp_path, toml_for({key: value, **COMPANIONS.get(key, {})}))
     assert _get(load_settings(tmp_path, environ={}), key) == value
 
 
-@pytest.mark.parametrize("key", SETTABLE)
+@pytest.mark.parametrize("key", ALL_KEYS)
 def test_every_setting_can_be_set_from_the_command_line(tmp_path: Path, key: str) -> None:
     # The value is given in the field's own type, as a program would pass it.
     value = changed_value(key)
@@ -201,13 +199,21 @@ def test_every_setting_can_be_set_from_the_command_line(tmp_path: Path, key: str
     assert _get(load_settings(tmp_path, overrides, environ={}), key) == value
 
 
-@pytest.mark.parametrize(("key", "var"), sorted(UNIMPLEMENTED.items()))
-def test_a_setting_that_does_nothing_yet_is_refused_not_ignored(tmp_path: Path, key: str, var: str) -> None:
-    with pytest.raises(ConfigError, match="not implemented yet"):
-        load_settings(tmp_path, environ={var: "true"})
-    with pytest.raises(ConfigError, match="not implemented yet"):
-        load_settings(tmp_path, {key: True}, environ={})
-    assert _get(load_settings(tmp_path, environ={var: "false"}), key) is False
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"p2p.region": "de"}, "not an ISO 3166-1 alpha-2 code"),
+        ({"p2p.region": "DEU"}, "not an ISO 3166-1 alpha-2 code"),
+        ({"delivery.geographic_routing_enabled": True}, "needs p2p.region"),
+        ({"delivery.cdn_enabled": True}, "needs delivery.cdn_origins"),
+        ({"delivery.cdn_origins": ("https://cdn.example/file",)}, "with {hash}"),
+        ({"delivery.cdn_origins": ("ftp://cdn.example/{hash}",)}, "not an http"),
+        ({"delivery.cdn_origins": ("https:///{hash}",)}, "not an http"),
+    ],
+)
+def test_settings_that_cannot_work_as_given_are_refused(tmp_path: Path, overrides: dict[str, object], why: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        load_settings(tmp_path, overrides, environ={})
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ INTERNAL = {
     errors.PeerUnreachable,
     errors.StreamClosed,
     errors.RemoteError,
+    errors.MirrorFailed,
     errors.IdentityError,
     errors.HomeBusy,
     errors.AddressInUse,

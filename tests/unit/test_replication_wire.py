@@ -28,6 +28,16 @@ def test_a_request_round_trips_and_names_its_signer() -> None:
     assert decoded == request and decoded.requester_key == ME
 
 
+def test_a_leased_request_round_trips_and_one_without_keeps_the_first_shape() -> None:
+    leased = ReplicaRequest.create(SECRET, PUBLISHER, DIGEST, 1, 1_800_000_000, lease_until=1_800_003_600)
+    assert ReplicaRequest.decode(leased.encode()) == leased
+    plain = ReplicaRequest.create(SECRET, PUBLISHER, DIGEST, 3, 1_800_000_000)
+    assert len(msgpack.unpackb(plain.encode())) == 6
+    for forged in (dataclasses.replace(leased, lease_until=1_900_000_000), dataclasses.replace(leased, lease_until=0)):
+        with pytest.raises(InvalidReplication, match="signature"):
+            ReplicaRequest.decode(forged.encode())
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -51,6 +61,9 @@ def test_a_changed_field_breaks_the_signature(change: dict[str, object]) -> None
         [ME, PUBLISHER, DIGEST, 65, 1, b"sig"],  # factor past the bound
         [ME, PUBLISHER, DIGEST[:31], 3, 1, b"sig"],
         [ME, PUBLISHER, DIGEST, "3", 1, b"sig"],
+        [ME, PUBLISHER, DIGEST, 3, 1, b"sig", 0],  # a lease of 0 is no lease: it is left out
+        [ME, PUBLISHER, DIGEST, 3, 1, b"sig", 2**41],
+        [ME, PUBLISHER, DIGEST, 3, 1, b"sig", 5, 6],
         {"a": 1},
     ],
 )
@@ -99,3 +112,24 @@ def test_the_advert_cache_knows_every_node_with_a_live_advert_and_where_it_liste
         cache.offer(OverlayAdvert.create(secret, advert, addrs, 1), now - 10)
     public = coincurve.PrivateKey(live_key).public_key.format(compressed=True)
     assert cache.nodes(now) == {public: ("/ip4/127.0.0.1/tcp/1",)}
+
+
+def test_the_advert_cache_finds_the_nodes_of_a_region_by_their_newest_advert() -> None:
+    now = 1_000_000.0
+    cache = AdvertCache()
+    keys = {name: os.urandom(32) for name in ("de", "us", "moved", "silent")}
+    placed = [("de", "DE", 1), ("us", "US", 1), ("moved", "US", 1), ("moved", "DE", 2), ("silent", "", 1)]
+    for name, region, sequence in placed:
+        advert = Advert.create(
+            keys[name], os.urandom(32) if sequence == 1 else DIGEST, "uhrp-overlay://x/y", int(now + 60), 1
+        )
+        cache.offer(
+            OverlayAdvert.create(keys[name], advert, (f"/ip4/127.0.0.1/tcp/{sequence}",), sequence, region), now
+        )
+
+    def public(name: str) -> bytes:
+        return coincurve.PrivateKey(keys[name]).public_key.format(compressed=True)
+
+    assert set(cache.nodes(now, "DE")) == {public("de"), public("moved")}
+    assert set(cache.nodes(now, "US")) == {public("us")}
+    assert len(cache.nodes(now)) == 4

@@ -224,3 +224,17 @@ def test_back_to_back_downloads_sharing_the_peer_model_use_every_peer() -> None:
                 sched.completed(r.peer, r.index, now, latency_s=0.001, transfer_s=0.05)
             first = sched.plan(now)
         assert sum(len(v) for v in sched.by_peer.values()) > 0  # this run did abandon some
+
+
+def test_a_done_chunk_is_never_asked_for_again_while_a_slower_copy_is_out() -> None:
+    sched = Scheduler([CHUNK] * 4, {}, active=["fast", "slow"])
+    first = sched.plan(0.0)
+    assert {(r.peer, r.index) for r in first} == {("fast", 0), ("fast", 1), ("slow", 2), ("slow", 3)}
+    for i in (0, 1):
+        sched.completed("fast", i, 0.05, latency_s=0.001, transfer_s=0.05)
+    assert {r.index for r in sched.plan(0.05)} == {2, 3}  # nothing missing: the slow peer's chunks, hedged
+    sched.completed("fast", 2, 0.1, latency_s=0.001, transfer_s=0.05)
+    assert sched.plan(0.1) == []  # chunk 2 is done: the slow copy still out is no reason to fetch it again
+    sched.skipped("slow", 2)  # a source that had not started on it lets it go
+    assert 2 not in sched.requested and sched.by_peer["slow"] == {3}
+    assert sched.stats["slow"].failures == 0
