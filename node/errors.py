@@ -56,6 +56,9 @@ __all__ = [
     "ReceiptMismatch",
     "AgentNotYours",
     "OperatorOnly",
+    "NotAllowed",
+    "NotGranted",
+    "NotProtected",
     "ReceiptRequired",
     "ReceiptBound",
     "Busy",
@@ -136,6 +139,10 @@ class InvalidReceiptId(NodeError):
 
 class InvalidLadder(BadRequest):
     """A transcode asked for a ladder the node will not encode."""
+
+
+class NotProtected(NotFound):
+    """Not protected content whose key this node holds."""
 
 
 class UnknownJob(NotFound):
@@ -226,6 +233,14 @@ class ReceiptRequired(NodeError):
 
 class OperatorOnly(NodeError):
     """Only the node's operator (its own identity, or one of ``api.operator_keys``) may do this."""
+
+
+class NotAllowed(NodeError):
+    """Authenticated, but not granted this protected content."""
+
+
+class NotGranted(NotAllowed):
+    """A host refused this node a content's key: it is not (or no longer) granted it."""
 
 
 class ReceiptBound(NodeError):
@@ -349,12 +364,14 @@ ERRORS: dict[type[Exception], Rule] = {
     OperatorOnly: Rule(403, "operator_only", _AUTH),
     ReceiptRequired: Rule(403, "receipt_required", _AUTH),
     MirrorRefused: Rule(403, "mirror_refused", _AUTH),
+    NotAllowed: Rule(403, "not_allowed", _AUTH),
     # 404, 405: nothing by that name
     NotFound: Rule(404, "not_found", _NF),
     UnknownReceipt: Rule(404, "unknown_receipt", _AUTH),
     UnknownPolicy: Rule(404, "unknown_policy", _AUTH),
     UnknownSession: Rule(404, "unknown_session", _NF),
     UnknownJob: Rule(404, "unknown_job", _NF),
+    NotProtected: Rule(404, "not_protected", _NF),
     OverlayDisabled: Rule(404, "overlay_disabled", _NF),
     AgentStreamingDisabled: Rule(404, "agent_streaming_disabled", _NF),
     MethodNotAllowed: Rule(405, "method_not_allowed", _BAD),

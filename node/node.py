@@ -55,6 +55,7 @@ from node.services.agents import AgentService
 from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
+from node.services.protection import ProtectionService
 from node.services.quotas import QuotaService
 from node.services.replication import ReplicationService
 from node.services.transcode import TranscodeService
@@ -76,12 +77,16 @@ def build_services(
     quotas = QuotaService(identity, settings, content.meta, p2p, clock=clock)
     scrub_bps = settings.storage.scrub_mib_s * 2**20
     work_dir = settings.home / "transcode"
+    operators = frozenset({identity.public_key_hex, *(k.lower() for k in settings.api.operator_keys)})
+    cache = AdvertCache()
+    protection = ProtectionService(
+        identity, settings, content, quotas.book, operators=operators, p2p=p2p, cache=cache, clock=clock
+    )
     if p2p is None:
         integrity = IntegrityService(content, None, scrub_bps=scrub_bps, clock=clock)
         agents = AgentService(settings, content, quotas, None, clock=clock)
         transcode = TranscodeService(content, settings.media, work_dir, announce=lambda _: None, clock=clock)
-        return Services(settings, identity, content, quotas, agents, integrity, transcode, None)
-    cache = AdvertCache()
+        return Services(settings, identity, content, quotas, agents, integrity, transcode, protection, None)
     budget = Budget(settings.p2p.frame_budget_mib << 20)  # chunk frames being received, from every peer
     adverts = AdvertService(identity, p2p, content, cache, settings.p2p, clock=clock)
     on_fetched = adverts.announce if settings.p2p.advertise_cached else None
@@ -113,7 +118,7 @@ def build_services(
         clock=clock,
     )
     overlay = Overlay(p2p, cache, adverts, fetcher, chunks, replication)
-    return Services(settings, identity, content, quotas, agents, integrity, transcode, overlay)
+    return Services(settings, identity, content, quotas, agents, integrity, transcode, protection, overlay)
 
 
 def register(services: Services) -> None:
@@ -127,6 +132,7 @@ def register(services: Services) -> None:
     o.p2p.set_handler(ids.ADVERT_SYNC, o.adverts.serve_sync)
     o.p2p.set_handler(ids.ADVERT_PUSH, o.adverts.serve_push)
     o.p2p.set_handler(ids.REPLICATE, o.replication.serve)
+    o.p2p.set_handler(ids.PROTECTED_KEY, services.protection.serve_key)
     o.p2p.set_validator(ids.ADVERT_TOPIC, o.adverts.validate)
     o.p2p.set_handler(ids.USAGE_SYNC, quotas.serve_sync)
     o.p2p.set_handler(ids.QUOTA_LEASE, quotas.serve_lease)
@@ -213,6 +219,7 @@ class Node:
                     await nursery.start(services.agents.run)
                     await nursery.start(services.integrity.run)
                     await nursery.start(services.transcode.run)
+                    await nursery.start(services.protection.run)
                     serve = partial(
                         serve_http,
                         app,

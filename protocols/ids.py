@@ -12,6 +12,7 @@ A breaking change to a protocol's messages gets a new version here (iroh's
 | ``USAGE_SYNC`` | a newly connected peer | quota records and usage messages, then EOF (``usage_sync``) |
 | ``QUOTA_LEASE`` | a node in strict mode | one lease request, one reply (``usage_sync``) |
 | ``REPLICATE`` | a node short of copies of pinned content | one replica request, one reply (``replication``) |
+| ``PROTECTED_KEY`` | a node granted a protected content | one request (the content hash), one reply: the key as BRC-78 to it, and the grants |
 | ``PEER_EXCHANGE`` | a node short of peers | one msgpack list of addresses, then EOF (``peer_exchange``) |
 
 Every stream but ``PEER_EXCHANGE`` carries length-prefixed frames
@@ -28,6 +29,7 @@ __all__ = [
     "USAGE_SYNC",
     "QUOTA_LEASE",
     "REPLICATE",
+    "PROTECTED_KEY",
     "PEER_EXCHANGE",
     "ADVERT_TOPIC",
 ]
@@ -39,6 +41,7 @@ ADVERT_PUSH = "/uhrp-overlay/advert-push/1.0.0"
 USAGE_SYNC = "/uhrp-overlay/usage/1.0.0"
 QUOTA_LEASE = "/uhrp-overlay/quota-lease/1.0.0"
 REPLICATE = "/uhrp-overlay/replicate/1.0.0"
+PROTECTED_KEY = "/uhrp-overlay/protected-key/1.0.0"
 PEER_EXCHANGE = "/uhrp-overlay/peers/1.0.0"
 
 ADVERT_TOPIC = "tm_uhrp"  # the BRC-26 topic manager's name; usage gossip uses usage_sync.topics from config

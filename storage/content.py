@@ -246,6 +246,7 @@ class ContentStore:
         on_chunk: Callable[[int], None] | None = None,
         expect: Manifest | None = None,
         content_hash: bytes | None = None,
+        chunk_size: int | None = None,
         verified: bool = False,
         keep_on_failure: bool = False,
     ) -> IngestResult:
@@ -256,7 +257,9 @@ class ContentStore:
         ``Mismatch`` is raised and nothing is recorded (``verified``: the
         caller has already checked each chunk against ``expect``, so it is not
         hashed twice; the whole-file check still runs). With ``content_hash``
-        (a download with no manifest) the whole stream must hash to it. ``on_chunk(index)``
+        (a download with no manifest) the whole stream must hash to it.
+        ``chunk_size`` overrides the node's (a sealed object's chunks hold one
+        sealed chunk each). ``on_chunk(index)``
         is called once a chunk is on disk (readers may stream it before the
         whole content is recorded). ``keep_on_failure`` leaves the chunks
         written so far on disk (a download that can resume; see ``partials``).
@@ -264,7 +267,7 @@ class ContentStore:
         hang up meanwhile); such content is written outside the cache budget,
         and a caller whose answer was no calls ``shrink`` afterwards.
         """
-        chunk_size = expect.chunk_size if expect else self.chunk_size
+        chunk_size = expect.chunk_size if expect else chunk_size or self.chunk_size
         if expect is not None:
             content_type, max_size = expect.content_type, expect.size
         whole = hashlib.sha256()

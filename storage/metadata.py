@@ -28,6 +28,8 @@ __all__ = [
     "DeliveryRow",
     "CachedContent",
     "ReplicaRow",
+    "KeyRow",
+    "GrantRow",
     "SessionRow",
     "MetadataStore",
 ]
@@ -195,6 +197,26 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class KeyRow:
+    """A ``protected_keys`` row: a protected content's key, sealed to this node."""
+
+    content_hash: str
+    key_message: bytes  # BRC-78 to this node's identity key
+    granted_by: str  # the identity key (hex) that sealed the content or granted the key here
+    created_at: float
+
+
+@dataclass(frozen=True)
+class GrantRow:
+    """A ``protected_grants`` row: who may have a protected content's key."""
+
+    content_hash: str
+    kind: str  # identity, policy, node
+    value: str  # an identity key (hex) or a policy name
+    created_at: float
+
+
+@dataclass(frozen=True)
 class ReplicaRow:
     """A ``replicas`` row: a copy held for another publisher, and the request
     accepted; or one this node keeps because it is popular here (its own key
@@ -282,6 +304,29 @@ class MetadataStore(ABC):
 
     @abstractmethod
     async def delete_replica(self, content_hash: bytes) -> None: ...
+
+    @abstractmethod
+    async def put_key(self, row: KeyRow) -> None:
+        """Keep (or replace) a protected content's key."""
+
+    @abstractmethod
+    async def keys(self) -> list[KeyRow]: ...
+
+    @abstractmethod
+    async def put_grant(self, row: GrantRow) -> None:
+        """Record a grant (again: no change)."""
+
+    @abstractmethod
+    async def delete_grant(self, content_hash: bytes, kind: str, value: str) -> bool:
+        """Revoke a grant; False if there was none."""
+
+    @abstractmethod
+    async def grants(self, content_hash: bytes | None = None) -> list[GrantRow]:
+        """A content's grants, oldest first (every content's with None)."""
+
+    @abstractmethod
+    async def delete_key(self, content_hash: bytes) -> None:
+        """Forget a protected content's key and its grants."""
 
     @abstractmethod
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:

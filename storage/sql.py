@@ -23,8 +23,10 @@ from storage.metadata import (
     CachedContent,
     ContentRecord,
     DeliveryRow,
+    GrantRow,
     HostPerformance,
     JobRow,
+    KeyRow,
     MetadataStore,
     ReceiptRow,
     RenditionRow,
@@ -103,6 +105,8 @@ _SESSION_UPSERT, _SESSION_COLUMNS = _upsert("agent_streaming_sessions", SessionR
 _JOB_UPSERT, _JOB_COLUMNS = _upsert("transcode_jobs", JobRow, ("job_id",))
 _RENDITION_UPSERT, _RENDITION_COLUMNS = _upsert("renditions", RenditionRow, ("master_hash",))
 _REPLICA_UPSERT, _REPLICA_COLUMNS = _upsert("replicas", ReplicaRow, ("content_hash",))
+_KEY_UPSERT, _KEY_COLUMNS = _upsert("protected_keys", KeyRow, ("content_hash",))
+_GRANT_COLUMNS = [f.name for f in dataclasses.fields(GrantRow)]
 _DELIVERY_COLUMNS = [f.name for f in dataclasses.fields(DeliveryRow)]
 # Only for content still held: a row flushed after its content went is dropped.
 _DELIVERY_UPSERT = (
@@ -272,6 +276,55 @@ class SqlMetadataStore(MetadataStore):
 
     async def delete_replica(self, content_hash: bytes) -> None:
         await self._run(lambda db: db.execute("DELETE FROM replicas WHERE content_hash = ?", (content_hash.hex(),)))
+
+    async def put_key(self, row: KeyRow) -> None:
+        await self._run(lambda db: db.execute(_KEY_UPSERT, _values(row)))
+
+    async def keys(self) -> list[KeyRow]:
+        rows = await self._run(lambda db: db.fetch(f"SELECT {', '.join(_KEY_COLUMNS)} FROM protected_keys"))
+        return [KeyRow(h, bytes(m), g, float(t)) for h, m, g, t in rows]
+
+    async def put_grant(self, row: GrantRow) -> None:
+        await self._run(
+            lambda db: db.execute(
+                f"INSERT INTO protected_grants ({', '.join(_GRANT_COLUMNS)}) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (content_hash, kind, value) DO NOTHING",
+                _values(row),
+            )
+        )
+
+    async def delete_grant(self, content_hash: bytes, kind: str, value: str) -> bool:
+        def txn(db: Db) -> bool:
+            found = db.fetch(
+                "SELECT 1 FROM protected_grants WHERE content_hash = ? AND kind = ? AND value = ?",
+                (content_hash.hex(), kind, value),
+            )
+            db.execute(
+                "DELETE FROM protected_grants WHERE content_hash = ? AND kind = ? AND value = ?",
+                (content_hash.hex(), kind, value),
+            )
+            return bool(found)
+
+        return await self._transaction(txn)
+
+    async def grants(self, content_hash: bytes | None = None) -> list[GrantRow]:
+        select = f"SELECT {', '.join(_GRANT_COLUMNS)} FROM protected_grants"
+        if content_hash is None:
+            rows = await self._run(lambda db: db.fetch(select + " ORDER BY created_at, kind, value"))
+        else:
+            rows = await self._run(
+                lambda db: db.fetch(
+                    select + " WHERE content_hash = ? ORDER BY created_at, kind, value", (content_hash.hex(),)
+                )
+            )
+        return [GrantRow(h, k, v, float(t)) for h, k, v, t in rows]
+
+    async def delete_key(self, content_hash: bytes) -> None:
+        def txn(db: Db) -> None:
+            db.execute("DELETE FROM protected_keys WHERE content_hash = ?", (content_hash.hex(),))
+            db.execute("DELETE FROM protected_grants WHERE content_hash = ?", (content_hash.hex(),))
+
+        await self._transaction(txn)
 
     async def unreferenced(self, chunk_hashes: Iterable[bytes]) -> list[bytes]:
         keys = [h.hex() for h in chunk_hashes]

@@ -25,6 +25,7 @@ now: 429 and 503 after the ``Retry-After`` the node sent, 502 after a backoff.
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
 import hashlib
 import os
@@ -41,9 +42,10 @@ import coincurve
 import httpx
 from anyio.from_thread import start_blocking_portal
 
-from overlay_client import brc42
+from overlay_client import brc42, brc78
 from overlay_client.brc104 import AUTH_VERSION, PROTOCOL, request_preimage, response_preimage
 from overlay_client.errors import InvalidUhrpUrl
+from overlay_client.protected import ContentKey, unseal
 from overlay_client.uhrp import parse_content_id
 
 __all__ = [
@@ -353,7 +355,8 @@ class AsyncNodeClient:
     """The node's API for async programs, under trio or asyncio:
     ``async with AsyncNodeClient(url) as node: ...``.
 
-    ``identity_key`` (32 bytes) authenticates when the node requires it;
+    ``identity_key`` (32 bytes) authenticates when the node requires it (or
+    protected content does), and every request with ``sign_always``;
     ``retry`` repeats requests the node refused for now (none by default).
     One client may serve many tasks at once; they share one auth session.
     """
@@ -365,8 +368,10 @@ class AsyncNodeClient:
         timeout_s: float = 300.0,
         identity_key: bytes | None = None,
         retry: Retry | None = None,
+        sign_always: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._sign_always = sign_always
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=3.0), trust_env=False
         )
@@ -417,6 +422,8 @@ class AsyncNodeClient:
         return r  # other unsigned refusals are reported as the node's error
 
     async def _send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        if self._auth is None and self._sign_always and self._identity_key is not None:
+            await self._authenticate(None)
         if self._auth is None:
             r = await self._http.request(method, url, **kw)
             if r.status_code != 401 or self._identity_key is None or _failure(r).code != "unauthenticated":
@@ -460,6 +467,9 @@ class AsyncNodeClient:
         """Learn whether the node wants authentication before a request that
         cannot be repeated (an upload) or that goes differently when signed (a download)."""
         if self._auth is None and self._identity_key is not None:
+            if self._sign_always:
+                await self._authenticate(None)
+                return
             await self._request("GET", "/v1/node")
 
     # -- content --------------------------------------------------------
@@ -474,15 +484,19 @@ class AsyncNodeClient:
         *,
         content_type: str | None = None,
         pin: bool = True,
+        protect: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Upload ``source`` (bytes, a binary file object, or a path); its
         ``uhrpUrl``, ``contentHash``, ``size``, ... and ``new`` (False when the
         node already held it, in which case its stored content type is kept).
-        ``progress`` is called with each block's size as it is sent."""
+        ``protect``: stored sealed under a key the node keeps (the answer names
+        the sealed object). ``progress`` is called with each block's size as it is sent."""
         body = _Body(source)
         await self._learn_auth()
-        params = _present({"pin": str(pin).lower(), "contentType": content_type})
+        params = _present(
+            {"pin": str(pin).lower(), "contentType": content_type, "protect": "true" if protect else None}
+        )
         headers = {"content-type": "application/octet-stream"}
         if body.size is not None:
             headers["content-length"] = str(body.size)
@@ -540,6 +554,7 @@ class AsyncNodeClient:
         end: int | None = None,
         session_id: str | None = None,
         receipt_id: str | None = None,
+        raw: bool = False,
         on_size: Callable[[int], None] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Bytes ``start``..``end`` (inclusive; to the end when None) as they
@@ -547,18 +562,28 @@ class AsyncNodeClient:
         A negative ``start`` reads the last ``-start`` bytes. ``on_size`` is
         told how many bytes are coming before the first one. When the whole
         content is read, the last block is followed by a check of the hash:
-        ``ApiFailure`` (502 ``hash_mismatch``) if the bytes are not the named content."""
+        ``ApiFailure`` (502 ``hash_mismatch``) if the bytes are not the named content.
+        Protected content is its plaintext from a node that holds its key (the
+        client must authenticate, and be granted it; the node is trusted for
+        it, as its signature says), or sealed with ``raw`` (see ``read_sealed``)."""
         expected = _digest(content_id) if start == 0 and end is None else None
         await self._learn_auth()
         path = _DATA + _seg(content_id)
-        params = _present({"sessionId": session_id, "receiptId": receipt_id})
-        if self._auth is not None:
-            yield _checked(self._signed_blocks(path, params, start, end, on_size), expected)
-            return
-        async with self._opened(path, params, start, end) as r:
-            if on_size:
-                on_size(int(r.headers.get("content-length", 0)))
-            yield _checked(self._raw(r), expected)
+        params = _present({"sessionId": session_id, "receiptId": receipt_id, "raw": "true" if raw else None})
+        if self._auth is None:
+            try:
+                async with self._opened(path, params, start, end) as r:
+                    if on_size:
+                        on_size(int(r.headers.get("content-length", 0)))
+                    yield _checked(self._raw(r), None if _plaintext(r.headers) else expected)
+                    return
+            except ApiFailure as exc:  # protected content goes only to an authenticated reader
+                if exc.code != "unauthenticated" or self._identity_key is None:
+                    raise
+                await self._authenticate(None)
+        plain: list[bool] = []  # set by the first signed response: protected plaintext is not named by its hash
+        blocks = self._signed_blocks(path, params, start, end, on_size, plain)
+        yield _checked(blocks, expected, lambda: bool(plain))
 
     @asynccontextmanager
     async def _opened(
@@ -591,10 +616,14 @@ class AsyncNodeClient:
         start: int,
         end: int | None,
         on_size: Callable[[int], None] | None,
+        plain: builtins.list[bool],
     ) -> AsyncIterator[bytes]:
-        """Signed responses are whole, so a read goes in ranges of ``_AUTH_RANGE``."""
+        """Signed responses are whole, so a read goes in ranges of ``_AUTH_RANGE``;
+        ``plain`` gets an entry if they are protected content's plaintext."""
         if start < 0:  # a suffix: one signed response
             r = await self._request("GET", path, params=params, headers=_range(start, None))
+            if _plaintext(r.headers):
+                plain.append(True)
             if on_size:
                 on_size(len(r.content))
             yield r.content
@@ -608,6 +637,8 @@ class AsyncNodeClient:
                 if exc.status == 416 and at == 0 and end is None:
                     return  # empty content has no byte 0; the hash check still applies
                 raise
+            if _plaintext(r.headers):
+                plain.append(True)
             if stop is None:
                 total = int(r.headers.get("content-range", "/0").rsplit("/", 1)[1]) if r.status_code == 206 else None
                 stop = (total if total is not None else at + len(r.content)) - 1
@@ -626,11 +657,12 @@ class AsyncNodeClient:
         end: int | None = None,
         session_id: str | None = None,
         receipt_id: str | None = None,
+        raw: bool = False,
     ) -> bytes:
         """Bytes ``start``..``end`` (inclusive; to the end when None) as one
         ``bytes``; a negative ``start`` reads the last ``-start`` bytes. See ``stream``."""
         async with self.stream(
-            content_id, start=start, end=end, session_id=session_id, receipt_id=receipt_id
+            content_id, start=start, end=end, session_id=session_id, receipt_id=receipt_id, raw=raw
         ) as blocks:
             return b"".join([block async for block in blocks])
 
@@ -659,6 +691,42 @@ class AsyncNodeClient:
                     progress(len(block))
         await _flush(out)
         return n
+
+    # -- protected content ----------------------------------------------
+
+    def open_key(self, key_message: bytes) -> ContentKey:
+        """A protected content's key from a BRC-78 key message to this client's identity."""
+        if self._identity_key is None:
+            raise ClientError("a key message opens only with the identity key it was sent to (identity_key=)")
+        plain, _ = brc78.decrypt(key_message, self._identity_key)
+        return ContentKey.decode(plain)
+
+    async def key_message(self, content_id: str, *, receipt_id: str | None = None) -> bytes:
+        """The BRC-78 message holding protected content's key, to this client's
+        identity, from a node that holds the key and grants it (to this identity,
+        or to the holder of ``receipt_id``); ``open_key`` opens it."""
+        if self._identity_key is None:
+            raise ClientError("protected content's key goes to an authenticated reader: give identity_key=")
+        params = _present({"receiptId": receipt_id})
+        r = await self._request("GET", f"/v1/content/{_seg(content_id)}/key", params=params)
+        return base64.b64decode(r.json()["keyMessage"])
+
+    async def key(self, content_id: str, *, receipt_id: str | None = None) -> ContentKey:
+        """``key_message``, opened."""
+        return self.open_key(await self.key_message(content_id, receipt_id=receipt_id))
+
+    async def read_sealed(self, key: ContentKey, *, start: int = 0, end: int | None = None) -> bytes:
+        """Plaintext bytes ``start``..``end`` (inclusive) of protected content,
+        opened here: its sealed chunks are read as stored (``raw``) from this
+        node, which needs no key, and each is checked (its IV is its index's,
+        its tag verifies) before a byte of it is returned."""
+        stop = key.size if end is None else min(end + 1, key.size)
+        out = bytearray()
+        for index, lo, hi in key.pieces(start, stop):
+            first, last = key.sealed_span(index)
+            sealed = await self.read(key.content_hash.hex(), start=first, end=last - 1, raw=True)
+            out += unseal(key.key, index, sealed)[lo:hi]
+        return bytes(out)
 
     # -- quotas ---------------------------------------------------------
 
@@ -756,8 +824,11 @@ class AsyncNodeClient:
         return await self._json("GET", f"/v1/content/{_seg(content_id)}/renditions")
 
 
-async def _checked(blocks: AsyncIterator[bytes], expected: bytes | None) -> AsyncIterator[bytes]:
-    """``blocks``, then (when ``expected``) a check that they hash to it."""
+async def _checked(
+    blocks: AsyncIterator[bytes], expected: bytes | None, plaintext: Callable[[], bool] = lambda: False
+) -> AsyncIterator[bytes]:
+    """``blocks``, then (when ``expected``) a check that they hash to it;
+    unless ``plaintext()`` says they were protected content's plaintext."""
     if expected is None:  # a range: nothing to check, nothing to hash
         async for block in blocks:
             yield block
@@ -766,8 +837,13 @@ async def _checked(blocks: AsyncIterator[bytes], expected: bytes | None) -> Asyn
     async for block in blocks:
         h.update(block)
         yield block
-    if h.digest() != expected:
+    if h.digest() != expected and not plaintext():
         raise ApiFailure(502, "hash_mismatch", "downloaded bytes do not match the content hash")
+
+
+def _plaintext(headers: httpx.Headers) -> bool:
+    """A protected content's plaintext (its ETag says so): the name is the sealed object's hash, not its."""
+    return str(headers.get("etag", "")).endswith('.plain"')
 
 
 def _blocking(
@@ -834,6 +910,14 @@ class NodeClient:
     resolve = _blocking(AsyncNodeClient.resolve)
     read = _blocking(AsyncNodeClient.read)
     download = _blocking(AsyncNodeClient.download)
+    key = _blocking(AsyncNodeClient.key)
+    key_message = _blocking(AsyncNodeClient.key_message)
+    read_sealed = _blocking(AsyncNodeClient.read_sealed)
+
+    def open_key(self, key_message: bytes) -> ContentKey:
+        return self._client.open_key(key_message)
+
+    open_key.__doc__ = AsyncNodeClient.open_key.__doc__
     put_policy = _blocking(AsyncNodeClient.put_policy)
     policies = _blocking(AsyncNodeClient.policies)
     put_receipt = _blocking(AsyncNodeClient.put_receipt)

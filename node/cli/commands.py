@@ -142,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def _added_text(info: dict[str, Any], asked_type: str | None) -> str:
     text = f"{human(info['size'])}, {plural(info['chunks'], 'chunk')}, sha256 {info['contentHash']}"
+    if info.get("protected"):
+        text = f"protected (sealed: grant readers with POST /v1/content/<hash>/grants); {text}"
     if info.get("new", True):
         return f"{info['uhrpUrl']}\n{text}"
     kept = (
@@ -206,7 +208,9 @@ def cmd_add(args: argparse.Namespace) -> None:
             with progress(label, path.stat().st_size if path else None, enabled=not args.json, upload=True) as line:
                 if client is not None:
                     source: Any = path if path is not None else sys.stdin.buffer
-                    info = client.add(source, content_type=ctype, pin=args.pin, progress=line.advance)
+                    info = client.add(
+                        source, content_type=ctype, pin=args.pin, protect=args.protect, progress=line.advance
+                    )
                 else:
                     info = _add_direct(args, path, ctype, line.advance)
             if path is not None and len(sources) > 1:
@@ -236,9 +240,11 @@ def _add_direct(
             if path is not None:
                 stream.close()
 
+    identity = load_identity(args.home) if args.protect else None
+
     async def add(content: ContentStore) -> dict[str, Any]:
         async with contextlib.aclosing(blocks()) as pieces:
-            return await add_locally(content, pieces, content_type=content_type, pinned=args.pin)
+            return await add_locally(content, pieces, content_type=content_type, pinned=args.pin, protect=identity)
 
     return run_locally(args.home, add, write=True)
 

@@ -11,6 +11,7 @@ written, so a damaged chunk fails the read instead of reaching the output.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -21,7 +22,10 @@ from config import load_settings
 from node.errors import IdentityError
 from node.home import hold_home
 from node.http.models import content_info
-from protocols.manifest import DEFAULT_CONTENT_TYPE
+from node.identity import Identity
+from node.services.protection import seal_content
+from overlay_client.protected import OVERHEAD
+from protocols.manifest import DEFAULT_CONTENT_TYPE, MAX_CHUNK_SIZE
 from storage import ContentRecord, ContentStore, open_content_store
 
 __all__ = ["run_locally", "add_locally", "list_locally", "read_locally"]
@@ -50,12 +54,34 @@ def run_locally(home: Path, fn: Callable[[ContentStore], Awaitable[T]], *, write
 
 
 async def add_locally(
-    content: ContentStore, blocks: AsyncIterable[bytes], *, content_type: str | None, pinned: bool
+    content: ContentStore,
+    blocks: AsyncIterable[bytes],
+    *,
+    content_type: str | None,
+    pinned: bool,
+    protect: Identity | None = None,
 ) -> dict[str, Any]:
-    result = await content.ingest(blocks, content_type=content_type or DEFAULT_CONTENT_TYPE, pinned=pinned)
+    """Add to the store; sealed, with its key kept for ``protect`` (the home's identity), when given."""
+    ctype = content_type or DEFAULT_CONTENT_TYPE
+    extra: dict[str, Any] = {}
+    if protect is None:
+        result = await content.ingest(blocks, content_type=ctype, pinned=pinned)
+    else:
+        result, ck = await seal_content(
+            content,
+            protect,
+            blocks,
+            chunk_size=min(content.chunk_size, MAX_CHUNK_SIZE - OVERHEAD),
+            content_type=ctype,
+            pinned=pinned,
+            max_size=1 << 60,
+            now=time.time(),
+        )
+        plain = {"size": ck.size, "contentType": ck.content_type, "chunkSize": ck.chunk_size}
+        extra = {"protected": True, "plaintext": plain}
     record = await content.get(result.manifest.content_hash)
     assert record is not None
-    return content_info(record.manifest, record.pinned, record.created_at) | {"new": result.new}
+    return content_info(record.manifest, record.pinned, record.created_at) | {"new": result.new, **extra}
 
 
 async def list_locally(content: ContentStore, *, limit: int, pinned: bool | None) -> dict[str, Any]:

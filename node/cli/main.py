@@ -164,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         "  overlay-node add video.mp4\n"
         "  overlay-node add -r photos/\n"
         "  tar c notes | overlay-node add - --content-type application/x-tar\n"
+        "  overlay-node add --protect contract.pdf\n"
         "  URL=$(overlay-node add -q report.pdf)",
     )
     add.add_argument("paths", nargs="+", metavar="PATH", help="a file, a directory (with -r), or - for stdin")
@@ -179,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="keep it until deleted (default); --no-pin stores it as cache, which may be evicted",
+    )
+    add.add_argument(
+        "--protect",
+        action="store_true",
+        help="store it sealed (AES-256-GCM under a fresh key this node keeps); the URL names the sealed object, "
+        "readers need a grant (docs/protected.md)",
     )
 
     get = _command(

@@ -26,6 +26,7 @@ from node.http.data import DataPlane, Receive
 from node.http.errors import Send, documented, install_handlers, send_error
 from node.http.media import media_router
 from node.http.overlay import overlay_router
+from node.http.protected import protected_router
 from node.http.quotas import quota_router
 from protocols.brc104 import AuthError
 
@@ -140,6 +141,7 @@ def create_app(ctx: NodeContext) -> Any:
     app.include_router(quota_router(ctx))
     app.include_router(agent_router(ctx))
     app.include_router(media_router(ctx))
+    app.include_router(protected_router(ctx))
 
     async def asgi(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(DATA_PREFIX):
@@ -153,8 +155,10 @@ def create_app(ctx: NodeContext) -> Any:
             receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses
         await app(scope, receive, send)
 
+    # With enforcement off, authentication is still verified where it is given:
+    # protected content goes only to an authenticated reader, whatever the mode.
     mode = ctx.settings.quota.enforcement
-    inner = asgi if mode == "off" else AuthMiddleware(asgi, ctx.identity, mode)
+    inner = AuthMiddleware(asgi, ctx.identity, "optional" if mode == "off" else mode)
 
     async def preflight(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """A browser player's CORS preflight of a data read: before authentication,

@@ -6,7 +6,8 @@ covers it) and its response is signed. The caller's identity key reaches the
 app as ``scope["overlay.identity"]`` (hex).
 
 Modes (``quota.enforcement``, the seed's ``BRC31_QUOTA_ENFORCEMENT``):
-``off`` (no auth at all), ``optional`` (verified when present),
+``optional`` (verified when present; also what ``off`` runs, since
+protected content needs an authenticated reader whatever the mode),
 ``required``/``strict`` (every request but the handshake must be
 authenticated; 401 with a JSON body otherwise).
 
@@ -77,14 +78,13 @@ class AuthMiddleware:
         self.server = AuthServer(key, identity.public_key, session_secret(key), os.urandom)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.mode == "off":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if scope["path"] == AUTH_PATH:
             await self._handshake(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if "x-bsv-auth-version" not in headers:
+        if not any(k == b"x-bsv-auth-version" for k, _ in scope["headers"]):  # servers lower-case header names
             if self.mode == "required":
                 await send_error(
                     send, Unauthenticated(f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})")
@@ -92,6 +92,7 @@ class AuthMiddleware:
                 return
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         await self._authenticated(scope, receive, send, headers)
 
     async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> None:

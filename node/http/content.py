@@ -28,10 +28,19 @@ from node.errors import (
     UnknownSession,
     WrongContent,
 )
-from node.http.context import DATA_PREFIX, NodeContext
+from node.http.context import DATA_PREFIX, IDENTITY, NodeContext
 from node.http.data import DataPlane, Receive, Scope
 from node.http.errors import Send, documented
-from node.http.models import AddedContent, ContentInfo, ContentList, Deleted, DeliveryInfo, content_info, iso
+from node.http.models import (
+    AddedContent,
+    ContentInfo,
+    ContentList,
+    Deleted,
+    DeliveryInfo,
+    PlaintextInfo,
+    content_info,
+    iso,
+)
 from overlay_client.uhrp import parse_content_id
 from protocols.errors import InvalidUhrpUrl
 from protocols.manifest import DEFAULT_CONTENT_TYPE, valid_content_type
@@ -57,8 +66,12 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
     router = APIRouter(tags=["content"])
     settings = ctx.settings
 
-    def record_info(r: ContentRecord) -> ContentInfo:
+    def record_info(r: ContentRecord, scope: Scope | None = None) -> ContentInfo:
         info = ContentInfo(**content_info(r.manifest, r.pinned, r.created_at, ctx.content.damaged_chunks(r.manifest)))
+        if (ck := ctx.services.protection.key(r.content_hash)) is not None:
+            info.protected = True
+            if scope is not None and ctx.is_operator(scope.get(IDENTITY)):
+                info.plaintext = PlaintextInfo(size=ck.size, contentType=ck.content_type, chunkSize=ck.chunk_size)
         if (d := ctx.content.deliveries.get(r.content_hash)) is not None:
             row = d.row(ctx.content.deliveries.clock())  # what delivery_optimization gets
             info.delivery = DeliveryInfo(
@@ -104,6 +117,11 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         response: Response,
         contentType: str | None = Query(None, max_length=255),
         pin: bool = True,
+        protect: bool = Query(
+            False,
+            description="store it sealed (AES-256-GCM, a fresh key this node keeps): the answer names the sealed "
+            "object, which every node serves without the key; readers need a grant (docs/protected.md)",
+        ),
     ) -> AddedContent:
         ctx.require_operator(request.scope, "add content")
         ctype = contentType or request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
@@ -121,7 +139,12 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
                 raise InsufficientStorage(f"{declared} bytes do not fit: {max(room, 0)} bytes free above the reserve")
         with ctx.drain.answered_in_time() as in_time:
             try:
-                result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
+                if protect:
+                    result, _ = await ctx.services.protection.seal(
+                        request.stream(), content_type=ctype, pinned=pin, max_size=limit
+                    )
+                else:
+                    result = await ctx.content.ingest(request.stream(), content_type=ctype, pinned=pin, max_size=limit)
             except ClientDisconnect:
                 raise ClientDisconnected("the request body ended early") from None
         if in_time.cancelled_caught:  # nothing of it was kept
@@ -131,10 +154,11 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         if ctx.overlay is not None and (pin or settings.p2p.advertise_cached):
             ctx.overlay.adverts.announce(record.manifest)
         response.status_code = 201 if result.new else 200
-        return AddedContent(**content_info(record.manifest, record.pinned, record.created_at), new=result.new)
+        return AddedContent(**record_info(record, request.scope).model_dump(), new=result.new)
 
     @router.get("/v1/content", response_model=ContentList, summary="List stored content, newest first")
     async def list_content(
+        request: Request,
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=2**40),
         pinned: bool | None = Query(None, description="only pinned content (true) or only cache (false)"),
@@ -142,7 +166,10 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         records = await ctx.content.meta.list_contents(limit=limit, offset=offset, pinned=pinned)
         stats = await ctx.content.meta.stats()
         return ContentList(
-            contents=[record_info(r) for r in records], total=stats.count(pinned), limit=limit, offset=offset
+            contents=[record_info(r, request.scope) for r in records],
+            total=stats.count(pinned),
+            limit=limit,
+            offset=offset,
         )
 
     @router.put(
@@ -231,12 +258,12 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         summary="Describe stored content",
         responses=documented(InvalidUhrpUrl, NotHeld),
     )
-    async def get_content(contentId: str) -> ContentInfo:
+    async def get_content(contentId: str, request: Request) -> ContentInfo:
         digest = parse_content_id(contentId)
         record = await ctx.content.get(digest)
         if record is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
-        return record_info(record)
+        return record_info(record, request.scope)
 
     @router.delete(
         "/v1/content/{contentId}",
@@ -252,6 +279,7 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
         removed = await ctx.content.delete(digest)  # its adverts are withdrawn (ContentStore.on_removed)
         if removed is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
+        await ctx.services.protection.forget(digest)  # a protected content's key and grants go with it
         return Deleted(contentHash=digest.hex(), deleted=True, chunksRemoved=removed)
 
     data_doc: dict[str, Any] = dict(
@@ -314,6 +342,11 @@ def content_router(ctx: NodeContext, data: DataPlane) -> APIRouter:
             description="a transcoded video's rendition (`720p`, `4k`, ...) or `auto`: 302 to a master playlist of "
             "that rendition alone (`auto`: chosen from the session's measured rate, else its minBandwidthMbps; "
             "unknown: the whole ladder); 400 for content without renditions",
+        ),
+        raw: bool = Query(
+            False,
+            description="protected content as stored, sealed (anyone may have it, as peers do); without it, "
+            "protected content is its plaintext, for an authenticated reader granted it",
         ),
         preferredHosts: str | None = Query(
             None,

@@ -14,7 +14,6 @@ bound to it (or bearer receipts), opens sessions, and sees what is its own.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -135,9 +134,10 @@ class NodeContext:
             raise OverlayDisabled("this node is not on an overlay (uhrp.enabled = false)")
         return self.services.overlay
 
-    @functools.cached_property
+    @property
     def operators(self) -> frozenset[str]:
-        return frozenset({self.identity.public_key_hex, *(k.lower() for k in self.settings.api.operator_keys)})
+        """This node's identity and ``api.operator_keys``."""
+        return self.services.protection.operators
 
     def is_operator(self, identity: str | None) -> bool:
         return self.settings.quota.enforcement == "off" or identity in self.operators

@@ -31,13 +31,16 @@ from node.errors import (
     BadRequest,
     InvalidReceiptId,
     NodeError,
+    NotAllowed,
     NotAvailable,
     NotHeld,
     ReceiptRequired,
     ResponseTooLarge,
+    Unauthenticated,
 )
 from node.http.context import IDENTITY, RESPONSE_LIMIT, NodeContext
 from node.http.errors import Headers, Send, send_error
+from overlay_client.protected import ContentKey
 from overlay_client.uhrp import parse_content_id
 from protocols.agent_session import AgentSession
 from protocols.compression import MIN_BYTES, Encoder, compressible, negotiate
@@ -68,7 +71,7 @@ Emit = Callable[[Piece, bool], Awaitable[None]]
 ZERO_COPY = "http.response.zerocopysend"  # ASGI's extension: the server sends from a file
 
 
-_QUERY = ("receiptId", "sessionId", "range", "quality", "preferredHosts")
+_QUERY = ("receiptId", "sessionId", "range", "quality", "preferredHosts", "raw")
 # ``<sha256>.m4s``: a cosmetic suffix, for players that choose a demuxer by extension
 _COSMETIC = re.compile(r"^([0-9a-fA-F]{64})\.[A-Za-z0-9]{1,8}$")
 # Browser players (hls.js, dash.js) read segments from pages of other origins.
@@ -78,13 +81,26 @@ _CORS = [
 ]
 
 
-def _params(scope: Scope) -> tuple[str | None, str | None, str | None, str | None, str | None]:
-    """The ``receiptId``, ``sessionId``, ``range``, ``quality`` and
-    ``preferredHosts`` query parameters; any other is refused."""
+@dataclass(frozen=True)
+class _Params:
+    receipt_id: str | None
+    session_id: str | None
+    range: str | None
+    quality: str | None
+    preferred_hosts: str | None
+    raw: bool  # protected content as stored (sealed), as peers get it
+
+
+def _params(scope: Scope) -> _Params:
+    """The read's query parameters (``_QUERY``); any other is refused."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     if unknown := sorted(set(query) - set(_QUERY)):
         raise BadRequest(f"unknown query parameter {', '.join(map(repr, unknown))}; reads take {', '.join(_QUERY)}")
-    return tuple(query[k][-1] if k in query else None for k in _QUERY)  # type: ignore[return-value]
+    raw = query.get("raw", ["false"])[-1].lower()
+    if raw not in ("true", "false"):
+        raise BadRequest(f"raw={raw!r}: true or false")
+    receipt, session, rng, quality, hosts = (query[k][-1] if k in query else None for k in _QUERY[:5])
+    return _Params(receipt, session, rng, quality, hosts, raw == "true")
 
 
 def _body_message(piece: Piece, more: bool) -> MutableMapping[str, Any]:
@@ -147,6 +163,15 @@ class _Read:
     download: Download | None
     not_modified: bool = False
     coding: str | None = None  # the content coding of the response body (a whole read of a text type)
+    plain: ContentKey | None = None  # protected content, read as its plaintext (offsets are the plaintext's)
+
+    @property
+    def size(self) -> int:
+        return self.plain.size if self.plain else self.manifest.size
+
+    @property
+    def content_type(self) -> str:
+        return self.plain.content_type if self.plain else self.manifest.content_type
 
     @property
     def start(self) -> int:
@@ -154,12 +179,20 @@ class _Read:
 
     @property
     def stop(self) -> int:
-        return self.range.end + 1 if self.range else self.manifest.size
+        return self.range.end + 1 if self.range else self.size
+
+    def stored(self) -> tuple[int, int]:
+        """The bytes of the stored object the read needs: the sealed chunks of a plaintext read."""
+        if self.plain is None or self.start >= self.stop:
+            return self.start, self.stop
+        pieces = self.plain.pieces(self.start, self.stop)
+        return self.plain.sealed_span(pieces[0][0])[0], self.plain.sealed_span(pieces[-1][0])[1]
 
 
 class DataPlane:
     def __init__(self, ctx: NodeContext) -> None:
         self.is_operator = ctx.is_operator
+        self.protection = ctx.services.protection
         self.compression = ctx.settings.delivery.compression_enabled
         self.preferred_hosts = ctx.preferred_hosts
         self.integrity = ctx.services.integrity
@@ -192,7 +225,7 @@ class DataPlane:
 
     async def serve(self, scope: Scope, content_id: str, send: Send, receive: Receive | None = None) -> None:
         try:
-            if _params(scope)[3] is not None:
+            if _params(scope).quality is not None:
                 await self._quality(scope, content_id, send)
                 return
             digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
@@ -225,7 +258,8 @@ class DataPlane:
         estimate is the session's measured read rate, else its
         ``qualityRequirements.minBandwidthMbps``."""
         digest = parse_content_id(_COSMETIC.sub(r"\1", content_id))
-        receipt_id, session_id, _, quality, _ = _params(scope)
+        params = _params(scope)
+        receipt_id, session_id, quality = params.receipt_id, params.session_id, params.quality
         assert quality is not None
         sets = await self.transcode.renditions_of(digest)
         if not sets:
@@ -260,7 +294,13 @@ class DataPlane:
 
     async def _prepare(self, scope: Scope, digest: bytes) -> _Read:
         """Every check a read must pass before its response starts."""
-        receipt_id, session_id, range_param, _, preferred = _params(scope)
+        params = _params(scope)
+        receipt_id, session_id, range_param, preferred = (
+            params.receipt_id,
+            params.session_id,
+            params.range,
+            params.preferred_hosts,
+        )
         if receipt_id is not None and not valid_receipt_id(receipt_id):
             raise InvalidReceiptId(f"{receipt_id!r} is not a receipt id")
         identity = scope.get(IDENTITY)  # set by node.http.auth for authenticated requests
@@ -288,13 +328,21 @@ class DataPlane:
                 raise Mismatch(f"fetching {digest.hex()} failed: {exc}") from None
         if manifest is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
+        plain = None if params.raw else self.protection.key(digest)
+        if plain is not None:
+            self._allow(digest, identity, receipt_id)
+            if download is not None:  # plaintext only from what is held whole
+                await download.finished.wait()
+                download.check(manifest)
+                download = None
 
         request_headers = dict(scope["headers"])
-        identity_etag = etag = f'"{digest.hex()}"'.encode()
+        identity_etag = etag = f'"{digest.hex()}{".plain" if plain else ""}"'.encode()
         # A whole read of a text type may go compressed (never a range, never a
         # response BRC-104 signs whole); each coding is its own representation.
         codable = (
             self.compression
+            and plain is None
             and compressible(manifest.content_type)
             and manifest.size >= MIN_BYTES
             and scope.get(RESPONSE_LIMIT) is None
@@ -305,14 +353,14 @@ class DataPlane:
             if coding is not None:
                 etag = f'"{digest.hex()}.{_SUFFIX[coding]}"'.encode()
         read = _Read(digest, manifest, None, self._common(etag, bool(codable)), session, receipt_id, identity, download)
-        read.coding = coding
+        read.coding, read.plain = coding, plain
         inm = request_headers.get(b"if-none-match")
         if inm is not None and (
             inm.strip() == b"*" or etag in [t.strip().removeprefix(b"W/") for t in inm.split(b",")]
         ):
             read.not_modified = True
             return read
-        size = manifest.size
+        size = read.size
         raw_range = request_headers.get(b"range")
         from_query = False
         if raw_range is None and range_param:
@@ -338,7 +386,7 @@ class DataPlane:
         read.range = rng
         if download is None or download.finished.is_set():
             try:  # fail now, as a clear error, if a chunk it needs is damaged
-                await self.content.check(manifest, read.start, read.stop, _VERIFY_FIRST)
+                await self.content.check(manifest, *read.stored(), _VERIFY_FIRST)
             except ChunkDamaged as exc:
                 self.integrity.report(manifest, exc.digest)
                 raise
@@ -355,6 +403,15 @@ class DataPlane:
             read.receipt_id = await self.quotas.auto_receipt(self.default_policy, identity, "default")
         return read
 
+    def _allow(self, digest: bytes, identity: str | None, receipt_id: str | None) -> None:
+        """Protected content's plaintext only for an authenticated reader allowed it."""
+        if identity is None:
+            raise Unauthenticated(
+                "protected content is read by an authenticated reader (BRC-103/104); ?raw=true gives it sealed"
+            )
+        if not self.protection.allowed(digest, identity, receipt_id):
+            raise NotAllowed("this identity is not granted this protected content; ?raw=true gives it sealed")
+
     async def _admit(self, read: _Read, method: str) -> Ticket | None:
         """A GET charged to a receipt is admitted (or refused) before it starts."""
         if read.receipt_id is None or method != "GET" or read.not_modified:
@@ -362,8 +419,8 @@ class DataPlane:
         return await self.quotas.admit(
             read.receipt_id,
             nbytes=read.stop - read.start,
-            content_size=read.manifest.size,
-            content_type=read.manifest.content_type,
+            content_size=read.size,
+            content_type=read.content_type,
             identity=read.identity,
             agent=read.session is not None,
         )
@@ -371,19 +428,19 @@ class DataPlane:
     async def _respond(
         self, read: _Read, ticket: Ticket | None, scope: Scope, send: Send, receive: Receive | None
     ) -> None:
-        manifest, start, stop = read.manifest, read.start, read.stop
-        headers = [(b"content-type", manifest.content_type.encode()), *read.common]
+        start, stop = read.start, read.stop
+        headers = [(b"content-type", read.content_type.encode()), *read.common]
         spans = _zero_copy(scope)
         if read.coding is None:
             headers.append((b"content-length", str(stop - start).encode()))
         else:  # its length is known once sent: chunked
             headers.append((b"content-encoding", read.coding.encode()))
         if read.range:
-            headers.append((b"content-range", read.range.content_range(manifest.size).encode()))
+            headers.append((b"content-range", read.range.content_range(read.size).encode()))
         await send({"type": "http.response.start", "status": 206 if read.range else 200, "headers": headers})
         session = read.session
         if session is not None:
-            session.total_bytes = manifest.size  # the manifest's word over an advert's
+            session.total_bytes = read.size  # the manifest's word over an advert's
         if scope["method"] == "HEAD" or start == stop:
             await send({"type": "http.response.body", "body": b""})
             if ticket is not None or session is not None:
@@ -397,7 +454,7 @@ class DataPlane:
                 await send(_body_message(piece, more))
 
             began = time.monotonic()
-            await self._body(manifest, start, stop, read.download, emit, spans)
+            await self._body(read, emit, spans)
             self.content.deliveries.delivered(
                 read.digest, time.monotonic() - began, hit=read.download is None, coding=read.coding
             )
@@ -485,12 +542,12 @@ class DataPlane:
         try:
             with share:
                 if not watch:
-                    await self._body(manifest, start, stop, download, emit, spans)
+                    await self._body(read, emit, spans)
                     return
                 async with trio.open_nursery() as nursery:
                     assert receive is not None
                     nursery.start_soon(_until_disconnect, receive, nursery.cancel_scope)
-                    await self._body(manifest, start, stop, download, emit, spans)
+                    await self._body(read, emit, spans)
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # the body's own error, as the unmetered path raises it
             raise group.exceptions[0] if len(group.exceptions) == 1 else group from None
@@ -539,14 +596,28 @@ class DataPlane:
             session.request_ended(error=error, unavailable=unavailable, failovers=failovers, now=self.agents.clock())
             self.agents.keep(session)
 
-    async def _body(
-        self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit, spans: bool
-    ) -> None:
+    async def _body(self, read: _Read, emit: Emit, spans: bool) -> None:
         try:
-            await self._pieces(manifest, start, stop, download, emit, spans)
+            if read.plain is not None:
+                await self._plaintext(read, emit)
+            else:
+                await self._pieces(read.manifest, read.start, read.stop, read.download, emit, spans)
         except ChunkDamaged as exc:  # found mid-response: the body is cut short before it
-            self.integrity.report(manifest, exc.digest)
+            self.integrity.report(read.manifest, exc.digest)
             raise
+
+    async def _plaintext(self, read: _Read, emit: Emit) -> None:
+        """Protected content opened chunk by chunk: a chunk that does not open
+        is damaged (its bytes never go out), and is fetched again."""
+        assert read.plain is not None
+        pos, stop = read.start, read.stop
+        opened = self.protection.plaintext(read.manifest, read.plain, pos, stop)
+        async with contextlib.aclosing(opened) as pieces:
+            async for piece in pieces:
+                pos += len(piece)
+                await emit(piece, pos < stop)
+        if pos == read.start:
+            await emit(b"", False)
 
     async def _pieces(
         self, manifest: Manifest, start: int, stop: int, download: Download | None, emit: Emit, spans: bool

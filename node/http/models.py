@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from overlay_client.uhrp import url_for_hash
 from protocols.manifest import MAX_CONTENT_TYPE, Manifest, valid_content_type
@@ -80,6 +80,12 @@ class DeliveryInfo(BaseModel):
     )
 
 
+class PlaintextInfo(BaseModel):
+    size: int
+    contentType: str
+    chunkSize: int = Field(description="plaintext bytes a sealed chunk holds")
+
+
 class ContentInfo(BaseModel):
     uhrpUrl: str
     contentHash: str
@@ -95,6 +101,12 @@ class ContentInfo(BaseModel):
         0, description="chunks found corrupt or missing, being fetched again; reads that need them fail"
     )
     delivery: DeliveryInfo | None = Field(None, description="null until it is first read or cached")
+    protected: bool = Field(
+        False, description="sealed content whose key this node holds (size and type above are the sealed object's)"
+    )
+    plaintext: PlaintextInfo | None = Field(
+        None, description="protected content's plaintext, shown to the operator only (what the seal hides)"
+    )
 
 
 class AddedContent(ContentInfo):
@@ -106,6 +118,57 @@ class ContentList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class GrantIn(RequestBody):
+    """Exactly one of the three."""
+
+    identityKey: str | None = Field(None, pattern="^0[23][0-9a-fA-F]{64}$", description="an agent's identity key")
+    policyName: str | None = Field(
+        None, pattern="^[A-Za-z0-9_.:-]{1,128}$", description="anyone holding a receipt under this policy"
+    )
+    nodeKey: str | None = Field(
+        None,
+        pattern="^0[23][0-9a-fA-F]{64}$",
+        description="a node, which may then pull the key and these grants and serve plaintext to the same readers",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> GrantIn:
+        if sum(v is not None for v in (self.identityKey, self.policyName, self.nodeKey)) != 1:
+            raise ValueError("a grant names exactly one of identityKey, policyName, nodeKey")
+        return self
+
+    def kind_value(self) -> tuple[str, str]:
+        if self.identityKey is not None:
+            return "identity", self.identityKey.lower()
+        if self.policyName is not None:
+            return "policy", self.policyName
+        assert self.nodeKey is not None
+        return "node", self.nodeKey.lower()
+
+
+class GrantOut(BaseModel):
+    kind: Literal["identity", "policy", "node"]
+    value: str = Field(description="the identity key (hex) or the policy name")
+    createdAt: str
+
+
+class GrantList(BaseModel):
+    contentHash: str
+    grants: list[GrantOut]
+
+
+class KeyMessage(BaseModel):
+    keyMessage: str = Field(
+        description="base64 of a BRC-78 EncryptedMessage from this node to the caller's identity; "
+        "@bsv/sdk's EncryptedMessage.decrypt opens it, to the content key as JSON (docs/protected.md)"
+    )
+
+
+class Rotated(BaseModel):
+    previous: str = Field(description="the old sealed object's hash: deleted here, its adverts withdrawn")
+    content: ContentInfo
 
 
 class Transfer(BaseModel):

@@ -8,6 +8,8 @@
 - ``integrity``: the scrub of stored chunks, and the repair of damaged ones.
 - ``replication``: copies of pinned content on other nodes, counted and repaired.
 - ``transcode``: video jobs: an adaptive HLS/DASH ladder published as content.
+- ``protection``: protected content: sealing, keys, grants, plaintext for readers allowed it.
+- ``mirrors``: HTTP(S) mirrors as download sources (the fetcher's).
 - ``streams``: length-prefixed frames over the p2p stream seam.
 
 ``node.node`` builds them (``build_services``), registers their protocol
@@ -26,6 +28,7 @@ from node.services.agents import AgentService
 from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
+from node.services.protection import ProtectionService
 from node.services.quotas import QuotaService
 from node.services.replication import ReplicationService
 from node.services.transcode import TranscodeService
@@ -58,4 +61,5 @@ class Services:
     agents: AgentService
     integrity: IntegrityService
     transcode: TranscodeService
+    protection: ProtectionService
     overlay: Overlay | None

@@ -140,8 +140,12 @@ async def test_optional_mode_and_receipts_bound_to_an_identity(settings: Setting
 
 
 @pytest.mark.parametrize("mode", ["off"])
-async def test_off_mode_has_no_auth_endpoint(settings: Settings, content: ContentStore, mode: Literal["off"]) -> None:
+async def test_off_mode_asks_nothing_and_verifies_what_is_given(
+    settings: Settings, content: ContentStore, mode: Literal["off"]
+) -> None:
+    """Everyone is the operator, but a caller may authenticate: protected
+    content goes only to an authenticated reader, whatever the mode."""
     async with http_client(app_for(settings, content, mode)) as http:
-        r = await http.post("/.well-known/auth", content=Client().hello())
-        assert r.status_code == 404 and r.json()["error"] == "not_found"
         assert (await http.get("/v1/node")).status_code == 200
+        r = await http.post("/.well-known/auth", content=Client().hello(), headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["messageType"] == "initialResponse"

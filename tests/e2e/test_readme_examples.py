@@ -134,3 +134,52 @@ def test_the_readme_video_examples_run(home: Path, tmp_path: Path) -> None:
         assert r.stdout.count(" done ") == 2  # overlay-node jobs lists both
     finally:
         d.stop()
+
+
+def test_the_readme_protected_examples_run(home: Path, tmp_path: Path) -> None:
+    """The "Protected content" shell block as written; then the agent reads as the Python block says."""
+    section = (ROOT / "README.md").read_text().split("## Protected content", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match
+    agent = b"\x33" * 32
+    agent_key = coincurve.PrivateKey(agent).public_key.format(compressed=True).hex()
+    video = os.urandom(SIZE)
+    (tmp_path / "video.mp4").write_bytes(video)
+    d = start_daemon(home)
+    try:
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", match.group(1).replace("http://127.0.0.1:8700", d.api.rstrip("/"))],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **os.environ,
+                "OVERLAY_NODE_HOME": str(home),
+                "PATH": f"{ROOT / '.venv' / 'overlay-bin'}:{os.environ['PATH']}",
+                "AGENT_KEY": agent_key,
+            },
+        )
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == "401" and int(lines[1]) == SIZE + 3 * 48  # three 1 MiB chunks
+        url = json.loads("".join(lines[2:]))["contentHash"]
+        code = (
+            "import trio\nfrom overlay_client import AsyncNodeClient\n"
+            f"api_url, agent_private_key, url = {d.api.rstrip('/')!r}, {agent!r}, {url!r}\n"
+            "async def main():\n"
+            + "\n".join("    " + line for line in example_block(section, "python").splitlines())
+            + "\n        print(len(plaintext), part == plaintext[:1024])\ntrio.run(main)\n"
+        )
+        py = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert py.returncode == 0, py.stderr
+        assert py.stdout.split() == [str(SIZE), "True"]
+    finally:
+        d.stop()
+
+
+def example_block(section: str, language: str) -> str:
+    """A section's first ``language`` block."""
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match
+    return match.group(1)

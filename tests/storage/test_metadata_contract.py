@@ -16,7 +16,9 @@ from storage import MetadataStore
 from storage.metadata import (
     CachedContent,
     DeliveryRow,
+    GrantRow,
     JobRow,
+    KeyRow,
     ReceiptRow,
     RenditionRow,
     ReplicaRow,
@@ -344,3 +346,25 @@ async def test_replica_rows_round_trip_and_go_with_their_content(meta: MetadataS
     await meta.put_replica(row)
     await meta.delete_replica(m.content_hash)
     assert await meta.replicas() == []
+
+
+async def test_protected_keys_and_grants_round_trip_and_outlive_an_eviction(meta: MetadataStore) -> None:
+    m = manifest(A)
+    await meta.put_content(m, pinned=False, now=1.0)
+    key = KeyRow(m.content_hash.hex(), b"brc-78 message", "02" + "ab" * 32, 2.0)
+    await meta.put_key(key)
+    assert await meta.keys() == [key]
+    grants = [
+        GrantRow(m.content_hash.hex(), "identity", "03" + "cd" * 32, 3.0),
+        GrantRow(m.content_hash.hex(), "policy", "premium", 4.0),
+    ]
+    for g in (*grants, grants[0]):  # granting twice changes nothing
+        await meta.put_grant(g)
+    assert await meta.grants(m.content_hash) == grants and await meta.grants() == grants
+    assert await meta.grants(b"\0" * 32) == []
+    assert await meta.delete_grant(m.content_hash, "policy", "premium") is True
+    assert await meta.delete_grant(m.content_hash, "policy", "premium") is False
+    await meta.delete_content(m.content_hash)  # evicted: the key stays (the content can be fetched again)
+    assert await meta.keys() == [key] and await meta.grants(m.content_hash) == grants[:1]
+    await meta.delete_key(m.content_hash)
+    assert await meta.keys() == [] and await meta.grants() == []

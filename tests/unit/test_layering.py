@@ -14,7 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("config", "node", "protocols", "storage")
 CLIENT = REPO / "client" / "overlay_client"  # the client distribution, below them all
-CLIENT_WIRE = ("errors", "uhrp", "brc42", "brc104")  # its wire formats, which protocols/ builds on
+CLIENT_WIRE = (
+    "errors",
+    "uhrp",
+    "brc42",
+    "brc78",
+    "brc104",
+    "protected",
+)  # its wire formats, which protocols/ builds on
 
 # protocols/ is sans-IO: bytes and events in, bytes and events out; time is a parameter.
 IO_MODULES = {
