@@ -179,6 +179,8 @@ class DeliveryConfig:
     cdn_origins: tuple[str, ...] = ()
     # HTTP connections to one mirror at once, per download.
     mirror_connections: int = 1
+    # Downloads of content not held here under way at once (readers', pins', copies').
+    max_downloads: int = 32
     # Mirrors the operator did not name (from adverts, or an agent's
     # preferredHosts) may resolve to loopback or private addresses.
     mirror_private_addresses: bool = False
@@ -317,6 +319,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "quota.lease_above": (0.0, 1.0),
     "delivery.cdn_cache_ttl_seconds": (0, 1 << 31),
     "delivery.mirror_connections": (1, 64),
+    "delivery.max_downloads": (1, 10_000),
     "agent.bandwidth_mbps": (0, 1e6),
     "replication.factor": (1, 64),
     "replication.accept_max_bytes": (0, 1 << 60),

@@ -196,17 +196,9 @@ class AuthServer:
                 break
             self._end_oldest()
 
-    def verify_request(
-        self,
-        headers: dict[str, str],
-        method: str,
-        path: str,
-        query: str,
-        all_headers: list[tuple[str, str]],
-        body: bytes,
-        now: float,
-    ) -> tuple[Session, bytes]:
-        """Check a request's ``x-bsv-auth-*`` headers and signature; (session, request id)."""
+    def session_of(self, headers: dict[str, str]) -> Session:
+        """The session a request's ``x-bsv-auth-*`` headers name, checked as far
+        as they can be without its body (so a stranger's body is never read)."""
         if headers.get("x-bsv-auth-version") != AUTH_VERSION:
             raise AuthError("unsupported_version", f"x-bsv-auth-version must be {AUTH_VERSION!r}")
         your_nonce = headers.get("x-bsv-auth-your-nonce", "")
@@ -218,12 +210,30 @@ class AuthServer:
         if _hex_key(headers.get("x-bsv-auth-identity-key")) != session.peer_key:
             raise AuthError("identity_mismatch", "the identity key does not own this session")
         nonce = headers.get("x-bsv-auth-nonce", "")
-        request_id_text = headers.get("x-bsv-auth-request-id", "")
-        request_id = _b64(request_id_text)
+        request_id = _b64(headers.get("x-bsv-auth-request-id", ""))
         if _b64(nonce) is None or not nonce or request_id is None or len(request_id) != 32:
             raise AuthError(
                 "invalid_headers", "x-bsv-auth-nonce and x-bsv-auth-request-id must be base64 (request id: 32 bytes)"
             )
+        if hash(nonce) in session.seen:
+            raise AuthError("replayed", "this request nonce was used before in this session")
+        return session
+
+    def verify_request(
+        self,
+        headers: dict[str, str],
+        method: str,
+        path: str,
+        query: str,
+        all_headers: list[tuple[str, str]],
+        body: bytes,
+        now: float,
+    ) -> tuple[Session, bytes]:
+        """Check a request's ``x-bsv-auth-*`` headers and signature; (session, request id)."""
+        session = self.session_of(headers)
+        nonce = headers.get("x-bsv-auth-nonce", "")
+        request_id = _b64(headers.get("x-bsv-auth-request-id", ""))
+        assert request_id is not None  # session_of checked it
         try:
             signature = bytes.fromhex(headers.get("x-bsv-auth-signature", ""))
         except ValueError:
@@ -231,8 +241,6 @@ class AuthServer:
         # The signature covers the request id and is made with a key derived
         # from the nonce, so a replay repeats both: remembering the nonce is enough.
         seen = hash(nonce)
-        if seen in session.seen:
-            raise AuthError("replayed", "this request nonce was used before in this session")
         preimage = request_preimage(request_id, method, path, query, all_headers, body)
         if not verify_auth_signature(
             session.peer_key, preimage, signature, f"{nonce} {session.my_nonce}", self.private_key

@@ -160,7 +160,7 @@ def decompress(coding: str, data: bytes, max_size: int) -> bytes:
         if declared > max_size:
             raise CompressionError(f"zstd frame declares {declared} bytes, more than {max_size}")
         try:
-            out = zstandard.ZstdDecompressor().decompress(data)
+            out = zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise CompressionError(f"zstd: {exc}") from None
         if len(out) != declared:

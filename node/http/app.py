@@ -19,7 +19,7 @@ from fastapi.dependencies.models import Dependant
 from node import __version__
 from node.errors import BadRequest, RequestTooLarge, ShuttingDown
 from node.http.agents import agent_router
-from node.http.auth import AuthMiddleware
+from node.http.auth import MAX_AUTH_BODY, AuthMiddleware
 from node.http.content import content_router
 from node.http.context import DATA_PREFIX, Drain, NodeContext
 from node.http.data import DataPlane, Receive
@@ -158,7 +158,12 @@ def create_app(ctx: NodeContext) -> Any:
     # With enforcement off, authentication is still verified where it is given:
     # protected content goes only to an authenticated reader, whatever the mode.
     mode = ctx.settings.quota.enforcement
-    inner = AuthMiddleware(asgi, ctx.identity, "optional" if mode == "off" else mode)
+    inner = AuthMiddleware(
+        asgi,
+        ctx.identity,
+        "optional" if mode == "off" else mode,
+        body_limit=lambda scope: MAX_AUTH_BODY if scope["path"] == "/v1/content" else MAX_JSON_BODY,
+    )
 
     async def preflight(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         """A browser player's CORS preflight of a data read: before authentication,

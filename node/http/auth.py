@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,6 +28,7 @@ from typing import Any
 import trio
 
 from node.errors import (
+    Busy,
     ClientDisconnected,
     MethodNotAllowed,
     RequestTooLarge,
@@ -38,12 +40,14 @@ from node.http.context import IDENTITY, RESPONSE_LIMIT
 from node.http.errors import send_error, send_json
 from node.identity import Identity
 from protocols.brc104 import MAX_HANDSHAKE_BYTES, AuthError, AuthServer, session_secret
+from protocols.framing import Budget
 
 __all__ = ["AuthMiddleware", "AUTH_PATH", "MAX_AUTH_BODY"]
 
 log = logging.getLogger("overlay_node.auth")
 AUTH_PATH = "/.well-known/auth"
 MAX_AUTH_BODY = 64 << 20
+MAX_BUFFERED = 256 << 20  # every signed request and response being held, together
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,23 +60,58 @@ class _TooLarge(Exception):
     """The app's response passed ``MAX_AUTH_BODY``."""
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
+class _Held:
+    """Bytes one authenticated exchange buffers, taken from the node-wide budget."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.n = 0
+
+    def take(self, n: int) -> None:
+        if not self.budget.take(n):
+            raise Busy("this node is buffering as many signed requests and responses as it may; try again shortly")
+        self.n += n
+
+    def release(self) -> None:
+        self.budget.give(self.n)
+        self.n = 0
+
+
+async def _read_body(receive: Receive, limit: int, held: _Held | None = None) -> bytes:
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("the client went away")  # nothing to answer
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise RequestTooLarge(f"authenticated request bodies are at most {limit} bytes")
+        piece = message.get("body", b"")
+        if len(body) + len(piece) > limit:
+            raise RequestTooLarge(f"request bodies here are at most {limit} bytes")
+        if held is not None:
+            held.take(len(piece))
+        body += piece
         if not message.get("more_body", False):
             return bytes(body)
 
 
 class AuthMiddleware:
-    def __init__(self, app: App, identity: Identity, mode: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    """``body_limit``: the largest body a request may have (by its scope);
+    ``buffered``: what every authenticated exchange buffers, together (a
+    signed body is held whole, on the way in and out)."""
+
+    def __init__(
+        self,
+        app: App,
+        identity: Identity,
+        mode: str,
+        *,
+        body_limit: Callable[[Scope], int] = lambda scope: MAX_AUTH_BODY,
+        buffered: int = MAX_BUFFERED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
         self.mode = "required" if mode == "strict" else mode
+        self.body_limit = body_limit
+        self.budget = Budget(buffered)
         self.clock = clock
         key = identity.private_key.secret
         self.server = AuthServer(key, identity.public_key, session_secret(key), os.urandom)
@@ -108,9 +147,21 @@ class AuthMiddleware:
         await send_json(send, 200, reply)
 
     async def _authenticated(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        held = _Held(self.budget)
         try:
-            body = await _read_body(receive, MAX_AUTH_BODY)
-        except (ClientDisconnected, RequestTooLarge) as exc:
+            await self._exchange(scope, receive, send, headers, held)
+        finally:
+            held.release()
+
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], held: _Held) -> None:
+        limit = self.body_limit(scope)
+        declared = headers.get("content-length", "0")
+        try:
+            self.server.session_of(headers)  # before a byte of the body is read
+            if not declared.isdigit() or int(declared) > limit:
+                raise RequestTooLarge(f"request bodies here are at most {limit} bytes")
+            body = await _read_body(receive, limit, held)
+        except (AuthError, ClientDisconnected, RequestTooLarge, Busy) as exc:
             await send_error(send, exc)
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -146,9 +197,11 @@ class AuthMiddleware:
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
-                out.extend(message.get("body", b""))
-                if len(out) > MAX_AUTH_BODY:
+                piece = message.get("body", b"")
+                if len(out) + len(piece) > MAX_AUTH_BODY:
                     raise _TooLarge
+                held.take(len(piece))
+                out.extend(piece)
 
         inner = dict(scope)
         inner["extensions"] = {}  # the body is signed whole: bytes, never a file to send
@@ -156,15 +209,20 @@ class AuthMiddleware:
         inner[RESPONSE_LIMIT] = MAX_AUTH_BODY
         try:
             await self.app(inner, replay, capture)
-        except _TooLarge:
+        except (_TooLarge, Busy) as exc:
             failure = describe(
                 ResponseTooLarge(
                     f"an authenticated response is signed whole, so at most {MAX_AUTH_BODY} bytes; use Range"
                 )
+                if isinstance(exc, _TooLarge)
+                else exc
             )
             start.clear()
             out[:] = json.dumps(failure.body()).encode()
-            start.update({"status": failure.status, "headers": [(b"content-type", b"application/json")]})
+            plain = [(b"content-type", b"application/json")]
+            if failure.retry_after_s:
+                plain.append((b"retry-after", str(math.ceil(failure.retry_after_s)).encode()))
+            start.update({"status": failure.status, "headers": plain})
         status = int(start.get("status", 500))
         kept = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         signed = self.server.sign_response(

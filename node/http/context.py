@@ -162,8 +162,10 @@ class NodeContext:
 
     def preferred_hosts(self, raw: str, identity: str | None) -> Preferred:
         """A reader's ``preferredHosts``, checked (400 when malformed) whether
-        or not a download will use them; only the operator's URLs may point inside."""
-        return parse_preferred(raw, trusted=self.is_operator(identity))
+        or not a download will use them; only an authenticated operator's URLs
+        may point inside (a node that enforces nothing takes everyone for its
+        operator, but not for this: that would let anyone reach its network)."""
+        return parse_preferred(raw, trusted=identity in self.operators)
 
     def data_url(self, digest: bytes) -> str:
         """Where an agent reads content from this node."""

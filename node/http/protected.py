@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from node.errors import (
     BadRequest,
+    Busy,
     NotAllowed,
     NotHeld,
     NotProtected,
@@ -114,13 +115,22 @@ def protected_router(ctx: NodeContext) -> APIRouter:
         "/v1/content/{contentId}/key",
         response_model=ContentInfo,
         summary="Pull the content key and its grants from the hosts of the content (this node granted as a node)",
+        description="The node that gives the key is the only one asked again (every "
+        "replication.refresh_interval_s) and the one whose grants this node follows: name the publisher "
+        "with fromNode, or any host that grants this node is taken.",
         responses=documented(InvalidUhrpUrl, NotHeld, NotAllowed, OverlayDisabled, Unauthenticated, OperatorOnly),
     )
-    async def pull(contentId: str, request: Request) -> ContentInfo:
+    async def pull(
+        contentId: str,
+        request: Request,
+        fromNode: str | None = Query(
+            None, pattern="^0[23][0-9a-fA-F]{64}$", description="the identity key of the node to ask (the publisher)"
+        ),
+    ) -> ContentInfo:
         ctx.require_operator(request.scope, "pull content keys")
         ctx.require_overlay()
         digest = parse_content_id(contentId)
-        await protection.pull_key(digest)
+        await protection.pull_key(digest, bytes.fromhex(fromNode) if fromNode else None)
         record = await ctx.content.get(digest)
         if record is None:
             raise NotHeld(f"content {digest.hex()} is not held by this node")
@@ -133,7 +143,7 @@ def protected_router(ctx: NodeContext) -> APIRouter:
         description="The grants that remain move to the new object; the old one is deleted here and its adverts "
         "withdrawn. Copies of the old object elsewhere, and keys already delivered, are not affected: anyone "
         "who had the old key can still open the old object wherever it is kept.",
-        responses=documented(InvalidUhrpUrl, NotProtected, NotHeld, Unauthenticated, OperatorOnly),
+        responses=documented(InvalidUhrpUrl, NotProtected, NotHeld, Busy, Unauthenticated, OperatorOnly),
     )
     async def rotate(contentId: str, request: Request) -> Rotated:
         ctx.require_operator(request.scope, "rotate content keys")
@@ -141,7 +151,8 @@ def protected_router(ctx: NodeContext) -> APIRouter:
         with ctx.drain.answered_in_time():
             result, _ = await protection.rotate(digest)
         record = await ctx.content.get(result.manifest.content_hash)
-        assert record is not None
+        if record is None:  # deleted as soon as it was sealed
+            raise NotHeld(f"the new object {result.manifest.content_hash.hex()} was deleted before it was announced")
         if ctx.overlay is not None:
             ctx.overlay.adverts.announce(record.manifest)
         info = ContentInfo(**content_info(record.manifest, record.pinned, record.created_at), protected=True)

@@ -27,6 +27,7 @@ from config import Settings
 from node.errors import (
     AgentNotYours,
     AgentStreamingDisabled,
+    Busy,
     NotAvailable,
     NotHeld,
     NotYourReceipt,
@@ -405,7 +406,7 @@ class AgentService:
             try:
                 if self.fetcher is not None and await self.content.get(digest) is None:
                     await self.fetcher.fetch(digest)
-            except (NotAvailable, Mismatch, StorageFull) as exc:
+            except (NotAvailable, Mismatch, StorageFull, Busy) as exc:
                 log.info("prefetch of %s failed: %s", digest.hex(), exc)
             finally:
                 self._queued.discard(digest)

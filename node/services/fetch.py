@@ -47,6 +47,7 @@ import trio
 from config import Settings
 from node.errors import (
     BadRequest,
+    Busy,
     InvalidPublicKey,
     MirrorFailed,
     MirrorRefused,
@@ -64,7 +65,7 @@ from protocols.advert_cache import AdvertCache
 from protocols.compression import ENCODINGS
 from protocols.errors import InvalidManifest, RemoteProtocolError
 from protocols.framing import Budget, OverBudget
-from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest, valid_content_type
+from protocols.manifest import DEFAULT_CONTENT_TYPE, MAX_CHUNKS, Manifest, valid_content_type
 from protocols.peer_stats import PeerStats, rank_key
 from protocols.scheduler import Scheduler
 from storage import ContentStore, HostPerformance, IngestResult, Mismatch, StorageFull
@@ -450,6 +451,11 @@ class Fetcher:
         download = self._downloads.get(content_hash)
         if download is None:
             assert self._nursery is not None, "Fetcher.run is not running"
+            if len(self._downloads) >= self.settings.delivery.max_downloads:
+                raise Busy(
+                    f"this node runs {len(self._downloads)} downloads already (delivery.max_downloads); "
+                    "try again shortly"
+                )
             download = Download(content_hash, self.clock(), pin=pin, max_size=max_size, prefer=prefer)
             self._downloads[content_hash] = download
             self._nursery.start_soon(self._run_download, download)
@@ -597,9 +603,13 @@ class Fetcher:
         together are tried one at a time, so the liar is found."""
         digest = download.content_hash
         size, content_type, mirrors = await self._probe(digest, mirrors)
+        chunk = self.settings.chunk_size
         if download.max_size is not None and size > download.max_size:
             raise NotAvailable(f"the content is {size} bytes, more than the {download.max_size} expected")
-        chunk = self.settings.chunk_size
+        if size > chunk * MAX_CHUNKS:
+            raise NotAvailable(f"a mirror says the content is {size} bytes, more than one content may be")
+        if size > (room := self.content.chunks.room()):
+            raise StorageFull(f"a mirror says the content is {size} bytes; the disk has room for {max(room, 0)}")
         sizes = [min(chunk, size - start) for start in range(0, size, chunk)]
         for group in [mirrors] + ([[m] for m in mirrors] if len(mirrors) > 1 else []):
             download.unlisted(size, chunk)

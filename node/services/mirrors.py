@@ -137,7 +137,7 @@ class MirrorHttp:
             raise MirrorFailed(f"{m.key}: cannot resolve {host!r}: {exc}") from None
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if not address.is_global:
+            if not _public(address):
                 raise MirrorRefused(
                     f"{m.key} resolves to {address}, not a public address (delivery.mirror_private_addresses allows it)"
                 )
@@ -248,3 +248,20 @@ class MirrorHttp:
         if total is not None and size not in (total, -1):
             raise MirrorFailed(f"{m.key} serves a file of {size} bytes, not the {total} wanted")
         return size, r.headers.get("content-type")
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A global address, and so is any IPv4 address it carries (an IPv6 address
+    that embeds 127.0.0.1 or 169.254.169.254 reaches them where it is routed)."""
+    if not address.is_global:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return True
+    embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _NAT64 or address in _V4_COMPATIBLE:
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return all(v4.is_global for v4 in embedded if v4 is not None)

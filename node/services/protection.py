@@ -34,6 +34,7 @@ import trio
 from config import Settings
 from node.errors import (
     BadRequest,
+    Busy,
     NotAllowed,
     NotGranted,
     NotHeld,
@@ -63,7 +64,8 @@ log = logging.getLogger("overlay_node.protection")
 
 SEALED_TYPE = "application/octet-stream"  # the sealed object says nothing of what it holds
 KINDS = ("identity", "policy", "node")
-_MAX_KEY_FRAME = 64 << 10  # a key message and a content's grants
+_MAX_KEY_REQUEST = 64  # a content hash, framed
+_MAX_KEY_FRAME = 2 << 20  # a key message and a content's grants (10,000 of at most 140 bytes)
 _MAX_GRANTS = 10_000  # a content's grants at most
 _IDENTITY_KEY = re.compile(r"0[23][0-9a-f]{64}")
 _POLICY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -109,6 +111,7 @@ class ProtectionService:
         self._keys: dict[bytes, ContentKey] = {}  # opened, in memory only
         self._granted_by: dict[bytes, bytes] = {}  # content -> the node that gave this node its key
         self._grants: dict[bytes, list[Grant]] = {}
+        self._rotating: set[bytes] = set()  # one rotation of a content at a time: each would seal a new object
 
     # -- state --------------------------------------------------------------------
 
@@ -182,19 +185,25 @@ class ProtectionService:
         """Seal the content again under a new key; its grants move to the new
         object, and the old one is deleted here."""
         old = self._require(digest)
-        record = await self.content.get(digest)
-        if record is None:
-            raise NotHeld(f"content {digest.hex()} is not held here: fetch it before rotating its key")
-        result, new = await self.seal(
-            self.plaintext(record.manifest, old, 0, old.size),
-            content_type=old.content_type,
-            pinned=record.pinned,
-            max_size=old.size,
-        )
-        for g in self._grants.get(digest, ()):
-            await self.grant(new.content_hash, g.kind, g.value)
-        await self.content.delete(digest)
-        await self.forget(digest)
+        if digest in self._rotating:
+            raise Busy(f"content {digest.hex()} is being rotated already")
+        self._rotating.add(digest)
+        try:
+            record = await self.content.get(digest)
+            if record is None:
+                raise NotHeld(f"content {digest.hex()} is not held here: fetch it before rotating its key")
+            result, new = await self.seal(
+                self.plaintext(record.manifest, old, 0, old.size),
+                content_type=old.content_type,
+                pinned=record.pinned,
+                max_size=old.size,
+            )
+            for g in self._grants.get(digest, ()):
+                await self.grant(new.content_hash, g.kind, g.value)
+            await self.content.delete(digest)
+            await self.forget(digest)
+        finally:
+            self._rotating.discard(digest)
         return result, new
 
     async def plaintext(self, manifest: Manifest, ck: ContentKey, start: int, stop: int) -> AsyncGenerator[bytes, None]:
@@ -246,7 +255,9 @@ class ProtectionService:
     def allowed(self, digest: bytes, identity: str | None, receipt_id: str | None) -> bool:
         """May ``identity`` (authenticated) have the content's plaintext? Its
         operator, an identity granted, or the holder of a receipt under a
-        granted policy (``receipt_id``, which must be bound to ``identity``)."""
+        granted policy (``receipt_id``, which must be bound to ``identity`` and
+        issued by this node or the one that gave it the key: a receipt any other
+        overlay node issued names a policy of the same name, not this one)."""
         if identity is None or digest not in self._keys:
             return False
         if identity in self.operators:
@@ -259,6 +270,8 @@ class ProtectionService:
             return False
         record = self.book.receipts.get(receipt_id)
         if record is None or record.receipt.identity_key != identity:
+            return False
+        if record.issuer not in (self.me, self._granted_by.get(digest)):
             return False
         policy = record.receipt.policy_name
         return any(g.kind == "policy" and g.value == policy for g in grants)
@@ -284,7 +297,7 @@ class ProtectionService:
     async def serve_key(self, stream: Stream) -> None:
         """A node granted a content asks for its key and its grants."""
         try:
-            body = await FrameReader(stream, max_frame=_MAX_KEY_FRAME, timeout_s=self.timeout_s).next()
+            body = await FrameReader(stream, max_frame=_MAX_KEY_REQUEST, timeout_s=self.timeout_s).next()
             if body is None:
                 return
             digest = unpack(body, FrameError, max_bin=32, max_str=0, max_array=1)
@@ -304,19 +317,26 @@ class ProtectionService:
         readers = [[g.kind, g.value] for g in grants if g.kind != "node"]
         return _pack([True, self._message_to(ck, bytes.fromhex(requester)), readers])
 
-    async def pull_key(self, digest: bytes) -> ContentKey:
-        """Ask the content's hosts for its key and grants (this node must be
-        granted as a node); keep them if the key opens the content held here."""
+    async def pull_key(self, digest: bytes, giver: bytes | None = None) -> ContentKey:
+        """Ask the content's hosts (only ``giver`` when named) for its key and
+        grants (this node must be granted as a node); keep them if the key opens
+        the content held here. Once kept, the node that gave them is the only
+        one asked again: a reader the key was given to, advertising a copy, does
+        not get to rewrite the grants here."""
         if self.p2p is None or self.cache is None:
             raise NotProtected("this node is not on an overlay: there is no host to ask for a key")
         record = await self.content.get(digest)
         if record is None:
             raise NotHeld(f"content {digest.hex()} is not held here: pin it before asking for its key")
+        giver = giver or self._granted_by.get(digest)
+        hosts = [m for m in self.cache.hosts(digest, self.clock()) if m.advert.identity_key != self.me]
+        if giver is not None:
+            hosts = [m for m in hosts if m.advert.identity_key == giver]
+            if not hosts:
+                raise NotAllowed(f"node {giver.hex()} does not advertise content {digest.hex()} (or is not heard)")
         reasons, refused = [], False
-        for m in self.cache.hosts(digest, self.clock()):
+        for m in hosts:
             host = m.advert.identity_key
-            if host == self.me:
-                continue
             try:
                 reply = await self._ask_key(host, m.addrs, digest)
             except (PeerUnreachable, StreamClosed, trio.TooSlowError, FrameError) as exc:
@@ -333,14 +353,24 @@ class ProtectionService:
             except (DecryptionFailed, InvalidKey) as exc:
                 reasons.append(f"{host.hex()[:16]}: {exc}")
                 continue
-            if sender != host or ck.content_hash != digest or not await self._opens(record.manifest, ck):
+            if sender != host or not await self._opens(record.manifest, ck):
                 reasons.append(f"{host.hex()[:16]}: a key that does not open this content")
                 continue
+            if self._keys.get(digest) not in (None, ck):
+                reasons.append(f"{host.hex()[:16]}: a key other than the one this node holds")
+                continue
+            if await self.content.get(digest) is None:  # deleted while asking
+                raise NotHeld(f"content {digest.hex()} was deleted here while its key was asked for")
             await self._keep(ck, host)
             await self._replace_grants(digest, readers)
             return ck
         why = "no host gave this node the key: " + ("; ".join(reasons) or "none advertises the content")
-        raise NotGranted(why) if refused else NotAllowed(why)
+        if not refused:
+            raise NotAllowed(why)
+        if giver is not None and giver == self._granted_by.get(digest):
+            await self.forget(digest)  # the node that gave the key takes it back
+            log.info("the key of %s is no longer granted to this node: forgotten", digest.hex())
+        raise NotGranted(why)
 
     async def _ask_key(
         self, host: bytes, addrs: tuple[str, ...], digest: bytes
@@ -348,7 +378,7 @@ class ProtectionService:
         assert self.p2p is not None
         stream = await self.p2p.open_stream(peer_id_of(host), ids.PROTECTED_KEY, addrs)
         try:
-            await send_frame(stream, _pack([digest]), max_frame=_MAX_KEY_FRAME, timeout_s=self.timeout_s)
+            await send_frame(stream, _pack([digest]), max_frame=_MAX_KEY_REQUEST, timeout_s=self.timeout_s)
             body = await FrameReader(stream, max_frame=_MAX_KEY_FRAME, timeout_s=self.timeout_s).next()
         finally:
             await stream.aclose()
@@ -369,9 +399,11 @@ class ProtectionService:
         return reply[1], readers
 
     async def _opens(self, manifest: Manifest, ck: ContentKey) -> bool:
-        """Whether ``ck`` opens the content's first chunk (a key for other content does not)."""
-        if ck.size == 0:
-            return manifest.size == 0
+        """Whether ``ck`` is this content's: its sizes are the sealed object's, and it
+        opens the first chunk (a key for other content, or that lies about the size, does not)."""
+        shape = (ck.content_hash, ck.sealed_size, ck.chunk_size + OVERHEAD)
+        if shape != (manifest.content_hash, manifest.size, manifest.chunk_size) or ck.size == 0:
+            return False
         try:
             async for _ in self.plaintext(manifest, ck, 0, 1):
                 pass
@@ -403,11 +435,10 @@ class ProtectionService:
                 if giver == self.me:
                     continue
                 try:
-                    await self.pull_key(digest)
+                    await self.pull_key(digest, giver)
                 except NotGranted:
-                    log.info("the key of %s is no longer granted to this node: forgotten", digest.hex())
-                    await self.forget(digest)
-                except NotAllowed as exc:  # its hosts are away: keep what it has
+                    pass  # the giver refused: forgotten (a replica without the key is never asked)
+                except (NotAllowed, NotHeld) as exc:  # the giver is away: keep what it has
                     log.info("the key of %s was not refreshed: %s", digest.hex(), exc)
                 except Exception:  # the database, a host: the next round tries again
                     log.exception("refreshing the key of %s failed", digest.hex())
@@ -445,6 +476,8 @@ async def seal_content(
                 raise TooLarge(f"content exceeds {max_size} bytes")
             yield await _maybe_thread(seal, key, index, block)
             index += 1
+        if size == 0:  # its sealed object would be the empty object, which is anyone's
+            raise BadRequest("empty content has nothing to protect")
 
     result = await content.ingest(sealed(), content_type=SEALED_TYPE, pinned=pinned, chunk_size=chunk_size + OVERHEAD)
     ck = ContentKey(result.manifest.content_hash, key, size, content_type, chunk_size)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import trio
 
 from config.settings import ReplicationConfig
-from node.errors import PeerUnreachable, StreamClosed
+from node.errors import Busy, PeerUnreachable, StreamClosed
 from node.identity import Identity
 from node.p2p import P2P, Stream, identity_of, peer_id_of
 from node.services.fetch import Fetcher
@@ -439,15 +439,20 @@ class ReplicationService:
 
     async def _fetch(self, digest: bytes, size: int) -> None:
         """Fetch a copy (no larger than the requester advertised), pin it, advertise it."""
+        record, why = None, "removed meanwhile"
         try:
-            download = self.fetcher.start(digest, pin=True, max_size=size)
-            await download.finished.wait()
-            record = None
-            if download.error is None and download.manifest is not None:
-                # A download already under way when this one was asked for stored it as cache.
-                record = await self.content.set_pinned(digest, True)
+            try:
+                download = self.fetcher.start(digest, pin=True, max_size=size)
+            except Busy as exc:  # as many downloads as the node runs at once
+                why = str(exc)
+            else:
+                await download.finished.wait()
+                if download.error is None and download.manifest is not None:
+                    # A download already under way when this one was asked for stored it as cache.
+                    record = await self.content.set_pinned(digest, True)
+                why = str(download.error or why)
             if record is None:
-                log.info("a copy of %s could not be kept: %s", digest.hex(), download.error or "removed meanwhile")
+                log.info("a copy of %s could not be kept: %s", digest.hex(), why)
                 self._forget(digest)
                 await self.content.meta.delete_replica(digest)
                 return

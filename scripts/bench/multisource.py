@@ -504,15 +504,14 @@ class Net:
         stop_nodes(self.nodes())
 
 
-def write_cap(home: Path, cap: float) -> None:
-    """``[p2p] upload_limit_mib_s`` in the (initialised) home's config.toml."""
+def write_setting(home: Path, section: str, line: str) -> None:
+    """``line`` in ``[section]`` of the (initialised) home's config.toml."""
     path = home / "config.toml"
     text = path.read_text() if path.exists() else ""
-    line = f"upload_limit_mib_s = {cap!r}\n"
-    if "\n[p2p]\n" in text:
-        text = text.replace("\n[p2p]\n", f"\n[p2p]\n{line}", 1)
+    if f"\n[{section}]\n" in text:
+        text = text.replace(f"\n[{section}]\n", f"\n[{section}]\n{line}\n", 1)
     else:
-        text += f"\n[p2p]\n{line}"
+        text += f"\n[{section}]\n{line}\n"
     path.write_text(text)
 
 
@@ -567,7 +566,7 @@ def build_servers(
     for i, name in enumerate(names):
         home = root / f"{name}-{caps[name]:g}mibs"
         init_home(home)
-        write_cap(home, caps[name])
+        write_setting(home, "p2p", f"upload_limit_mib_s = {caps[name]!r}")
         net.homes.append(home)
         boot = (net.servers[0].node.addrs[0],) if i else ()
         net.servers.append(Server(name, caps[name], start_node(home, boot)))
@@ -917,6 +916,8 @@ class Fetchers:
         self.count += 1
         home = self.root / f"F-{self.row}-{self.count}"
         init_home(home)
+        # The mirror row's nginx is on 127.0.0.x, which a reader may name only on a devnet.
+        write_setting(home, "delivery", "mirror_private_addresses = true")
         self.net.homes.append(home)
         through = next(s for s in self.net.servers if s.node.alive())
         self.node = start_node(home, (through.node.addrs[0],))

@@ -14,6 +14,7 @@ import pytest
 
 from config import Settings
 from node.http.app import create_app
+from node.http.auth import AuthMiddleware
 from storage import ContentStore
 from tests.api.context import make_context
 from tests.brc104_client import A_PUB, Client
@@ -149,3 +150,71 @@ async def test_off_mode_asks_nothing_and_verifies_what_is_given(
         assert (await http.get("/v1/node")).status_code == 200
         r = await http.post("/.well-known/auth", content=Client().hello(), headers={"content-type": "application/json"})
         assert r.status_code == 200 and r.json()["messageType"] == "initialResponse"
+
+
+async def _call(app: Any, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], int]:
+    """The app called as the server calls it: (status, JSON body, times it asked for the request body)."""
+    asked, sent = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        asked += 1
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"]), asked
+
+
+async def test_a_body_is_not_read_before_its_session_and_its_size_are_known(
+    settings: Settings, content: ContentStore
+) -> None:
+    app = app_for(settings, content, "off")
+    agent = Client()
+    async with http_client(app) as http:
+        await handshake(http, agent)
+    body = b"{}"
+    stranger = agent.headers("POST", "/v1/streaming/receipts", "", body, []) | {"x-bsv-auth-your-nonce": "AAAA"}
+    assert await _call(app, "/v1/streaming/receipts", stranger, body) == (
+        401,
+        {"error": "invalid_nonce", "message": "x-bsv-auth-your-nonce is not a session nonce of this node"},
+        0,
+    )
+    known = agent.headers("POST", "/v1/streaming/receipts", "", body, []) | {"content-length": str(2 << 20)}
+    status, error, asked = await _call(app, "/v1/streaming/receipts", known, body)
+    assert (status, error["error"], asked) == (413, "too_large", 0)  # a JSON route's limit, not an upload's
+
+
+async def test_signed_bodies_held_at_once_are_bounded_for_the_whole_node(
+    settings: Settings, content: ContentStore
+) -> None:
+    ctx = make_context(settings, content)
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    app = AuthMiddleware(echo, ctx.identity, "optional", buffered=100_000)
+    agent = Client()
+    async with http_client(app) as http:
+        await handshake(http, agent)
+        r = await signed(http, agent, "POST", "/echo", body=b"x" * 40_000)
+        assert r.status_code == 200 and r.content == b"x" * 40_000  # in and out: 80,000 held
+        r = await signed(http, agent, "POST", "/echo", body=b"x" * 60_000)
+        assert r.status_code == 503 and r.json()["error"] == "busy" and r.headers["retry-after"] == "1"
+        big = b"x" * 120_000  # the request body alone does not fit: refused before it is verified, so unsigned
+        r = await http.post("/echo", content=big, headers=agent.headers("POST", "/echo", "", big, []))
+        assert r.status_code == 503 and r.json()["error"] == "busy"
+        r = await signed(http, agent, "POST", "/echo", body=b"x" * 40_000)
+        assert r.status_code == 200  # what was held is given back

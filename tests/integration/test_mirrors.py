@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -20,6 +21,8 @@ from tests.nginx import nginx
 DATA = os.urandom(8 * 2**20)  # 128 chunks of 64 KiB
 DIGEST = hashlib.sha256(DATA).digest()
 SOLO = {"replication.factor": 1}  # the publisher asks nobody to copy it: the only fetch is the test's
+# nginx is on 127.0.0.1, and a reader's preferredHosts (not the operator's) may point there only on a devnet.
+DEVNET = {"delivery.mirror_private_addresses": True}
 
 
 def site(root: Path, name: str, data: bytes = DATA) -> Path:
@@ -42,7 +45,7 @@ async def read(node: Node, **params: str) -> httpx.Response:
 async def publisher_and_reader(nursery: trio.Nursery, root: Path, **publisher: object) -> tuple[Node, Node]:
     """A holds the content (and asks nobody to copy it); D knows A holds it."""
     a = await start_node(nursery, root / "a", **SOLO, **publisher)
-    d = await start_node(nursery, root / "d", (ov(a).p2p.addrs[0],))
+    d = await start_node(nursery, root / "d", (ov(a).p2p.addrs[0],), **DEVNET)
     async with httpx.AsyncClient(base_url=a.api_url, timeout=30) as http:
         assert (await http.post("/v1/content", content=DATA)).status_code == 201
     await wait_for(lambda: knows(d, a, DIGEST))
@@ -106,7 +109,7 @@ async def test_mirrors_that_disagree_are_tried_one_by_one_and_the_liar_is_droppe
     with nginx(tmp_path / "nginx", bad, good) as ports, trio.fail_after(60):
         urls = [f"http://127.0.0.1:{p}/file.bin" for p in ports]
         async with trio.open_nursery() as nursery:
-            d = await start_node(nursery, tmp_path / "d")
+            d = await start_node(nursery, tmp_path / "d", **DEVNET)
             r = await read(d, preferredHosts=",".join(urls))
             assert r.status_code == 200 and r.content == DATA
             failures = ov(d).fetcher.failures
@@ -117,7 +120,7 @@ async def test_mirrors_that_disagree_are_tried_one_by_one_and_the_liar_is_droppe
 async def test_a_mirror_of_other_bytes_fails_the_read_and_keeps_nothing(tmp_path: Path) -> None:
     with nginx(tmp_path / "nginx", site(tmp_path, "www", lying())) as (port,), trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            d = await start_node(nursery, tmp_path / "d")
+            d = await start_node(nursery, tmp_path / "d", **DEVNET)
             r = await read(d, preferredHosts=f"http://127.0.0.1:{port}/file.bin")
             assert r.status_code == 502 and r.json()["error"] == "fetch_failed"
             assert await ov(d).fetcher.content.get(DIGEST) is None
@@ -155,6 +158,9 @@ async def test_an_advert_may_not_send_the_node_into_its_own_network(tmp_path: Pa
             r = await read(d)
             assert r.status_code == 404 and r.json()["error"] == "not_found"
             assert ov(d).fetcher.counters["mirror_refused"] == 1
+            # Nor can a reader, on a node that enforces nothing (where everyone counts as its operator).
+            r = await read(d, preferredHosts=f"http://127.0.0.1:{port}/file.bin")
+            assert r.status_code == 403 and r.json()["error"] == "mirror_refused"
             nursery.cancel_scope.cancel()
 
 
@@ -162,7 +168,7 @@ async def test_a_sessions_preferred_hosts_feed_its_reads(tmp_path: Path) -> None
     with nginx(tmp_path / "nginx", site(tmp_path, "www")) as (port,), trio.fail_after(60):
         url = f"http://127.0.0.1:{port}/file.bin"
         async with trio.open_nursery() as nursery:
-            d = await start_node(nursery, tmp_path / "d")
+            d = await start_node(nursery, tmp_path / "d", **DEVNET)
             ov(d).cache.offer(uhrp_host_advert("https://uhrp.invalid/file"), time.time())  # the size, for the session
             async with httpx.AsyncClient(base_url=d.api_url, timeout=60) as http:
                 r = await http.post(
@@ -172,4 +178,41 @@ async def test_a_sessions_preferred_hosts_feed_its_reads(tmp_path: Path) -> None
                 assert r.status_code == 201 and r.json()["streamingConfig"]["preferredHosts"] == [url]
                 r = await http.get(r.json()["dataUrl"])
             assert r.status_code == 200 and r.content == DATA and served(d, origin_of(url)) > 0
+            nursery.cancel_scope.cancel()
+
+
+async def answering(nursery: trio.Nursery, response: bytes) -> str:
+    """A URL on 127.0.0.1 whose server gives every request ``response``."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            with trio.move_on_after(5):
+                await stream.receive_some(65536)
+                await stream.send_all(response)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/file.bin"
+
+
+async def test_a_mirror_that_claims_an_impossible_size_is_not_believed(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            huge = b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-0/1000000000000000000\r\n"
+            url = await answering(nursery, huge + b"Content-Length: 1\r\n\r\nx")
+            d = await start_node(nursery, tmp_path / "d", **DEVNET)
+            r = await read(d, preferredHosts=url)
+            assert r.status_code == 404 and "more than one content may be" in r.json()["message"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_downloads_at_once_are_bounded(tmp_path: Path) -> None:
+    with nginx(tmp_path / "nginx", site(tmp_path, "www"), limit_rate="1m") as (port,), trio.fail_after(60):
+        url = f"http://127.0.0.1:{port}/file.bin"
+        async with trio.open_nursery() as nursery:
+            d = await start_node(nursery, tmp_path / "d", **DEVNET, **{"delivery.max_downloads": 1})
+            nursery.start_soon(functools.partial(read, d, preferredHosts=url))  # 8 s at 1 MiB/s
+            await wait_for(lambda: len(ov(d).fetcher.transfers) == 1)
+            async with httpx.AsyncClient(base_url=d.api_url, timeout=60) as http:
+                r = await http.get(f"/v1/streaming/data/{'ab' * 32}", params={"preferredHosts": url})
+            assert r.status_code == 503 and r.json()["error"] == "busy" and r.headers["retry-after"]
             nursery.cancel_scope.cancel()

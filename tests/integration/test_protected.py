@@ -18,7 +18,7 @@ import trio
 
 from node.node import Node
 from overlay_client import ApiFailure, AsyncNodeClient
-from tests.integration.conftest import start_node, wait_for
+from tests.integration.conftest import start_killable_node, start_node, wait_for
 from tests.integration.test_authfetch import INTEROP, _require_sdk
 from tests.integration.test_overlay import ov
 
@@ -90,6 +90,44 @@ async def test_a_node_granted_the_key_serves_plaintext_to_the_publishers_readers
             # And when the publisher revokes the node itself, R's next pull says so.
             await api(a, "DELETE", f"/v1/content/{digest}/grants", params={"nodeKey": identity(r)})
             assert (await api(r, "POST", f"/v1/content/{digest}/key")).status_code == 403
+            nursery.cancel_scope.cancel()
+
+
+async def test_only_the_node_that_gave_the_key_is_asked_again(tmp_path: Path) -> None:
+    """M, another node the key was given to, advertises the content and grants R
+    under its own grants; R follows only A, keeps the key while A is away, and
+    never takes M's grants."""
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            a, kill_a = await start_killable_node(nursery, tmp_path / "a", **SOLO)
+            r = await start_node(nursery, tmp_path / "r", (ov(a).p2p.addrs[0],), **SOLO)
+            m = await start_node(nursery, tmp_path / "m", (ov(a).p2p.addrs[0],), **SOLO)
+            added = await api(a, "POST", "/v1/content", params={"protect": "true"}, content=DATA)
+            digest = added.json()["contentHash"]
+            for grant in ({"nodeKey": identity(r)}, {"nodeKey": identity(m)}, {"identityKey": pub(ALICE)}):
+                await api(a, "POST", f"/v1/content/{digest}/grants", json=grant)
+
+            def hosts(node: Node) -> int:
+                return len(ov(node).cache.hosts(bytes.fromhex(digest), time.time()))
+
+            await wait_for(lambda: hosts(r) >= 1 and hosts(m) >= 1)
+            for node in (r, m):
+                assert (await api(node, "PUT", f"/v1/content/{digest}/pin")).status_code == 200
+                pulled = await api(node, "POST", f"/v1/content/{digest}/key", params={"fromNode": identity(a)})
+                assert pulled.status_code == 200, pulled.text
+            # M rewrites its grants: R as a node, Mallory instead of Alice.
+            for grant in ({"nodeKey": identity(r)}, {"identityKey": pub(BOB)}):
+                await api(m, "POST", f"/v1/content/{digest}/grants", json=grant)
+            await api(m, "DELETE", f"/v1/content/{digest}/grants", params={"identityKey": pub(ALICE)})
+            await wait_for(lambda: hosts(r) >= 2)
+
+            await kill_a()
+            away = await api(r, "POST", f"/v1/content/{digest}/key")
+            assert away.status_code == 403 and identity(a)[:16] in away.json()["message"]
+            grants = (await api(r, "GET", f"/v1/content/{digest}/grants")).json()["grants"]
+            assert [(g["kind"], g["value"]) for g in grants] == [("identity", pub(ALICE))]  # A's, not M's
+            async with AsyncNodeClient(r.api_url, identity_key=ALICE) as alice:
+                assert await alice.read(digest) == DATA  # the key is kept while its giver is away
             nursery.cancel_scope.cancel()
 
 

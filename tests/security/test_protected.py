@@ -8,11 +8,14 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgpack
 import pytest
+import trio
 
 from config import Settings
 from overlay_client import brc78
 from overlay_client.protected import OVERHEAD, ContentKey, unseal
+from protocols.usage_sync import Receipt, ReceiptRecord
 from storage import ContentStore
 from tests.security.conftest import Caller, Node, _node
 
@@ -127,6 +130,14 @@ async def test_a_receipt_under_a_granted_policy_opens_it_for_its_holder_only(nod
     assert (await read(node.alice, digest, f"receiptId={premium_bob}"))[0] == 403  # bound to bob
     r = await node.bob.request("GET", f"/v1/content/{digest}/key", query=f"receiptId={premium_bob}")
     assert opened(r.json()["keyMessage"], node.bob).size == len(DATA)
+    # Another overlay node's receipt under a policy of the same name, gossiped here, opens nothing.
+    foreign = ReceiptRecord.create(b"\x5e" * 32, 1, Receipt("foreign-1", "premium", pub(node.alice)))
+    node.ctx.quotas._take(foreign.encode())  # as gossip delivers it
+    assert node.ctx.quotas.status("foreign-1").policy_name == "premium"
+    assert (await read(node.alice, digest, "receiptId=foreign-1"))[0] == 403
+    assert (
+        await node.alice.request("GET", f"/v1/content/{digest}/key", query="receiptId=foreign-1")
+    ).status_code == 403
     bad = await node.operator.request("POST", f"/v1/content/{digest}/grants", json_body={"policyName": "nope"})
     assert bad.status_code == 404 and bad.json()["error"] == "unknown_policy"
 
@@ -173,6 +184,18 @@ async def test_rotation_moves_the_grants_to_a_new_object_and_drops_the_old(node:
     grants = (await node.operator.request("GET", f"/v1/content/{new}/grants")).json()["grants"]
     assert [(g["kind"], g["value"]) for g in grants] == [("identity", pub(node.alice))]
 
+    # Rotated twice at once: one new object, not two.
+    statuses = []
+
+    async def rotate() -> None:
+        statuses.append((await node.operator.request("POST", f"/v1/content/{new}/rotate")).status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(rotate)
+    assert sorted(statuses) in ([200, 503], [200, 404])
+    assert len(await node.ctx.content.meta.keys()) == 1
+
 
 async def test_a_sealed_byte_altered_on_disk_never_becomes_plaintext(node: Node) -> None:
     """Altered after it was verified (so no hash is checked again this run): the
@@ -207,3 +230,27 @@ async def test_a_replayed_key_request_gets_no_key(node: Node) -> None:
     assert (await node.alice.http.get(f"/v1/streaming/data/{digest}", headers=replayed_read)).status_code == 200
     again = await node.alice.http.get(f"/v1/streaming/data/{digest}", headers=replayed_read)
     assert again.status_code == 401 and MARKER not in again.content
+
+
+async def test_a_content_s_largest_grant_list_fits_one_key_reply(node: Node) -> None:
+    """A granted node pulls the key with every reader's grant in one frame."""
+    from node.services import protection as mod
+
+    digest = bytes.fromhex(await add(node))
+    service = node.ctx.services.protection
+    requester = pub(node.bob)
+    await service.grant(digest, "node", requester)
+    for i in range(mod._MAX_GRANTS - 1):
+        await service.grant(digest, "policy", f"{i:08d}".ljust(128, "p"))
+    reply = service._node_reply(digest, requester)
+    assert len(reply) <= mod._MAX_KEY_FRAME
+    granted, _message, readers = msgpack.unpackb(reply)
+    assert granted is True and len(readers) == mod._MAX_GRANTS - 1
+
+
+async def test_empty_content_is_not_protected_and_the_empty_object_stays_anyones(node: Node) -> None:
+    plain = await node.operator.request("POST", "/v1/content", body=b"")
+    empty = plain.json()["contentHash"]
+    r = await node.operator.request("POST", "/v1/content", query="protect=true&contentType=text/plain", body=b"")
+    assert r.status_code == 400 and "empty" in r.json()["message"]
+    assert await read(node.anonymous, empty) == (200, b"", "application/octet-stream")

@@ -127,7 +127,14 @@ def test_mirrors_are_keyed_by_origin() -> None:
     assert origin_of("http://cdn.example:8080/x") == "http://cdn.example:8080"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "10.1.2.3", "192.168.0.9", "[::1]", "169.254.169.254"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        *("127.0.0.1", "localhost", "10.1.2.3", "192.168.0.9", "[::1]", "169.254.169.254"),
+        # IPv6 addresses that carry an IPv4 one inside: mapped, compatible, 6to4, NAT64.
+        *("[::ffff:10.0.0.1]", "[::127.0.0.1]", "[2002:7f00::1]", "[64:ff9b::a9fe:a9fe]"),
+    ],
+)
 async def test_a_mirror_nobody_trusted_may_not_point_inside(host: str) -> None:
     http = client(ranged)
     untrusted = mirror(f"http://{host}:8080/file", trusted=False)

@@ -81,9 +81,9 @@ def test_a_zstd_frame_that_hides_its_size_is_refused() -> None:
 
 
 @pytest.mark.parametrize("coding", ["gzip", "zstd"])
-def test_truncated_and_foreign_bytes_are_refused(coding: str) -> None:
+def test_truncated_trailed_and_foreign_bytes_are_refused(coding: str) -> None:
     whole = compress(coding, TEXT)
-    for bad in (whole[:-9], whole[: len(whole) // 2], b"", os.urandom(100)):
+    for bad in (whole[:-9], whole[: len(whole) // 2], b"", os.urandom(100), whole + b"garbage", whole + whole):
         with pytest.raises(CompressionError):
             decompress(coding, bad, len(TEXT))
 
