@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 __all__ = [
     "ApiConfig",
+    "LogConfig",
     "StorageConfig",
     "StreamingConfig",
     "UhrpConfig",
@@ -63,6 +64,20 @@ class ApiConfig:
     # Identity keys (hex) that may manage the node besides its own: policies,
     # receipts, content. With quota.enforcement = "off" everyone is the operator.
     operator_keys: tuple[str, ...] = ()
+    # Prometheus /metrics, and the request counters and latency histograms
+    # behind it (off: neither is kept, /metrics answers 404).
+    metrics: bool = True
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """What the daemon logs, and how."""
+
+    # "text": human lines; "json": one JSON object per line (for a log pipeline).
+    format: Literal["text", "json"] = "text"
+    # One line per API request: client, method, path (without its query),
+    # status, bytes, duration, and the identity or receipt charged.
+    access: bool = True
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,7 @@ class MediaConfig:
 class Settings:
     home: Path
     api: ApiConfig = field(default_factory=ApiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     uhrp: UhrpConfig = field(default_factory=UhrpConfig)

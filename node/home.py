@@ -10,9 +10,11 @@ listens and removed on a clean stop.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +24,18 @@ from config import render_default_toml
 from node.errors import HomeBusy
 from node.identity import KEY_FILE, Identity, create_identity, load_identity
 
-__all__ = ["init_home", "hold_home", "write_node_info", "read_node_info", "clear_node_info"]
+__all__ = [
+    "init_home",
+    "hold_home",
+    "write_node_info",
+    "read_node_info",
+    "clear_node_info",
+    "observer_token",
+    "OBSERVER_TOKEN",
+]
 
 NODE_INFO = "node.json"
+OBSERVER_TOKEN = "observer.token"
 
 
 def init_home(home: Path) -> tuple[Identity, bool]:
@@ -75,3 +86,19 @@ def read_node_info(home: Path) -> dict[str, Any] | None:
 
 def clear_node_info(home: Path) -> None:
     (home / NODE_INFO).unlink(missing_ok=True)
+
+
+def observer_token(home: Path) -> str:
+    """The token that lets its holder watch the node (``/metrics``, the
+    dashboard): made on first use, readable by the node's user only."""
+    path = home / OBSERVER_TOKEN
+    with contextlib.suppress(FileNotFoundError):
+        if len(token := path.read_text().strip()) >= 32:
+            return token
+    token = secrets.token_urlsafe(32)  # none yet, or one too short to be safe: a new one
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token

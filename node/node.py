@@ -22,10 +22,14 @@ nothing is wired afterwards. The daemon and the tests both build through it.
 
 ``Node.stop``, within ``api.shutdown_grace_s``: refuses new requests (503
 ``shutting_down``), lets those in flight finish (an upload that cannot gets
-its 503 answer just before the end) and pushes this run's advert
-withdrawals to the connected peers; then cancels ``run``: unfinished
-ingests clean up after themselves, the last usage is written and the
-database closed.
+its 503 answer just before the end), lets the fetcher's downloads finish
+(each writes its hosts' measurements, ``uhrp_host_performance``, as it
+ends) and pushes this run's advert withdrawals to the connected peers;
+then cancels ``run``: unfinished ingests clean up after themselves, the
+last usage, agent sessions and delivery figures are written (within
+``_FLUSH_S``, whatever the grace) and the database closed. The process
+exits 0; ``overlay-node run`` exits at once on a second signal
+(``node.cli.commands``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
@@ -67,6 +71,8 @@ from storage import ContentStore, open_content_store
 __all__ = ["Node", "build_services", "register"]
 
 log = logging.getLogger("overlay_node")
+
+_FLUSH_S = 10.0  # at stop, each write of what is kept in memory (usage, sessions, deliveries), at most
 
 
 def build_services(
@@ -185,9 +191,19 @@ class Node:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.drain.idle)
                 if self.overlay is not None:
+                    nursery.start_soon(self._downloads_ended, self.overlay.fetcher)
                     nursery.start_soon(self.overlay.adverts.push_withdrawals)
         if self._scope is not None:
             self._scope.cancel()
+
+    @staticmethod
+    async def _downloads_ended(fetcher: Fetcher) -> None:
+        """Returns once the fetcher runs no download: each one writes what it
+        measured of its hosts as it ends (one the stop cuts writes nothing)."""
+        while downloads := fetcher.transfers:
+            for download in downloads:
+                await download.finished.wait()
+            await trio.lowlevel.checkpoint()  # its entry goes as it ends; a new one may have started
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings
@@ -245,7 +261,21 @@ class Node:
                 clear_node_info(home)
                 with trio.CancelScope(shield=True):
                     if self.services is not None:
-                        with trio.move_on_after(settings.api.shutdown_grace_s):
-                            await self.services.quotas.flush()  # counts since the last flush
-                            await self.services.agents.flush()
+                        # Each on its own, so one that fails or hangs (a database
+                        # gone) keeps neither the others nor the close from running.
+                        await _flush("usage", self.services.quotas.flush)  # counts since the last flush
+                        await _flush("agent sessions", self.services.agents.flush)
+                    # The upkeep's own last flush may have run before the last read ended.
+                    await _flush("deliveries", content.deliveries.flush)
                     await content.aclose()
+
+
+async def _flush(what: str, flush: Callable[[], Awaitable[None]]) -> None:
+    """Write what a service keeps in memory, at stop; a failure is logged, not raised."""
+    with trio.move_on_after(_FLUSH_S) as scope:
+        try:
+            await flush()
+        except Exception:
+            log.exception("%s not written at stop", what)
+    if scope.cancelled_caught:
+        log.warning("%s not written at stop: the database did not answer within %.0f s", what, _FLUSH_S)

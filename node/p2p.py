@@ -50,6 +50,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from config import P2pConfig
 from node.errors import AddressInUse, PeerUnreachable, StreamClosed
 from node.identity import Identity
+from node.logs import PEER
 from protocols import ids, peer_exchange
 
 __all__ = ["P2P", "Stream", "peer_id_of", "identity_of"]
@@ -351,6 +352,7 @@ class P2P:
     def set_handler(self, protocol: str, handler: Callable[[Stream], Awaitable[None]]) -> None:
         async def on_stream(stream: INetStream) -> None:
             wrapped = _Libp2pStream(stream)
+            PEER.set(wrapped.remote_peer)  # this task's log lines name the peer it serves
             try:
                 await handler(wrapped)
             except StreamClosed:

@@ -77,6 +77,7 @@ class Scheduler:
         self.requested: dict[int, dict[str, float]] = {}  # index -> peer -> sent at
         self.by_peer: dict[str, set[int]] = {}
         self.first_undone = 0
+        self.hedges = 0  # requests for a chunk another peer was already asked for
         self._advance()
         for peer in list(self.active):
             self.by_peer.setdefault(peer, set())
@@ -205,6 +206,7 @@ class Scheduler:
                 index = self._take_ahead(leads[peer]) if leads[peer] else self._take_missing()
                 if index is None:
                     index = self._hedge_for(peer)
+                    self.hedges += index is not None
                 if index is None:
                     break
                 self.requested.setdefault(index, {})[peer] = now

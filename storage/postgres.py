@@ -45,7 +45,7 @@ def _sql(query: str) -> str:
     return query.replace("?", "%s").replace("IN_LIST", "= ANY(%s)")
 
 
-class _PgDb:
+class PgDb:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
 
@@ -111,14 +111,14 @@ class PostgresMetadataStore(SqlMetadataStore):
     async def _run(self, fn: Callable[[Db], T]) -> T:
         def run() -> T:
             with _full_is_storage_full(), self._pool.connection() as conn:
-                return fn(_PgDb(conn))
+                return fn(PgDb(conn))
 
         return await trio.to_thread.run_sync(run, limiter=self._limiter)
 
     async def _transaction(self, fn: Callable[[Db], T]) -> T:
         def run() -> T:
             with _full_is_storage_full(), self._pool.connection() as conn, conn.transaction():
-                return fn(_PgDb(conn))
+                return fn(PgDb(conn))
 
         return await trio.to_thread.run_sync(run, limiter=self._limiter)
 

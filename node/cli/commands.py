@@ -8,12 +8,13 @@ import functools
 import json
 import logging
 import mimetypes
+import os
 import signal
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,9 @@ from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
 from node.cli.progress import Progress, fraction_progress, human, plural, progress, size
 from node.errors import IdentityError
-from node.home import init_home, read_node_info
+from node.home import OBSERVER_TOKEN, clear_node_info, init_home, read_node_info
 from node.identity import load_identity
+from node.logs import configure_logging, flush_logs
 from overlay_client import ApiFailure, NodeClient, NodeUnavailable
 from overlay_client.uhrp import parse_content_id, url_for_hash
 from protocols.errors import InvalidUhrpUrl
@@ -122,22 +124,62 @@ def cmd_run(args: argparse.Namespace) -> None:
         overrides["p2p.listen"] = args.listen
     if args.bootstrap:
         overrides["p2p.bootstrap"] = args.bootstrap
+    if args.log_format:
+        overrides["log.format"] = args.log_format
     settings = load_settings(args.home, overrides)
+    configure_logging(settings.log.format, verbose=args.verbose, access_log=settings.log.access)
     node = Node(settings)
 
     async def main() -> None:
-        # The receiver stays open until the node has stopped, so a second
-        # signal during shutdown is absorbed instead of killing the process.
+        # The receiver stays open until the node has stopped: the first signal
+        # stops it gracefully (``Node.stop``), a second one while it does exits
+        # at once. Signals that come while the node starts wait until it is up.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
+
+                async def serve(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+                    await node.run(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # stopped: stop watching for signals too
+
+                await nursery.start(serve)
                 _banner(args, node)
-                async for _ in signals:
-                    logging.getLogger("overlay_node").info("stopping")
-                    await node.stop()
-                    break
+                nursery.start_soon(_watch_signals, signals, node, nursery)
 
     trio.run(main)
+
+
+async def _watch_signals(signals: AsyncIterator[int], node: Node, nursery: trio.Nursery) -> None:
+    """The first SIGINT/SIGTERM stops the node gracefully; a second one, while
+    it stops, ends the process at once with 128 + the signal's number (130,
+    143). Nothing committed is lost: a chunk is written to a temporary file,
+    fsynced and renamed into place, the database's transactions are atomic,
+    and the next start removes what an unfinished add left behind. What is
+    lost is what the graceful stop would have finished: the requests in
+    flight, and usage counted since its last periodic flush."""
+    log = logging.getLogger("overlay_node")
+    stopping = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not stopping:
+            stopping = True
+            log.info("stopping (%s); another signal stops at once", name)
+            nursery.start_soon(node.stop)
+            continue
+        _exit_at_once(signum, name, node.settings.home, log)
+
+
+_LOG_DRAIN_S = 1.0  # on an exit at once, how long queued log lines may take to be written, at most
+
+
+def _exit_at_once(signum: int, name: str, home: Path, log: logging.Logger) -> None:
+    log.warning("second %s: exiting at once; the graceful stop did not finish", name)
+    with contextlib.suppress(OSError):
+        clear_node_info(home)  # no CLI command should look for this node any more
+    flush_logs(_LOG_DRAIN_S)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(128 + signum)  # no clean-up, no atexit: at once
 
 
 def _added_text(info: dict[str, Any], asked_type: str | None) -> str:
@@ -466,6 +508,20 @@ def cmd_rm(args: argparse.Namespace) -> None:
     with _client(args) as client:
         info = client.delete(digest.hex())
     _print(args, info, f"deleted {url_for_hash(digest)} ({plural(info['chunksRemoved'], 'chunk')} freed)")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    url = find_api(args.home, args.api)
+    if url is None:
+        raise NodeUnavailable(f"no node is running for {args.home}; start one with 'overlay-node run'")
+    try:
+        token = (args.home / OBSERVER_TOKEN).read_text().strip()
+    except FileNotFoundError:
+        raise CliError(f"no observer token in {args.home}: the node makes it when it starts") from None
+    except PermissionError:
+        raise CliError(f"{args.home / OBSERVER_TOKEN} is the node's user's only: run this as that user") from None
+    address = f"{url.rstrip('/')}/dashboard#token={token}"  # a fragment: never sent to a server, never logged
+    _print(args, {"dashboard": address}, address)
 
 
 def cmd_status(args: argparse.Namespace) -> None:

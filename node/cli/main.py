@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +22,7 @@ from node.cli.commands import (
     cmd_add,
     cmd_cat,
     cmd_config_show,
+    cmd_dashboard,
     cmd_get,
     cmd_init,
     cmd_jobs,
@@ -45,7 +45,9 @@ from node.cli.commands import (
     cmd_transcode,
     cmd_transfers,
 )
+from node.cli.doctor import cmd_doctor
 from node.errors import NodeError
+from node.logs import configure_logging
 from overlay_client import ApiFailure, ClientError, NodeUnavailable
 from protocols.errors import ProtocolError
 from storage import StorageError
@@ -57,8 +59,9 @@ EXIT_CODES = {
     1: "the operation failed (the message says why)",
     2: "usage error: an unknown command, option or value",
     3: "no node answers (none is running for the home, or none at --api)",
-    130: "interrupted (Ctrl-C)",
+    130: "interrupted (Ctrl-C); run: a second Ctrl-C while it stopped",
     141: "the output pipe closed (e.g. piped into head)",
+    143: "run: a second SIGTERM while it stopped (the graceful stop did not finish)",
 }
 
 _EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
@@ -154,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="MULTIADDR",
         help="peer to join through, ending in /p2p/<id> (repeatable)",
+    )
+    run.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines for people or one JSON object each (log.format)"
     )
 
     add = _command(
@@ -267,6 +273,21 @@ def _parser() -> argparse.ArgumentParser:
 
     _command(
         sub, "status", cmd_status, "show the running node's identity, addresses and storage", "  overlay-node status"
+    )
+    _command(
+        sub,
+        "dashboard",
+        cmd_dashboard,
+        "print the running node's dashboard address, with the observer token that lets a browser watch it",
+        '  overlay-node dashboard\n  xdg-open "$(overlay-node dashboard)"',
+    )
+    _command(
+        sub,
+        "doctor",
+        cmd_doctor,
+        "check that this machine and home can run a node: each check ok, warn or FAIL, with the fix; "
+        "exit 1 if any FAILs",
+        "  overlay-node doctor\n  overlay-node doctor --json\n  overlay-node doctor --api 127.0.0.1:8800   # as run --api would",
     )
 
     _command(
@@ -467,13 +488,7 @@ def _report(args: argparse.Namespace, errors: list[BaseException]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.home = resolve_home(args.home)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("libp2p").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging("text", verbose=args.verbose)  # `run` chooses again from its settings
     try:
         args.fn(args)
     except KeyboardInterrupt:

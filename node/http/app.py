@@ -10,30 +10,40 @@ unknown paths and methods included.
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
+from fastapi_offline import FastAPIOffline
 
 from node import __version__
 from node.errors import BadRequest, RequestTooLarge, ShuttingDown
+from node.home import observer_token
 from node.http.agents import agent_router
 from node.http.auth import MAX_AUTH_BODY, AuthMiddleware
 from node.http.content import content_router
-from node.http.context import DATA_PREFIX, Drain, NodeContext
+from node.http.context import DATA_PREFIX, REQUEST, Drain, NodeContext
 from node.http.data import DataPlane, Receive
 from node.http.errors import Send, documented, install_handlers, send_error
 from node.http.media import media_router
+from node.http.ops import OPS_PATHS, Ops, ops_router
 from node.http.overlay import overlay_router
 from node.http.protected import protected_router
 from node.http.quotas import quota_router
+from node.logs import REQUEST_ID, RequestLog
 from protocols.brc104 import AuthError
 
 __all__ = ["create_app", "MAX_JSON_BODY"]
 
 log = logging.getLogger("overlay_node.http")
 MAX_JSON_BODY = 1 << 20  # every body but an upload's is a small JSON document
+DATA_ROUTE = DATA_PREFIX + "{contentId}"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 
 
 def _query_names(dependant: Dependant) -> Iterator[str]:
@@ -70,24 +80,42 @@ def _bounded(receive: Receive, limit: int) -> Receive:
     return bounded
 
 
-def _edge(app: Any, drain: Drain) -> Any:
+def _request_id(headers: dict[bytes, bytes]) -> str:
+    """The client's ``X-Request-Id`` when it is a plain token, else a new one."""
+    given = headers.get(b"x-request-id", b"")
+    return given.decode() if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+
+
+def _receipt(scope: MutableMapping[str, Any]) -> str | None:
+    query = scope.get("query_string", b"")
+    if b"receiptId=" not in query:
+        return None
+    found: list[str] = parse_qs(query.decode("latin-1")).get("receiptId", [])
+    return found[0] if found else None
+
+
+def _edge(app: Any, drain: Drain, ops: Ops) -> Any:
     """What every request passes first: refused while the node stops; counted
-    while in flight (the stop waits for them); a bug before the response
-    started answers 500 ``internal_error`` in the one JSON shape; and a
-    response that leaves the request's body unread closes the connection (the
-    client would otherwise go on sending an upload refused early, and a next
-    request on that connection would wait behind it)."""
+    while in flight (the stop waits for them); given a request id, measured
+    and access-logged; a bug before the response started answers 500
+    ``internal_error`` in the one JSON shape; and a response that leaves the
+    request's body unread closes the connection (the client would otherwise
+    go on sending an upload refused early, and a next request on that
+    connection would wait behind it)."""
 
     async def edge(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        if drain.stopping:
-            await send_error(send, ShuttingDown("the node is stopping; try again when it is back"))
-            return
         headers = dict(scope["headers"])
+        rid = _request_id(headers)
+        client = scope.get("client")
+        record = scope[REQUEST] = RequestLog(
+            scope["method"], scope["path"], client[0] if client else "-", time.perf_counter(), receipt=_receipt(scope)
+        )
         read_all = headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
         started = False
+        first_byte: float | None = None
 
         async def tracked() -> MutableMapping[str, Any]:
             nonlocal read_all
@@ -96,21 +124,39 @@ def _edge(app: Any, drain: Drain) -> Any:
             return message
 
         async def answer(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
+            nonlocal started, first_byte
+            kind = message["type"]
+            if kind == "http.response.start":
                 started = True
+                record.status = message["status"]
+                extra = [(b"x-request-id", rid.encode())]
                 if not read_all:
-                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+                    extra.append((b"connection", b"close"))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            else:
+                n = len(message.get("body", b"")) if kind == "http.response.body" else message.get("count", 0)
+                if n and first_byte is None:
+                    first_byte = time.perf_counter()
+                record.bytes += n
+                ops.sent_bytes += n  # as it goes: a long stream shows in the throughput chart while it runs
             await send(message)
 
-        with drain.request():
-            try:
-                await app(scope, tracked, answer)
-            except Exception as exc:
-                if started:
-                    raise  # the response is under way: only cutting it short is left
-                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-                await send_error(answer, exc)
+        token = REQUEST_ID.set(rid)
+        try:
+            if drain.stopping:
+                await send_error(answer, ShuttingDown("the node is stopping; try again when it is back"))
+                return
+            with drain.request():
+                try:
+                    await app(scope, tracked, answer)
+                except Exception as exc:
+                    if started:
+                        raise  # the response is under way: only cutting it short is left
+                    log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                    await send_error(answer, exc)
+        finally:
+            ops.finished(record, first_byte)
+            REQUEST_ID.reset(token)
 
     return edge
 
@@ -125,7 +171,7 @@ _PREFLIGHT = [
 
 def create_app(ctx: NodeContext) -> Any:
     """The node's ASGI app: data reads go straight to the data plane."""
-    app = FastAPI(
+    app = FastAPIOffline(
         title="overlay-node",
         version=__version__,
         description="Content-addressed storage and delivery for a BSV overlay network (UHRP, BRC-26).",
@@ -142,18 +188,26 @@ def create_app(ctx: NodeContext) -> Any:
     app.include_router(agent_router(ctx))
     app.include_router(media_router(ctx))
     app.include_router(protected_router(ctx))
+    ops = Ops(ctx, observer_token(ctx.settings.home))
+    app.include_router(ops_router(ctx, ops))
 
     async def asgi(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].startswith(DATA_PREFIX):
+        record: RequestLog = scope[REQUEST]  # every request came through _edge
+        if scope["method"] in ("GET", "HEAD") and scope["path"].startswith(DATA_PREFIX):
+            record.route = DATA_ROUTE
             await data.serve(scope, scope["path"][len(DATA_PREFIX) :], send, receive)
             return
-        if scope["type"] == "http" and scope["path"] != "/v1/content":
+        if scope["path"] != "/v1/content":
             declared = dict(scope["headers"]).get(b"content-length", b"0")
             if not declared.isdigit() or int(declared) > MAX_JSON_BODY:
                 await send_error(send, RequestTooLarge(f"request bodies here are at most {MAX_JSON_BODY} bytes"))
                 return
             receive = _bounded(receive, MAX_JSON_BODY)  # a chunked body FastAPI then refuses
-        await app(scope, receive, send)
+        try:
+            await app(scope, receive, send)
+        finally:
+            if (route := scope.get("route")) is not None:  # the template FastAPI matched: few label values
+                record.route = route.path
 
     # With enforcement off, authentication is still verified where it is given:
     # protected content goes only to an authenticated reader, whatever the mode.
@@ -163,6 +217,7 @@ def create_app(ctx: NodeContext) -> Any:
         ctx.identity,
         "optional" if mode == "off" else mode,
         body_limit=lambda scope: MAX_AUTH_BODY if scope["path"] == "/v1/content" else MAX_JSON_BODY,
+        unauthenticated=OPS_PATHS,
     )
 
     async def preflight(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -174,6 +229,6 @@ def create_app(ctx: NodeContext) -> Any:
             return
         await inner(scope, receive, send)
 
-    outer = _edge(preflight, ctx.drain)
+    outer = _edge(preflight, ctx.drain, ops)
     outer.fastapi = app  # for tests of FastAPI's own routing, without the fast path
     return outer

@@ -36,7 +36,7 @@ from node.errors import (
     Unauthenticated,
     describe,
 )
-from node.http.context import IDENTITY, RESPONSE_LIMIT
+from node.http.context import IDENTITY, REQUEST, RESPONSE_LIMIT
 from node.http.errors import send_error, send_json
 from node.identity import Identity
 from protocols.brc104 import MAX_HANDSHAKE_BYTES, AuthError, AuthServer, session_secret
@@ -107,9 +107,13 @@ class AuthMiddleware:
         body_limit: Callable[[Scope], int] = lambda scope: MAX_AUTH_BODY,
         buffered: int = MAX_BUFFERED,
         clock: Callable[[], float] = time.monotonic,
+        unauthenticated: frozenset[str] = frozenset(),
     ) -> None:
+        """``unauthenticated``: paths passed on without authentication in every
+        mode (they are public, or check another credential themselves)."""
         self.app = app
         self.mode = "required" if mode == "strict" else mode
+        self.unauthenticated = unauthenticated
         self.body_limit = body_limit
         self.budget = Budget(buffered)
         self.clock = clock
@@ -124,7 +128,7 @@ class AuthMiddleware:
             await self._handshake(scope, receive, send)
             return
         if not any(k == b"x-bsv-auth-version" for k, _ in scope["headers"]):  # servers lower-case header names
-            if self.mode == "required":
+            if self.mode == "required" and scope["path"] not in self.unauthenticated:
                 await send_error(
                     send, Unauthenticated(f"this node requires BRC-103/104 authentication (handshake at {AUTH_PATH})")
                 )
@@ -206,6 +210,8 @@ class AuthMiddleware:
         inner = dict(scope)
         inner["extensions"] = {}  # the body is signed whole: bytes, never a file to send
         inner[IDENTITY] = session.peer_key.hex()
+        if (record := scope.get(REQUEST)) is not None:
+            record.identity = inner[IDENTITY]  # for the access log
         inner[RESPONSE_LIMIT] = MAX_AUTH_BODY
         try:
             await self.app(inner, replay, capture)

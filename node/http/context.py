@@ -32,11 +32,12 @@ from node.services.quotas import QuotaService
 from node.services.transcode import TranscodeService
 from storage import ContentStore
 
-__all__ = ["NodeContext", "Drain", "DATA_PREFIX", "IDENTITY", "RESPONSE_LIMIT"]
+__all__ = ["NodeContext", "Drain", "DATA_PREFIX", "IDENTITY", "REQUEST", "RESPONSE_LIMIT"]
 
 DATA_PREFIX = "/v1/streaming/data/"
 IDENTITY = "overlay.identity"  # the scope key node.http.auth sets to the caller's identity key (hex)
 RESPONSE_LIMIT = "overlay.response_limit"  # set by node.http.auth: the largest response it can sign
+REQUEST = "overlay.request"  # set by node.http.app: the request's access-log record (node.logs.RequestLog)
 
 
 _ANSWER_MARGIN_S = 0.5  # work cut at the deadline still gets its answer out before the node stops

@@ -691,3 +691,15 @@ class AnalyticsOut(BaseModel):
     sessions: SessionCounts
     cost: Cost
     recommendations: list[Advice]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(
+        description='Each check ("store", "database", "p2p"): "ok", or what is wrong',
+        examples=[{"store": "ok", "database": "ok", "p2p": "ok"}],
+    )

@@ -87,6 +87,11 @@ class AdvertService:
     def _sequence(self) -> int:
         return time.time_ns() // 1000  # grows across restarts, unlike a counter
 
+    @property
+    def backlog(self) -> int:
+        """Adverts and withdrawals waiting to be published."""
+        return self._outbox.statistics().current_buffer_used
+
     def _queue(self, message: OverlayAdvert | Withdrawal) -> None:
         self.cache.offer(message, self.clock())
         try:
@@ -97,6 +102,7 @@ class AdvertService:
     def announce(self, manifest: Manifest) -> None:
         if manifest.size == 0:
             return  # BRC-26 requires size >= 1; an empty file needs no host
+        self._withdrawals.pop(manifest.content_hash, None)  # held again: the stop must not withdraw it
         key = self.identity.private_key.secret
         expiry = int(self.clock()) + self.config.advert_ttl_s
         advert = Advert.create(key, manifest.content_hash, self._url(manifest.content_hash), expiry, manifest.size)

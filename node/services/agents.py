@@ -194,6 +194,11 @@ class AgentService:
                 await trio.sleep(_FLUSH_EVERY_S)
                 await self.flush()
 
+    @property
+    def live_sessions(self) -> list[AgentSession]:
+        """The sessions held in memory (the most recently used), oldest use first."""
+        return list(self._live.values())
+
     def require_enabled(self) -> None:
         if not self.settings.agent.streaming_enabled:
             raise AgentStreamingDisabled("agent sessions are off on this node (AGENT_STREAMING_ENABLED)")

@@ -20,7 +20,7 @@ exactly as the server sent them; verifying them is the fetcher's job.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 
 import trio
@@ -90,12 +90,14 @@ class ChunkServer:
         self._streams: defaultdict[str, int] = defaultdict(int)
         self.served_bytes = 0  # chunk content sent to peers
         self.wire_bytes = 0  # the same as sent, compressed or not
+        self.requests: Counter[str] = Counter()  # by outcome: "served", "busy", or the error's code
 
     async def handle(self, stream: Stream) -> None:
         """Serve one inbound stream until the peer closes it, errs or goes quiet."""
         peer = stream.remote_peer
         try:
             if self._streams[peer] >= self.max_streams_per_peer:
+                self.requests["busy"] += 1
                 # Request id 0 answers the stream itself: no request is served on it.
                 with trio.move_on_after(self.timeout_s):
                     await stream.send_all(self._error(0, Busy("too many streams from this peer")))
@@ -104,6 +106,7 @@ class ChunkServer:
             try:
                 await self._serve(stream)
             except OverBudget as exc:  # the node is busy with other peers' requests
+                self.requests["busy"] += 1
                 with trio.move_on_after(self.timeout_s):
                     await stream.send_all(self._error(0, Busy(str(exc))))
             except RemoteProtocolError as exc:
@@ -124,9 +127,12 @@ class ChunkServer:
                 msg = decode(body)
                 try:
                     await self._answer(stream, msg)
+                    self.requests["served"] += 1
                 except StreamClosed:
+                    self.requests["peer_gone"] += 1
                     raise  # the peer is gone: nothing to answer
                 except (NodeError, ProtocolError, StorageError) as exc:  # ends this request only
+                    self.requests[describe(exc).code] += 1
                     await self._send(stream, self._error(msg.request_id, exc))
         finally:
             frames.close()

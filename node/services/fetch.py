@@ -190,6 +190,7 @@ class Download:
         # and hosts given up on mid-download.
         self.hosts_used: list[str] = []
         self.failovers = 0
+        self.shares: Counter[str] = Counter()  # chunk bytes kept, by peer ID or mirror origin
 
     def set_manifest(self, manifest: Manifest) -> None:
         """Use ``manifest``; readers of a previous (rejected) one wake and fail."""
@@ -266,7 +267,9 @@ class Fetcher:
         self.clock = clock
         self.failures: Counter[str] = Counter()  # by peer ID or mirror origin
         self.stats: dict[str, PeerStats] = {}  # the same keys, measured across downloads
-        self.counters: Counter[str] = Counter()  # mirrors skipped, by why
+        # Downloads started, failovers, hedged requests, wasted bytes, mirrors skipped by why.
+        self.counters: Counter[str] = Counter()
+        self.fetched_bytes: Counter[str] = Counter()  # verified chunk bytes, by path: "libp2p" or "mirror"
         self._downloads: dict[bytes, Download] = {}
         self._nursery: trio.Nursery | None = None
         self._http: MirrorHttp | None = None
@@ -458,6 +461,7 @@ class Fetcher:
                 )
             download = Download(content_hash, self.clock(), pin=pin, max_size=max_size, prefer=prefer)
             self._downloads[content_hash] = download
+            self.counters["downloads"] += 1
             self._nursery.start_soon(self._run_download, download)
         return download
 
@@ -725,82 +729,92 @@ class Fetcher:
                 await ordered.send(data)
                 next_out += 1
 
-        async with ordered, trio.open_nursery() as workers:
-            await flush()
-            for key, source in by_key.items():
-                queues[key], requests = trio.open_memory_channel[int](sched.max_window + 1)
-                if isinstance(source, Mirror):
-                    chunk = max(sizes, default=0)
-                    worker = functools.partial(self._mirror_worker, source, sizes, chunk, sched.done.__getitem__)
-                else:
-                    assert manifest is not None  # peers are asked only with a manifest
-                    worker = functools.partial(self._worker, manifest, source)
-                scopes[key] = await workers.start(worker, requests, events_send)
-            while not sched.finished:
-                download.sources = len(by_key) - len(sched.dropped)
-                if sched.stalled:
-                    failure.append(NotAvailable(f"every host failed; {sched.remaining()} of {n} chunks missing"))
-                    break
-                for req in sched.plan(trio.current_time()):
-                    queues[req.peer].send_nowait(req.index)  # bounded by the peer's window
-                if not sched.requested:  # nothing in flight and nothing to ask: no event would ever come
-                    failure.append(
-                        NotAvailable(f"no host has a request to serve; {sched.remaining()} of {n} chunks missing")
-                    )
-                    break
-                ev = await events.receive()
-                if ev.peer in sched.dropped:
-                    continue  # a late reply from a source already given up on
-                if ev.skipped:
-                    sched.skipped(ev.peer, ev.index)
-                    continue
-                if ev.data is None:
-                    if ev.index < 0:
-                        sched.peer_lost(ev.peer)
-                    else:
-                        sched.failed(ev.peer, ev.index, trio.current_time(), drop=ev.fatal)
-                    if ev.peer in sched.dropped:
-                        scopes[ev.peer].cancel()
-                        if ev.blame:
-                            self._blame(by_key[ev.peer], ev.why)
-                    continue
-                if len(ev.data) != sizes[ev.index] or (
-                    manifest is not None
-                    and await trio.to_thread.run_sync(_sha256, ev.data) != manifest.chunk_hashes[ev.index]
-                ):
-                    sched.failed(ev.peer, ev.index, trio.current_time(), drop=True)
-                    scopes[ev.peer].cancel()
-                    self._blame(by_key[ev.peer], f"chunk {ev.index} does not match the manifest")
-                    continue
-                if sched.completed(
-                    ev.peer, ev.index, trio.current_time(), latency_s=ev.latency_s, transfer_s=ev.transfer_s
-                ):
-                    reorder[ev.index] = ev.data
-                    await flush()
-            if sched.finished:
+        try:
+            async with ordered, trio.open_nursery() as workers:
                 await flush()
-            workers.cancel_scope.cancel()
-        rows = []
-        download.sources = 0
-        download.failovers += len(sched.dropped)
-        content_hash = download.content_hash
-        for key, (ok, bad, nbytes) in before.items():
-            st, source = self.stats[key], by_key[key]
-            if st.bytes_received > nbytes:
-                download.hosts_used.append(
-                    source.url if isinstance(source, Mirror) else source.advert.identity_key.hex()
-                )
-            if (st.successes, st.failures) != (ok, bad):
-                rows.append(
-                    self._row(
-                        content_hash, source, st, st.successes - ok, st.failures - bad, st.bytes_received - nbytes
+                for key, source in by_key.items():
+                    queues[key], requests = trio.open_memory_channel[int](sched.max_window + 1)
+                    if isinstance(source, Mirror):
+                        chunk = max(sizes, default=0)
+                        worker = functools.partial(self._mirror_worker, source, sizes, chunk, sched.done.__getitem__)
+                    else:
+                        assert manifest is not None  # peers are asked only with a manifest
+                        worker = functools.partial(self._worker, manifest, source)
+                    scopes[key] = await workers.start(worker, requests, events_send)
+                while not sched.finished:
+                    download.sources = len(by_key) - len(sched.dropped)
+                    if sched.stalled:
+                        failure.append(NotAvailable(f"every host failed; {sched.remaining()} of {n} chunks missing"))
+                        break
+                    for req in sched.plan(trio.current_time()):
+                        queues[req.peer].send_nowait(req.index)  # bounded by the peer's window
+                    if not sched.requested:  # nothing in flight and nothing to ask: no event would ever come
+                        failure.append(
+                            NotAvailable(f"no host has a request to serve; {sched.remaining()} of {n} chunks missing")
+                        )
+                        break
+                    ev = await events.receive()
+                    if ev.peer in sched.dropped:
+                        continue  # a late reply from a source already given up on
+                    if ev.skipped:
+                        sched.skipped(ev.peer, ev.index)
+                        continue
+                    if ev.data is None:
+                        if ev.index < 0:
+                            sched.peer_lost(ev.peer)
+                        else:
+                            sched.failed(ev.peer, ev.index, trio.current_time(), drop=ev.fatal)
+                        if ev.peer in sched.dropped:
+                            scopes[ev.peer].cancel()
+                            if ev.blame:
+                                self._blame(by_key[ev.peer], ev.why)
+                        continue
+                    if len(ev.data) != sizes[ev.index] or (
+                        manifest is not None
+                        and await trio.to_thread.run_sync(_sha256, ev.data) != manifest.chunk_hashes[ev.index]
+                    ):
+                        sched.failed(ev.peer, ev.index, trio.current_time(), drop=True)
+                        scopes[ev.peer].cancel()
+                        self._blame(by_key[ev.peer], f"chunk {ev.index} does not match the manifest")
+                        continue
+                    if sched.completed(
+                        ev.peer, ev.index, trio.current_time(), latency_s=ev.latency_s, transfer_s=ev.transfer_s
+                    ):
+                        self.fetched_bytes["mirror" if isinstance(by_key[ev.peer], Mirror) else "libp2p"] += len(
+                            ev.data
+                        )
+                        download.shares[ev.peer] += len(ev.data)
+                        reorder[ev.index] = ev.data
+                        await flush()
+                    else:  # another source sent it first (a hedge)
+                        self.counters["wasted_bytes"] += len(ev.data)
+                if sched.finished:
+                    await flush()
+                workers.cancel_scope.cancel()
+        finally:  # a download the node's stop cuts keeps what it measured too
+            rows = []
+            download.sources = 0
+            download.failovers += len(sched.dropped)
+            self.counters["failovers"] += len(sched.dropped)
+            self.counters["hedged_requests"] += sched.hedges
+            content_hash = download.content_hash
+            for key, (ok, bad, nbytes) in before.items():
+                st, source = self.stats[key], by_key[key]
+                if st.bytes_received > nbytes:
+                    download.hosts_used.append(
+                        source.url if isinstance(source, Mirror) else source.advert.identity_key.hex()
                     )
-                )
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            try:
-                await self.content.meta.record_hosts(rows)
-            except StorageFull as exc:  # measurements are kept in memory (self.stats)
-                log.warning("host performance not written: %s", exc)
+                if (st.successes, st.failures) != (ok, bad):
+                    rows.append(
+                        self._row(
+                            content_hash, source, st, st.successes - ok, st.failures - bad, st.bytes_received - nbytes
+                        )
+                    )
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                try:
+                    await self.content.meta.record_hosts(rows)
+                except StorageFull as exc:  # measurements are kept in memory (self.stats)
+                    log.warning("host performance not written: %s", exc)
 
     async def _mirror_worker(
         self,

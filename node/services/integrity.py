@@ -50,12 +50,16 @@ class IntegrityService:
         self.repaired = 0
         self.scrubbed_bytes = 0
         self.scrub_passes = 0
+        self.damaged = 0  # chunks reported damaged, by reads and the scrub
         self._pending: dict[bytes, Manifest] = {}  # damaged chunk -> a content holding it
         self._wake, self._woken = trio.open_memory_channel[None](1)
 
     def report(self, manifest: Manifest, digest: bytes) -> None:
         """A chunk of ``manifest`` was found damaged: fetch it again."""
-        if digest in self._pending or len(self._pending) >= _REPAIR_QUEUE:
+        if digest in self._pending:
+            return
+        self.damaged += 1
+        if len(self._pending) >= _REPAIR_QUEUE:
             return
         log.warning("chunk %s of %s is damaged; fetching it again", digest.hex()[:16], manifest.content_hash.hex()[:16])
         self._pending[digest] = manifest

@@ -129,6 +129,11 @@ class ProtectionService:
         for g in await self.content.meta.grants():
             self._grants.setdefault(bytes.fromhex(g.content_hash), []).append(Grant(g.kind, g.value, g.created_at))
 
+    @property
+    def keys_held(self) -> int:
+        """Protected contents whose key this node holds."""
+        return len(self._keys)
+
     def key(self, digest: bytes) -> ContentKey | None:
         """The content's key, if it is protected and this node holds the key (the hot path asks)."""
         return self._keys.get(digest)

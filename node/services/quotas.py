@@ -133,6 +133,7 @@ class QuotaService:
         self.ledger = Ledger()
         self.records: dict[tuple[int, str], bytes] = {}  # (kind, name) -> signed record, for peers
         self.counters: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter()  # admissions under a receipt: "admitted" or why refused
         self.epoch = time.time_ns() // 1000
         self._seq = 0
         self._heard: dict[bytes, tuple[int, int]] = {}  # origin -> (epoch, last seq)
@@ -243,6 +244,11 @@ class QuotaService:
         return quota_status(self.book, receipt_id, self.clock(), cut_off=self.cut_off())
 
     @property
+    def active_streams(self) -> int:
+        """Reads charged to receipts in progress on this node."""
+        return sum(local.active for local in self.book.local.values())
+
+    @property
     def origins_heard(self) -> int:
         """How many other nodes' usage messages this node has received."""
         return len(self._heard.keys() - {self.identity.public_key})
@@ -316,7 +322,9 @@ class QuotaService:
                         decision, ticket = self.book.admit(receipt_id, now=self.clock(), use_lease=False, **ask)  # type: ignore[arg-type]
         if ticket is None:
             self.counters["denied"] += 1
+            self.decisions[decision.reason] += 1
             raise QuotaDenied(decision.reason, decision.retry_after_s, decision.remaining)
+        self.decisions["admitted"] += 1
         return ticket
 
     async def pace(self, ticket: Ticket, nbytes: int) -> None:

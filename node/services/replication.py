@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -111,6 +112,15 @@ class ReplicationService:
         self._deleted: dict[bytes, float] = {}  # content the operator deleted -> refused until
         self._nursery: trio.Nursery | None = None
         content.on_removed.append(self._forget)
+
+    def status(self) -> dict[str, Any]:
+        """For the operator: how replication stands (camelCase: it is shown as is)."""
+        return {
+            "deficits": self.deficits,
+            "copiesHeldForOthers": len(self._replicas),
+            "copiesBeingFetched": len(self._fetching),
+            "counters": dict(self.counters),
+        }
 
     def _forget(self, content_hash: bytes) -> None:
         self._replicas.pop(content_hash, None)

@@ -357,10 +357,8 @@ def stop_nodes(nodes: Sequence[NodeDaemon]) -> list[int | None]:
     """Stop many at once: each one's ``launcher.Daemon.stop`` (one SIGTERM, its grace
     period, then SIGKILL), all in parallel, so N stops take one grace period.
 
-    Not ``launcher.stop_all``: it sends SIGTERM to every daemon and then calls
-    ``Daemon.stop``, which sends a second SIGTERM to any daemon still shutting down;
-    ``overlay-node run`` handles only the first (it leaves its signal receiver when it
-    starts to stop), so the second kills it mid-shutdown (exit -15, seen here)."""
+    Each daemon gets one SIGTERM: a second one while it stops makes ``overlay-node
+    run`` exit at once (143), without finishing its graceful stop."""
     started = [n for n in nodes if n.daemon is not None]
     if started:
         with ThreadPoolExecutor(max_workers=len(started)) as pool:

@@ -262,6 +262,7 @@ def test_interrupted_gets_and_pins_leave_nothing_hanging_or_pinned_by_mistake(tm
             b.send_signal(signal.SIGTERM)
             _, err = cut.communicate(timeout=60)
             assert cut.returncode == 1 and json.loads(err)["error"] == "shutting_down", err
+            assert b.stop(None) == 0  # the one signal: a graceful stop (a second would exit at once)
         finally:
             b.stop()
     finally:

@@ -100,6 +100,8 @@ def test_the_readme_command_examples_run(home: Path, tmp_path: Path) -> None:
         assert (tmp_path / "copy.mp4").read_bytes() == video == (tmp_path / "again.mp4").read_bytes()
         assert (tmp_path / "head.bin").read_bytes() == video[:1024]
         assert f"{SIZE}\n" in r.stdout and "peer id" in r.stdout and "video/mp4" in r.stdout
+        assert "/dashboard#token=" in r.stdout and "doctor:" in r.stdout
+        assert re.search(r"^overlay_served_bytes_total\{path=\"http\"\} [1-9]", r.stdout, re.M)
         assert json.loads(cli(home, "ls", "--json").stdout)["contents"] == []  # the block ends with rm
     finally:
         d.stop()

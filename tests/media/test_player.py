@@ -5,34 +5,20 @@ plays the ladder a node published, from the node's own URLs, cross-origin
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
+from tests.browser import INTEROP, require_browser
 from tests.integration.conftest import start_node
 from tests.media.conftest import bounded_nursery
 from tests.media.test_transcode import FAST, RUNGS, add, finished
 
-INTEROP = Path(__file__).resolve().parents[1] / "interop"
-
-
-def _require_player() -> tuple[str, str]:
-    node, chromium = shutil.which("node"), shutil.which("chromium")
-    if node and chromium and (INTEROP / "node_modules" / "hls.js").is_dir():
-        return node, chromium
-    message = "Node.js, Debian's chromium and tests/interop/node_modules (scripts/test installs them)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} are required in CI")
-    pytest.skip(f"{message} are missing")
-
 
 async def test_hls_js_in_chromium_plays_the_ladder_and_lists_every_rendition(tmp_path: Path, clip: Path) -> None:
-    node_js, chromium = _require_player()
+    node_js, chromium = require_browser("hls.js")
     async with bounded_nursery() as nursery:
         node = await start_node(nursery, tmp_path / "home", (), time.time, **FAST)
         async with httpx.AsyncClient(base_url=node.api_url, timeout=30) as http:
