@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
+from urllib.parse import quote
 
 __all__ = [
     "REQUEST_ID",
@@ -35,6 +36,7 @@ __all__ = [
     "access",
     "configure_logging",
     "flush_logs",
+    "dropped_lines",
     "JsonFormatter",
     "TextFormatter",
 ]
@@ -45,6 +47,7 @@ PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("peer", defaul
 
 _QUEUED = 10_000  # lines waiting for the writer thread, at most
 _BATCH_S = 0.05  # the writer gathers what comes this long before writing it at once
+_FIELD_CHARS = 512  # of a path, method or receipt id in an access line, at most
 
 
 @dataclass(slots=True)
@@ -117,12 +120,20 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
+def _clean(text: str) -> str:
+    """A client's text as one harmless token: percent-encoded (no newline,
+    quote or terminal escape can forge or colour a line), and cut short (a
+    queued line stays small)."""
+    return quote(text[:_FIELD_CHARS], safe="/:@!$&'()*+,;=-._~")
+
+
 def _access_text(r: RequestLog, now: float, duration_ms: float, request_id: str | None) -> str:
-    who = (f" identity={r.identity[:16]}" if r.identity else "") + (f" receipt={r.receipt}" if r.receipt else "")
+    receipt = f" receipt={_clean(r.receipt)}" if r.receipt else ""
+    who = (f" identity={r.identity[:16]}" if r.identity else "") + receipt
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
     return (
         f"{stamp} INFO overlay_node.access{_tags(request_id, None)}: "
-        f'{r.client} "{r.method} {r.path}" {r.status} {r.bytes} {duration_ms:.1f}ms{who}'
+        f'{r.client} "{_clean(r.method)} {_clean(r.path)}" {r.status} {r.bytes} {duration_ms:.1f}ms{who}'
     )
 
 
@@ -130,12 +141,13 @@ def _access_json(r: RequestLog, now: float, duration_ms: float, request_id: str 
     doc: dict[str, Any] = {"time": _iso(now), "level": "info", "logger": "overlay_node.access"}
     if request_id is not None:
         doc["request_id"] = request_id
-    doc |= {"client": r.client, "method": r.method, "path": r.path, "status": r.status, "bytes": r.bytes}
+    doc |= {"client": r.client, "method": r.method[:_FIELD_CHARS], "path": r.path[:_FIELD_CHARS]}
+    doc |= {"status": r.status, "bytes": r.bytes}
     doc["duration_ms"] = duration_ms
     if r.identity:
         doc["identity"] = r.identity
     if r.receipt:
-        doc["receipt"] = r.receipt
+        doc["receipt"] = r.receipt[:_FIELD_CHARS]
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -198,11 +210,15 @@ class _ToWriter(logging.Handler):
         self.writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.message = record.getMessage()  # while its arguments are what they were
-        record.msg, record.args = record.message, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.exc_info = None  # the traceback holds frames; its text is enough
+        try:
+            record.message = record.getMessage()  # while its arguments are what they were
+            record.msg, record.args = record.message, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # the traceback holds frames; its text is enough
+        except Exception:  # a bad log call (wrong arguments) must not raise into the code that made it
+            self.handleError(record)
+            return
         self.writer.put(record)
 
 
@@ -217,6 +233,11 @@ def access(r: RequestLog) -> None:
     now = time.time()
     duration_ms = round((time.perf_counter() - r.started) * 1000, 1)
     _writer.put(_access_format(r, now, duration_ms, REQUEST_ID.get()))
+
+
+def dropped_lines() -> int:
+    """Log lines dropped because the writer was that far behind."""
+    return _writer.dropped if _writer is not None else 0
 
 
 def flush_logs(timeout_s: float) -> None:

@@ -481,8 +481,8 @@ async def _libp2p(addrs: list[str], home: Path) -> dict[str, str | None]:
     results: dict[str, str | None] = {a: f"no handshake within {DEADLINE_S:.0f} s" for a in addrs}
 
     async def dial(addr: str) -> None:
-        if own and addr.endswith(f"/p2p/{own}"):  # this node itself: nothing to prove
-            results[addr] = None
+        if own and addr.endswith(f"/p2p/{own}"):  # this node itself: nothing to dial
+            results[addr] = "this node's own peer ID: not dialled (a node does not bootstrap from itself)"
             return
         with trio.move_on_after(DEADLINE_S):
             try:

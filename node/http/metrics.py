@@ -23,6 +23,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from node import __version__
+from node.logs import dropped_lines
 from storage.metadata import StoreStats
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class NodeCollector(Collector):
         yield info
         yield _gauge("overlay_uptime_seconds", "Time since the node started", time.monotonic() - ctx.started_at)
         yield _gauge("overlay_http_requests_in_flight", "API requests being handled", ctx.drain.active)
+        yield _counter("overlay_log_lines_dropped", "Log lines dropped: the writer was too far behind", [],
+                       [([], dropped_lines())])  # fmt: skip
         yield from self._storage()
         yield from self._quotas()
         yield from self._agents_and_jobs()

@@ -13,6 +13,7 @@ no data.
 from __future__ import annotations
 
 import hmac
+import logging
 import shutil
 import time
 from collections import Counter, deque
@@ -38,16 +39,25 @@ from protocols.peer_stats import figures
 
 __all__ = ["Ops", "ops_router", "OPS_PATHS"]
 
+log = logging.getLogger("overlay_node.http")
+
 # Reached without BRC-104 whatever quota.enforcement says: a load balancer's
 # probes, Prometheus and a browser cannot do it (the data ones check the token).
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/dashboard", "/v1/dashboard"})
 
 _DB_DEADLINE_S = 2.0  # /readyz: a database slower than this is not ready
 _READY_FOR_S = 1.0  # /readyz's findings are reused this long
+# The page's own inline script and style, its data from this node, nothing else.
+_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _SAMPLE_EVERY_S = 1.0
 _SAMPLES_KEPT = 600  # the throughput chart: ten minutes at one sample a second
 _RECEIPTS_SHOWN = 20  # the dashboard's quota bars: the fullest receipts used here
 _RECEIPTS_LOOKED_AT = 1000
+_SESSIONS_SHOWN = 200  # the most recently used
 
 
 class Ops:
@@ -55,7 +65,7 @@ class Ops:
 
     def __init__(self, ctx: NodeContext, token: str) -> None:
         self.ctx = ctx
-        self.token = f"Bearer {token}".encode()
+        self.token = token.encode()
         self.registry: CollectorRegistry | None = None
         self.metrics: HttpMetrics | None = None
         self.collector: NodeCollector | None = None
@@ -66,13 +76,15 @@ class Ops:
         self._next_sample = 0.0
         self._checks: dict[str, str] | None = None
         self._checked_at = 0.0
+        self._checking: trio.Event | None = None
 
     def finished(self, r: RequestLog, first_byte: float | None) -> None:
         """A request ended: count it, log it, and sample throughput at most once a second."""
         now = time.perf_counter()
         if self.metrics is not None:
             ttfb = first_byte - r.started if first_byte is not None else None
-            self.metrics.finished(r.method, r.route or UNMATCHED, r.status, now - r.started, ttfb)
+            method = r.method if r.method in _METHODS else "other"  # a label: never what a client made up
+            self.metrics.finished(method, r.route or UNMATCHED, r.status, now - r.started, ttfb)
         access(r)
         if now >= self._next_sample:
             self.sample(now)
@@ -85,19 +97,29 @@ class Ops:
         self.samples.append((time.time(), self.sent_bytes, p2p_sent, fetched))
 
     async def readiness(self) -> dict[str, str]:
-        """Each check's finding, at most ``_READY_FOR_S`` old: a public
-        endpoint that queries the database must not let anyone keep it busy."""
-        now = time.monotonic()
-        if self._checks is None or now - self._checked_at > _READY_FOR_S:
-            self._checks, self._checked_at = await _readiness(self.ctx), now
+        """Each check's finding, at most ``_READY_FOR_S`` old, and one check at
+        a time: a public endpoint that queries the database must not let
+        anyone keep it busy."""
+        if self._checks is not None and time.monotonic() - self._checked_at <= _READY_FOR_S:
+            return self._checks
+        if self._checking is not None:  # one is under way: its finding serves every caller
+            await self._checking.wait()
+            assert self._checks is not None
+            return self._checks
+        self._checking = trio.Event()
+        try:
+            self._checks, self._checked_at = await _readiness(self.ctx), time.monotonic()
+        finally:
+            self._checking.set()
+            self._checking = None
         return self._checks
 
     def require_observer(self, scope: Mapping[str, Any]) -> None:
         """The operator, or the holder of the observer token."""
         if self.ctx.is_operator(scope.get(IDENTITY)):
             return
-        shown = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(shown, self.token):
+        scheme, _, shown = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(shown.strip(), self.token):
             return
         if scope.get(IDENTITY) is None:
             raise Unauthenticated(
@@ -108,18 +130,22 @@ class Ops:
 
 
 async def _readiness(ctx: NodeContext) -> dict[str, str]:
-    """Each check's finding: "ok", or what is wrong."""
+    """Each check's finding: "ok", or what is wrong (for anyone: details,
+    such as the database's own error, go to the log)."""
     checks = {}
     chunks_dir = ctx.content.chunks.root
-    checks["store"] = "ok" if chunks_dir.is_dir() else f"the chunk directory {chunks_dir} is missing"
+    checks["store"] = "ok" if chunks_dir.is_dir() else "the chunk directory is missing"
     try:
         with trio.fail_after(_DB_DEADLINE_S):
-            await ctx.content.meta.stats()
+            await ctx.content.meta.list_contents(limit=1, offset=0)  # the cheapest read
         checks["database"] = "ok"
     except trio.TooSlowError:
         checks["database"] = f"no answer within {_DB_DEADLINE_S:.0f} s"
-    except Exception as exc:  # the database's own error, for the operator
-        checks["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        log.warning("readiness: the database did not answer: %s: %s", type(exc).__name__, exc)
+        checks["database"] = "unreachable (the node's log says why)"
+    if not checks["store"].startswith("ok"):
+        log.warning("readiness: %s is missing", chunks_dir)
     if ctx.overlay is None:
         checks["p2p"] = "ok (off: uhrp.enabled = false)"
     else:
@@ -183,7 +209,7 @@ def _sessions(ctx: NodeContext) -> list[dict[str, Any]]:
             "totalBytes": s.total_bytes,
             "updatedAt": iso(s.updated_at),
         }
-        for s in reversed(ctx.agents.live_sessions)
+        for s in reversed(ctx.agents.live_sessions[-_SESSIONS_SHOWN:])
     ]
 
 
@@ -246,7 +272,7 @@ def ops_router(ctx: NodeContext, ops: Ops) -> APIRouter:
 
     @router.get("/dashboard", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
-        return HTMLResponse(page, headers={"cache-control": "no-cache"})
+        return HTMLResponse(page, headers={"cache-control": "no-cache", "content-security-policy": _CSP})
 
     @router.get(
         "/v1/dashboard",
