@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "ConfigError",
     "ENV_VARS",
+    "ENV_ALIASES",
     "HOME_ENV",
     "DEFAULT_API_PORT",
     "load_settings",
@@ -298,6 +299,15 @@ ENV_VARS: dict[str, str] = {
     "OVERLAY_NODE_BOOTSTRAP": "p2p.bootstrap",
 }
 
+# The conventional names of the same settings, read too; where a name of
+# ENV_VARS sets the same setting, that one wins. DATABASE_URL alone does not
+# choose PostgreSQL (another program's variable must not move a node's
+# metadata): STORAGE_BACKEND=postgres or storage.backend does.
+ENV_ALIASES: dict[str, str] = {
+    "STORAGE_BACKEND": "storage.backend",
+    "DATABASE_URL": "storage.database_url",
+}
+
 # Ranges checked after loading: (minimum, maximum) inclusive.
 _BOUNDS: dict[str, tuple[float, float]] = {
     "api.port": (0, 65535),
@@ -433,7 +443,9 @@ def _flatten_toml(doc: Mapping[str, Any], path: Path) -> dict[str, Any]:
 
 def _validate(settings: Settings) -> None:
     if settings.storage.backend == "postgres" and not settings.storage.database_url:
-        raise ConfigError("storage.backend = postgres needs storage.database_url (or OVERLAY_NODE_DATABASE_URL)")
+        raise ConfigError(
+            "storage.backend = postgres needs storage.database_url (or OVERLAY_NODE_DATABASE_URL, or DATABASE_URL)"
+        )
     if settings.p2p.advert_refresh_s >= settings.p2p.advert_ttl_s:
         raise ConfigError("p2p.advert_refresh_s must be shorter than p2p.advert_ttl_s")
     if settings.p2p.public_url and not settings.p2p.public_url.startswith("https://"):
@@ -485,8 +497,9 @@ def load_settings(
             raise ConfigError(f"{path}: {exc}") from None
         settings = _apply(settings, _flatten_toml(doc, path), str(path), sources)
     env = os.environ if environ is None else environ
-    for var in sorted(ENV_VARS.keys() & env.keys()):
-        settings = _apply(settings, {ENV_VARS[var]: env[var]}, f"environment variable {var}", sources)
+    for names in (ENV_ALIASES, ENV_VARS):  # the project's own names last: they win
+        for var in sorted(names.keys() & env.keys()):
+            settings = _apply(settings, {names[var]: env[var]}, f"environment variable {var}", sources)
     settings = _apply(settings, dict(overrides or {}), "command line", sources)
     _validate(settings)
     return settings
@@ -513,7 +526,8 @@ def _toml_value(value: Any) -> str:
 
 def render_default_toml() -> str:
     """A config file listing every setting at its default, commented out."""
-    env_for = {v: k for k, v in ENV_VARS.items()}
+    env_for = {v: k for k, v in ENV_ALIASES.items()}
+    env_for |= {v: k for k, v in ENV_VARS.items()}  # the project's own name, where there are two
     lines = ["# overlay-node configuration. Uncomment a line to change it.", ""]
     defaults = Settings(home=Path("."))
     for section, cls in SECTIONS.items():

@@ -14,6 +14,7 @@ import pytest
 from config.settings import (
     _BOUNDS,
     DEFAULT_API_PORT,
+    ENV_ALIASES,
     ENV_VARS,
     HOME_ENV,
     SECTIONS,
@@ -182,6 +183,36 @@ def test_every_env_var_lands_on_its_setting(tmp_path: Path, var: str) -> None:
 @pytest.mark.parametrize("var", sorted(ENV_VARS))
 def test_every_env_var_names_an_existing_setting(var: str) -> None:
     assert ENV_VARS[var] in ALL_KEYS
+
+
+@pytest.mark.parametrize("var", sorted(ENV_ALIASES))
+def test_every_conventional_name_names_an_existing_setting(var: str) -> None:
+    assert ENV_ALIASES[var] in ALL_KEYS
+
+
+def test_conventional_database_names_choose_postgres(tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    s = load_settings(tmp_path, environ={"STORAGE_BACKEND": "postgres", "DATABASE_URL": url})
+    assert (s.storage.backend, s.storage.database_url) == ("postgres", url)
+
+
+def test_the_projects_own_name_wins_over_database_url(tmp_path: Path) -> None:
+    ours, theirs = "postgresql://a@127.0.0.1/ours", "postgresql://b@127.0.0.1/theirs"
+    sources: dict[str, str] = {}
+    env = {"STORAGE_BACKEND": "postgres", "DATABASE_URL": theirs, "OVERLAY_NODE_DATABASE_URL": ours}
+    s = load_settings(tmp_path, environ=env, sources=sources)
+    assert s.storage.database_url == ours
+    assert sources["storage.database_url"] == "environment variable OVERLAY_NODE_DATABASE_URL"
+
+
+def test_database_url_alone_keeps_sqlite(tmp_path: Path) -> None:
+    s = load_settings(tmp_path, environ={"DATABASE_URL": "postgresql://someone-else@db/app"})
+    assert s.storage.backend == "sqlite"
+
+
+def test_storage_backend_postgres_without_a_url_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings(tmp_path, environ={"STORAGE_BACKEND": "postgres"})
 
 
 @pytest.mark.parametrize("key", ALL_KEYS)
