@@ -16,7 +16,7 @@ from storage.chunks import ChunkStore, FileSpan
 from storage.content import ContentStore, IngestResult
 from storage.errors import ChunkDamaged, ChunkMissing, Mismatch, StorageError, StorageFull, TooLarge
 from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
-from storage.sqlite import SqliteMetadataStore
+from storage.sqlite import SQLITE_FILE, SqliteMetadataStore
 
 __all__ = [
     "ChunkDamaged",
@@ -47,7 +47,7 @@ async def open_content_store(settings: Settings, clock: Callable[[], float] = ti
 
         meta = await PostgresMetadataStore.open(settings.storage.database_url, settings.storage.database_schema)
     else:
-        meta = await SqliteMetadataStore.open(home / "metadata.sqlite3")
+        meta = await SqliteMetadataStore.open(home / SQLITE_FILE)
     chunks = ChunkStore(home / "chunks", reserve_bytes=settings.storage.min_free_disk_mb * 2**20)
     store = ContentStore(
         chunks,

@@ -22,7 +22,9 @@ from storage.errors import StorageFull
 from storage.migrations import migrations_for
 from storage.sql import Db, SqlMetadataStore
 
-__all__ = ["SqliteMetadataStore"]
+__all__ = ["SqliteMetadataStore", "SQLITE_FILE"]
+
+SQLITE_FILE = "metadata.sqlite3"  # in the node's home
 
 T = TypeVar("T")
 

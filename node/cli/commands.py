@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -508,6 +509,28 @@ def cmd_rm(args: argparse.Namespace) -> None:
     with _client(args) as client:
         info = client.delete(digest.hex())
     _print(args, info, f"deleted {url_for_hash(digest)} ({plural(info['chunksRemoved'], 'chunk')} freed)")
+
+
+def cmd_db_status(args: argparse.Namespace) -> None:
+    from storage.status import database_status  # sqlite3 and psycopg load only for this command
+
+    status = trio.run(database_status, load_settings(args.home))
+    version = f"version {status.schema_version} of {status.latest_version}"
+    if status.schema_version == 0:
+        version = "not created yet (the node creates it when it first runs)"
+    elif status.schema_version < status.latest_version:
+        version += " (the next start migrates it)"
+    rows = [f"{t.name:<28} {t.rows:>12,} {human(t.bytes) if t.bytes is not None else '?':>10}" for t in status.tables]
+    parts = [f"{table}: {', '.join(names)}" for table, names in status.partitions.items()] or ["none"]
+    text = "\n".join(
+        [
+            f"backend     {status.backend} ({status.location})",
+            f"schema      {version}",
+            *([f"{'table':<28} {'rows':>12} {'size':>10}", *rows] if rows else []),
+            f"partitions  {'; '.join(parts)}",
+        ]
+    )
+    _print(args, dataclasses.asdict(status), text)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from node.cli.commands import (
     cmd_cat,
     cmd_config_show,
     cmd_dashboard,
+    cmd_db_status,
     cmd_get,
     cmd_init,
     cmd_jobs,
@@ -273,6 +274,15 @@ def _parser() -> argparse.ArgumentParser:
 
     _command(
         sub, "status", cmd_status, "show the running node's identity, addresses and storage", "  overlay-node status"
+    )
+    db = _command(sub, "db", None, "the metadata database", "  overlay-node db status\n  overlay-node db status --json")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    _command(
+        db_sub,
+        "status",
+        cmd_db_status,
+        "the backend, schema version, each table's rows and size, and partitions (read-only; no daemon needed)",
+        "  overlay-node db status",
     )
     _command(
         sub,

@@ -188,3 +188,19 @@ def test_progress_lines_are_whole_and_the_result_comes_after(node: Daemon, url: 
     out, shown = with_a_terminal_on_stderr("get", url, "-o", str(tmp_path / "x.bin"), "--home", str(node.home))
     assert "[get x.bin " in shown and "/195.3KiB(" in shown and " DL:" in shown, shown
     assert "sha256 verified" in out
+
+
+def test_db_status_reads_the_store_without_a_daemon(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(os.urandom(100_000))
+    assert cli(home, "add", str(tmp_path / "a.bin")).returncode == 0
+    r = cli(home, "db", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["backend"] == "sqlite" and status["schema_version"] == status["latest_version"] > 0
+    assert {t["name"]: t["rows"] for t in status["tables"]}["contents"] == 1
+    text = cli(home, "db", "status").stdout
+    assert f"version {status['latest_version']} of {status['latest_version']}" in text and "partitions  none" in text
+    broken = cli(
+        home, "db", "status", env={"STORAGE_BACKEND": "postgres", "DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
+    )
+    assert "PostgreSQL" in one_line_error(broken)
