@@ -92,7 +92,9 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ctx = self.ctx
-        info = GaugeMetricFamily("overlay_build", "The node's version and identity", labels=["version", "identity"])
+        info = GaugeMetricFamily(
+            "overlay_build_info", "The node's version and identity", labels=["version", "identity"]
+        )
         info.add_metric([__version__, ctx.identity.public_key_hex], 1)
         yield info
         yield _gauge("overlay_uptime_seconds", "Time since the node started", time.monotonic() - ctx.started_at)
