@@ -38,9 +38,8 @@ async def test_a_home_the_node_never_ran_in_has_no_schema_yet(settings: Settings
     assert status.schema_version == 0 and status.tables == []
 
 
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 async def test_an_unreachable_postgres_is_a_clear_error(settings: Settings) -> None:
-    if settings.storage.backend != "postgres":
-        pytest.skip("PostgreSQL only")
     closed = replace(settings.storage, database_url="postgresql://postgres@127.0.0.1:1/test")
     with pytest.raises(StorageError, match="PostgreSQL"):
         await database_status(replace(settings, storage=closed), timeout_s=3)
