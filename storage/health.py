@@ -23,7 +23,7 @@ from storage.postgres import PgDb
 from storage.sql import Db, SqlMetadataStore
 from storage.sqlite import SqliteMetadataStore
 
-__all__ = ["DatabaseHealth", "check_sqlite", "check_postgres"]
+__all__ = ["DatabaseHealth", "check_sqlite", "check_postgres", "open_sqlite_read_only", "connect_postgres_read_only"]
 
 T = TypeVar("T")
 
@@ -59,11 +59,22 @@ class _OneConnection(SqlMetadataStore):
         await trio.to_thread.run_sync(self._close)
 
 
+def open_sqlite_read_only(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """``path`` opened read-only: nothing it runs can change the node's database."""
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=timeout_s)
+
+
+def connect_postgres_read_only(url: str, timeout_s: float) -> psycopg.Connection[Any]:
+    """A read-only session whose statements give up after ``timeout_s``."""
+    options = f"-c default_transaction_read_only=on -c statement_timeout={int(timeout_s * 1000)}"
+    return psycopg.connect(url, connect_timeout=max(2, int(timeout_s)), autocommit=True, options=options)
+
+
 async def check_sqlite(path: Path, *, deadline_s: float) -> DatabaseHealth:
     """``PRAGMA quick_check`` on the file, read-only, given up after ``deadline_s``."""
 
     def quick_check() -> tuple[sqlite3.Connection, list[str]]:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=deadline_s)
+        conn = open_sqlite_read_only(path, deadline_s)
         give_up = time.monotonic() + deadline_s
         # A non-zero return interrupts the statement: a huge file cannot hang the check.
         conn.set_progress_handler(lambda: int(time.monotonic() > give_up), 10_000)
@@ -101,8 +112,7 @@ async def check_postgres(url: str, schema: str, *, timeout_s: float) -> Database
     """Connect (``timeout_s``) in a read-only session and read the node's schema, if it exists yet."""
 
     def connect() -> tuple[psycopg.Connection[Any], str, bool]:
-        options = f"-c default_transaction_read_only=on -c statement_timeout={int(timeout_s * 1000)}"
-        conn = psycopg.connect(url, connect_timeout=max(2, int(timeout_s)), autocommit=True, options=options)
+        conn = connect_postgres_read_only(url, timeout_s)
         try:
             version = conn.info.parameter_status("server_version") or "?"
             found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None

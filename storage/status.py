@@ -18,6 +18,7 @@ from psycopg import sql as pgsql
 
 from config import Settings
 from storage.errors import StorageError
+from storage.health import connect_postgres_read_only, open_sqlite_read_only
 from storage.migrations import migrations_for
 from storage.sqlite import SQLITE_FILE
 
@@ -56,13 +57,13 @@ def _sqlite(settings: Settings) -> DatabaseStatus:
     if not path.exists():
         return DatabaseStatus("sqlite", str(path), 0, latest)
     try:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        conn = open_sqlite_read_only(path, 5.0)
     except sqlite3.Error as exc:
         raise StorageError(f"SQLite {path}: {exc}") from None
     try:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         names = [n for n in names if not n.startswith("sqlite_")]
-        version = _version(conn.execute, names)
+        version = _version(conn, names)
         try:  # dbstat is compiled into most builds, not all
             sizes = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
         except sqlite3.Error:
@@ -78,11 +79,8 @@ def _sqlite(settings: Settings) -> DatabaseStatus:
 def _postgres(settings: Settings, timeout_s: float) -> DatabaseStatus:
     schema = settings.storage.database_schema
     latest = len(migrations_for("postgres"))
-    options = f"-c default_transaction_read_only=on -c statement_timeout={int(timeout_s * 1000)}"
     try:
-        conn = psycopg.connect(
-            settings.storage.database_url, connect_timeout=max(2, int(timeout_s)), autocommit=True, options=options
-        )
+        conn = connect_postgres_read_only(settings.storage.database_url, timeout_s)
     except psycopg.Error as exc:
         raise StorageError(f"PostgreSQL: {' '.join(str(exc).split())}") from None
     location = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}, schema {schema}"
@@ -97,12 +95,8 @@ def _postgres(settings: Settings, timeout_s: float) -> DatabaseStatus:
         ]
         if not names:
             return DatabaseStatus("postgres", location, 0, latest)
-
-        def execute(query: str, params: Any = ()) -> Any:
-            return conn.execute(query.replace("?", "%s"), params)
-
         conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(schema)))
-        version = _version(execute, names)
+        version = _version(conn, names)
         tables = []
         for n in names:
             rows = conn.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(n))).fetchone()
@@ -123,7 +117,9 @@ def _postgres(settings: Settings, timeout_s: float) -> DatabaseStatus:
     return DatabaseStatus("postgres", location, version, latest, tables, partitions)
 
 
-def _version(execute: Any, names: list[str]) -> int:
+def _version(conn: sqlite3.Connection | psycopg.Connection[Any], names: list[str]) -> int:
+    """The newest migration recorded (both drivers run this query as it is)."""
     if "schema_migrations" not in names:
         return 0
-    return int(execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0

@@ -218,12 +218,12 @@ class NodeCollector(Collector):
             "overlay_mirrors_skipped", "HTTP mirrors not used, by why", ["reason"],
             (([why], fetcher.counters[why]) for why in ("mirror_refused", "mirror_unresolved")),
         )  # fmt: skip
-        availability = _gauge_labels(
-            "overlay_peer_availability_ratio", "Share of a peer's chunk requests that succeeded", ["peer"]
+        availability = _gauge(
+            "overlay_peer_availability_ratio", "Share of a peer's chunk requests that succeeded", labels=["peer"]
         )
-        latency = _gauge_labels("overlay_peer_latency_seconds", "A peer's measured time to first byte (EWMA)", ["peer"])
-        throughput = _gauge_labels(
-            "overlay_peer_throughput_bytes_per_second", "A peer's measured rate (EWMA)", ["peer"]
+        latency = _gauge("overlay_peer_latency_seconds", "A peer's measured time to first byte (EWMA)", labels=["peer"])
+        throughput = _gauge(
+            "overlay_peer_throughput_bytes_per_second", "A peer's measured rate (EWMA)", labels=["peer"]
         )
         received = CounterMetricFamily(
             "overlay_peer_received_bytes", "Chunk bytes received from a peer", labels=["peer"]
@@ -248,10 +248,6 @@ def _lag_summary(lags: list[float]) -> Metric:
     summary.add_sample(f"{name}_count", {}, len(lags))
     summary.add_sample(f"{name}_sum", {}, sum(lags))
     return summary
-
-
-def _gauge_labels(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=labels)
 
 
 def new_registry(

@@ -33,8 +33,8 @@ from node.http.context import IDENTITY, NodeContext
 from node.http.errors import documented
 from node.http.metrics import UNMATCHED, HttpMetrics, NodeCollector, new_registry
 from node.http.models import Health, Readiness, iso
+from node.http.overlay import transfer_info
 from node.logs import RequestLog, access
-from overlay_client.uhrp import url_for_hash
 from protocols.peer_stats import figures
 
 __all__ = ["Ops", "ops_router", "OPS_PATHS"]
@@ -182,17 +182,8 @@ def _transfers(ctx: NodeContext) -> list[dict[str, Any]]:
         return []
     now = fetcher.clock()
     return [
-        {
-            "contentHash": d.content_hash.hex(),
-            "uhrpUrl": url_for_hash(d.content_hash),
-            "size": d.size,
-            "bytesStored": d.bytes_stored,
-            "sources": d.sources,
-            "failovers": d.failovers,
-            "startedAt": iso(d.started_at),
-            "rateBytesPerSecond": round(d.bytes_stored / max(now - d.started_at, 1e-3), 1),
-            "shares": [{"source": source, "bytes": n} for source, n in d.shares.most_common()],
-        }
+        transfer_info(d, now).model_dump()
+        | {"shares": [{"source": source, "bytes": n} for source, n in d.shares.most_common()]}
         for d in fetcher.transfers
     ]
 

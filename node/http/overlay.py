@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
@@ -34,7 +35,10 @@ from overlay_client.uhrp import parse_content_id, url_for_hash
 from protocols.errors import InvalidUhrpUrl
 from protocols.peer_stats import PeerStats, figures
 
-__all__ = ["overlay_router"]
+if TYPE_CHECKING:
+    from node.services.fetch import Download
+
+__all__ = ["overlay_router", "transfer_info"]
 
 
 def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]:
@@ -47,6 +51,20 @@ def _measured(stats: PeerStats | None) -> tuple[PerformanceInfo, HostStatistics]
         HostStatistics(
             totalRequests=f.successes + f.failures, successfulRequests=f.successes, failedRequests=f.failures
         ),
+    )
+
+
+def transfer_info(d: Download, now: float) -> Transfer:
+    """A download in flight, as ``/v1/transfers`` and the dashboard show it."""
+    return Transfer(
+        contentHash=d.content_hash.hex(),
+        uhrpUrl=url_for_hash(d.content_hash),
+        size=d.size,
+        bytesStored=d.bytes_stored,
+        sources=d.sources,
+        failovers=d.failovers,
+        startedAt=iso(d.started_at) or "",
+        rateBytesPerSecond=round(d.bytes_stored / max(now - d.started_at, 1e-3), 1),
     )
 
 
@@ -142,22 +160,7 @@ def overlay_router(ctx: NodeContext) -> APIRouter:
     async def transfers(request: Request) -> TransferList:
         ctx.require_operator(request.scope, "see transfers")
         fetcher = ctx.require_overlay().fetcher
-        now = fetcher.clock()
-        return TransferList(
-            transfers=[
-                Transfer(
-                    contentHash=d.content_hash.hex(),
-                    uhrpUrl=url_for_hash(d.content_hash),
-                    size=d.size,
-                    bytesStored=d.bytes_stored,
-                    sources=d.sources,
-                    failovers=d.failovers,
-                    startedAt=iso(d.started_at) or "",
-                    rateBytesPerSecond=round(d.bytes_stored / max(now - d.started_at, 1e-3), 1),
-                )
-                for d in fetcher.transfers
-            ]
-        )
+        return TransferList(transfers=[transfer_info(d, fetcher.clock()) for d in fetcher.transfers])
 
     @router.get(
         "/v1/peers",

@@ -321,7 +321,6 @@ class QuotaService:
                         self.counters["lease_fallbacks"] += 1
                         decision, ticket = self.book.admit(receipt_id, now=self.clock(), use_lease=False, **ask)  # type: ignore[arg-type]
         if ticket is None:
-            self.counters["denied"] += 1
             self.decisions[decision.reason] += 1
             raise QuotaDenied(decision.reason, decision.retry_after_s, decision.remaining)
         self.decisions["admitted"] += 1
