@@ -514,6 +514,36 @@ def flat_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def set_in_config(home: Path, values: dict[str, Any]) -> None:
+    """Set ``section.name`` settings in ``home/config.toml``, keeping the rest of
+    the file as it is (comments too): a set or commented-out line of the key is
+    replaced, else the key goes under its section's header. Written whole or
+    not at all; the result must load."""
+    path = home / "config.toml"
+    lines = path.read_text().splitlines() if path.exists() else []
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        line = f"{name} = {_toml_value(value)}"
+        header = next((i for i, text in enumerate(lines) if text.strip() == f"[{section}]"), None)
+        if header is None:
+            lines += ["", f"[{section}]", line]
+            continue
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        pattern = re.compile(rf"^\s*#?\s*{re.escape(name)}\s*=")
+        found = [i for i in range(header + 1, end) if pattern.match(lines[i])]
+        set_lines = [i for i in found if not lines[i].lstrip().startswith("#")]
+        if found:
+            lines[(set_lines or found)[0]] = line
+        else:
+            lines.insert(header + 1, line)
+    text = "\n".join(lines) + "\n"
+    _validate(_apply(Settings(home=home), _flatten_toml(tomllib.loads(text), path), str(path), None))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o600)
+    os.replace(tmp, path)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -24,7 +24,7 @@ from protocols.playlists import PlaylistError
 from protocols.quota import Usage, Window, or_none
 from protocols.quota_book import UnknownPolicy, UnknownReceipt
 from protocols.ranges import Unsatisfiable
-from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
+from storage.errors import ChunkDamaged, DatabaseUnavailable, Mismatch, StorageFull, TooLarge
 
 __all__ = [
     "NodeError",
@@ -219,6 +219,14 @@ class NotYourReceipt(NodeError):
     """The receipt is bound to another identity key."""
 
 
+class AddressBlocked(NodeError):
+    """The receipt's policy blocks the client's address (``blocked_ip_ranges``)."""
+
+
+class RegionNotAllowed(NodeError):
+    """The receipt's policy does not allow the reader's region (``allowed_regions``)."""
+
+
 class SessionNotYours(NodeError):
     pass
 
@@ -359,6 +367,8 @@ ERRORS: dict[type[Exception], Rule] = {
     AuthError: Rule(401, None, _AUTH),
     Unauthenticated: Rule(401, "unauthenticated", _AUTH),
     NotYourReceipt: Rule(403, "receipt_not_yours", _AUTH),
+    AddressBlocked: Rule(403, "address_blocked", _AUTH),
+    RegionNotAllowed: Rule(403, "region_not_allowed", _AUTH),
     SessionNotYours: Rule(403, "session_not_yours", _AUTH),
     AgentNotYours: Rule(403, "agent_not_yours", _AUTH),
     OperatorOnly: Rule(403, "operator_only", _AUTH),
@@ -394,6 +404,7 @@ ERRORS: dict[type[Exception], Rule] = {
     ShuttingDown: Rule(503, "shutting_down", ErrorCode.BUSY),
     InsufficientStorage: Rule(507, "insufficient_storage", _BAD),
     StorageFull: Rule(507, "insufficient_storage", _BAD),
+    DatabaseUnavailable: Rule(503, "database_unavailable", ErrorCode.BUSY),  # reads of what is held go on
     RecordsFull: Rule(507, "too_many_records", _BAD),
 }
 

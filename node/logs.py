@@ -267,3 +267,5 @@ def configure_logging(
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("libp2p").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Its every reconnection attempt is a warning; the store logs an outage's start and end.
+    logging.getLogger("psycopg.pool").setLevel(logging.DEBUG if verbose else logging.ERROR)

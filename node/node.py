@@ -60,7 +60,7 @@ from node.services.chunks import ChunkServer
 from node.services.fetch import Fetcher
 from node.services.integrity import IntegrityService
 from node.services.protection import ProtectionService
-from node.services.quotas import QuotaService
+from node.services.quotas import SPOOL_FILE, QuotaService
 from node.services.replication import ReplicationService
 from node.services.transcode import TranscodeService
 from protocols import ids
@@ -264,10 +264,20 @@ class Node:
                         # Each on its own, so one that fails or hangs (a database
                         # gone) keeps neither the others nor the close from running.
                         await _flush("usage", self.services.quotas.flush)  # counts since the last flush
+                        _spool(self.services.quotas)
                         await _flush("agent sessions", self.services.agents.flush)
                     # The upkeep's own last flush may have run before the last read ended.
                     await _flush("deliveries", content.deliveries.flush)
                     await content.aclose()
+
+
+def _spool(quotas: QuotaService) -> None:
+    """What the last flush could not write (the database away) is kept on disk for the next start."""
+    try:
+        if kept := quotas.spool():
+            log.warning("%d usage rows and records the database did not take are kept in %s", kept, SPOOL_FILE)
+    except OSError as exc:
+        log.error("usage the database did not take is lost: %s", exc)
 
 
 async def _flush(what: str, flush: Callable[[], Awaitable[None]]) -> None:

@@ -96,6 +96,15 @@ class AdvertCache:
         """Whether a host has a live advert here: it is an overlay node holding content."""
         return any(self._adverts[(identity_key, h)].advert.expiry > now for h in self._by_host.get(identity_key, ()))
 
+    def region_of(self, identity_key: bytes, now: float) -> str:
+        """The region a host's newest live advert names ("" when none does)."""
+        live = [
+            m
+            for h in self._by_host.get(identity_key, ())
+            if (m := self._adverts[(identity_key, h)]).advert.expiry > now
+        ]
+        return max(live, key=lambda m: m.sequence).region if live else ""
+
     def nodes(self, now: float, region: str | None = None) -> dict[bytes, tuple[str, ...]]:
         """Every host with a live advert here (in ``region``, when given, as
         its newest live advert says), with that advert's addresses."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import calendar
 import enum
 import functools
+import ipaddress
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -129,6 +130,16 @@ class GCounter:
         return GCounter(dict(self.entries))
 
 
+def cidr(text: str) -> str:
+    """A CIDR block in its canonical form (host bits cleared); ValueError if it is not one."""
+    return str(ipaddress.ip_network(text.strip(), strict=False))
+
+
+@functools.lru_cache(maxsize=256)
+def _networks(ranges: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(r, strict=False) for r in ranges)
+
+
 def _setting(default: Any, doc: str = "", **bounds: float) -> Any:
     """A policy field: its default, its bounds (``ge``/``gt``/``le``/``lt``, or
     ``max_length`` for a list) and what it means, in one place."""
@@ -157,7 +168,7 @@ class Policy:
     requests_per_month: int | None = _limit()
     max_concurrent_streams: int = _setting(1, ge=1, le=1 << 20)
     max_bandwidth_mbps: float | None = _setting(
-        None, "at least 1 Mbps: below that a read would stall", ge=MIN_BANDWIDTH_MBPS, lt=1e9
+        None, "at least 1 Mbps: below that a read would stall", ge=MIN_BANDWIDTH_MBPS, lt=1e8
     )
     burst_bytes_allowance: int = _setting(0, ge=0, lt=UNLIMITED + 1)
     burst_duration_minutes: int = _setting(5, ge=0, le=60)
@@ -171,10 +182,34 @@ class Policy:
     price_per_gb_satoshis: int = _setting(
         0, "satoshis per GB (10^9 bytes) read; agents' cost estimates use it", ge=0, lt=2**53
     )
+    allowed_regions: tuple[str, ...] = _setting(
+        (),
+        "ISO 3166-1 alpha-2 codes a reading node's advert must name, where it names one; empty = any",
+        max_length=64,
+    )
+    blocked_ip_ranges: tuple[str, ...] = _setting(
+        (), "CIDR blocks (IPv4 or IPv6) whose HTTP clients are refused (403)", max_length=256
+    )
 
     def limits(self, kind: Window, agent: bool) -> Usage:
         """(bytes, requests) allowed in a window of ``kind`` (``UNLIMITED`` when none)."""
         return _limits(self, kind, agent)
+
+    def blocks(self, address: str) -> bool:
+        """Whether a client at ``address`` (an IP) is in a blocked range."""
+        if not self.blocked_ip_ranges:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # not an IP (a Unix socket's client): no range holds it
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in _networks(self.blocked_ip_ranges))
+
+    def allows_region(self, region: str) -> bool:
+        """Whether a reader in ``region`` may read ("": not known, so not refused)."""
+        return not (self.allowed_regions and region) or region.upper() in self.allowed_regions
 
     def allows_type(self, content_type: str) -> bool:
         if not self.allowed_content_types:

@@ -71,6 +71,7 @@ class Ticket:
     started_at: float
     sent: int = 0
     lease_bytes: int = 0  # strict mode: bytes taken from the lease, refunded if unsent
+    concurrent: int = 1  # the receipt's requests in flight on this node, this one included
 
 
 @dataclass
@@ -87,6 +88,8 @@ class Served:
     agent_id: str | None = None
     failovers: int = 0
     hosts_used: tuple[str, ...] = ()
+    chunks: int = 0  # chunks the bytes sent came from
+    user_agent_hash: str | None = None  # SHA-256 of an HTTP client's User-Agent
 
 
 @dataclass
@@ -238,6 +241,7 @@ class QuotaBook:
         if decision.burst and hour_start not in local.burst_started:
             local.burst_started[hour_start] = now
         local.active += 1
+        ticket.concurrent = local.active
         local.pending += nbytes
         local.pending_requests += 1
         local.streams += 1

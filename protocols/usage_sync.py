@@ -27,6 +27,7 @@ Non-goals: I/O, clocks, deciding admission (``protocols.quota``).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ import msgpack
 from overlay_client import brc42
 from protocols.codec import unpack
 from protocols.errors import RemoteProtocolError
-from protocols.quota import POLICY_FIELDS, Policy, Window, window_bounds
+from protocols.quota import POLICY_FIELDS, Policy, Window, cidr, window_bounds
 
 __all__ = [
     "InvalidUsageMessage",
@@ -64,6 +65,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_ENTRIES = 2048
 MAX_TEXT = 256
 MAX_CONFIG_BYTES = 8192
+_REGION = re.compile(r"[A-Z]{2}")
 _KIND_USAGE, _KIND_POLICY, _KIND_RECEIPT = 1, 2, 3
 _RECEIPT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _WINDOWS = tuple(Window)
@@ -170,6 +172,11 @@ class PolicyRecord:
         values = [getattr(p, f.name) for f in _POLICY_FIELDS]
         if not p.price_per_gb_satoshis:
             values.pop()
+        # Regions and blocked ranges follow only when set: a record without
+        # them encodes (and verifies) as it did before they existed.
+        places = (
+            [list(p.allowed_regions), list(p.blocked_ip_ranges)] if p.allowed_regions or p.blocked_ip_ranges else []
+        )
         return [
             _KIND_POLICY,
             self.issuer,
@@ -178,6 +185,7 @@ class PolicyRecord:
             self.description,
             values,
             list(p.allowed_content_types),
+            *places,
         ]
 
     @classmethod
@@ -243,7 +251,18 @@ def _int(v: Any, what: str, lo: int = 0, hi: int = _BIG) -> int:
 
 def _text(v: Any, what: str, limit: int = MAX_TEXT) -> str:
     _check(type(v) is str and len(v.encode()) <= limit, f"{what} must be text of at most {limit} bytes")
+    _check("\x00" not in v, f"{what} must not hold a NUL character")  # no SQL text type can
     return str(v)
+
+
+def _json_object(v: Any, what: str) -> str:
+    text = _text(v, what, MAX_CONFIG_BYTES)
+    try:
+        ok = isinstance(json.loads(text), dict) and "\\u0000" not in text  # JSONB refuses an escaped NUL
+    except ValueError:
+        ok = False
+    _check(ok, f"{what} must be a JSON object")
+    return text
 
 
 def _receipt_id(v: Any) -> str:
@@ -290,10 +309,18 @@ def _within(value: float, bounds: Mapping[str, float]) -> bool:
 
 
 def _decode_policy(obj: list[Any]) -> PolicyRecord:
-    _check(len(obj) == 8, "policy record must have 8 elements")
-    _, issuer, version, name, description, values, types, sig = obj
+    _check(len(obj) in (8, 10), "policy record must have 8 or 10 elements")
+    _, issuer, version, name, description, values, types, *places, sig = obj
+    regions, ranges = places or ([], [])
     _check(isinstance(values, list) and len(values) in (_PRICE_OPTIONAL, len(_POLICY_FIELDS)), "policy fields")
     _check(isinstance(types, list) and len(types) <= 64, "allowed content types")
+    _check(isinstance(regions, list) and len(regions) <= 64, "allowed regions")
+    _check(isinstance(ranges, list) and len(ranges) <= 256, "blocked ip ranges")
+    _check(all(type(r) is str and _REGION.fullmatch(r) for r in regions), "a region is an ISO 3166-1 alpha-2 code")
+    try:
+        blocked = tuple(cidr(_text(r, "ip range", 64)) for r in ranges)
+    except ValueError:
+        raise InvalidUsageMessage("a blocked ip range is not a CIDR block") from None
     fields: dict[str, Any] = {}
     for f, v in zip(_POLICY_FIELDS, values, strict=False):  # the price may be absent
         value = _optional(v, f.kind, f.name)
@@ -304,6 +331,8 @@ def _decode_policy(obj: list[Any]) -> PolicyRecord:
     policy = Policy(
         name=_text(name, "policy name", 100),
         allowed_content_types=tuple(_text(t, "content type") for t in types),
+        allowed_regions=tuple(regions),
+        blocked_ip_ranges=blocked,
         **fields,
     )
     _check(type(issuer) is bytes and len(issuer) == 33, "issuer must be a 33-byte key")
@@ -320,7 +349,7 @@ def _decode_receipt(obj: list[Any]) -> ReceiptRecord:
         _text(ident, "identity key", 66),
         _text(tier, "quota tier", 20),
         _int(streams, "concurrent streams", 0, 1 << 20),
-        _text(config, "streaming config", MAX_CONFIG_BYTES),
+        _json_object(config, "streaming config"),
         _int(created, "created at"),
     )
     return ReceiptRecord(issuer, _int(version, "version"), receipt, sig)

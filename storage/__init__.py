@@ -14,7 +14,15 @@ from config import Settings
 from config.settings import StorageConfig
 from storage.chunks import ChunkStore, FileSpan
 from storage.content import ContentStore, IngestResult
-from storage.errors import ChunkDamaged, ChunkMissing, Mismatch, StorageError, StorageFull, TooLarge
+from storage.errors import (
+    ChunkDamaged,
+    ChunkMissing,
+    DatabaseUnavailable,
+    Mismatch,
+    StorageError,
+    StorageFull,
+    TooLarge,
+)
 from storage.metadata import ContentRecord, HostPerformance, MetadataStore, StoreStats
 from storage.sqlite import SQLITE_FILE, SqliteMetadataStore
 
@@ -31,6 +39,7 @@ __all__ = [
     "MetadataStore",
     "StorageError",
     "StorageFull",
+    "DatabaseUnavailable",
     "StoreStats",
     "TooLarge",
     "open_content_store",

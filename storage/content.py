@@ -38,7 +38,7 @@ from protocols.manifest import DEFAULT_CONTENT_TYPE, Manifest
 from protocols.merkle import merkle_root
 from storage.cache import Deliveries
 from storage.chunks import ChunkStore, FileSpan, cached, read_nowait
-from storage.errors import ChunkDamaged, Mismatch, StorageFull, TooLarge
+from storage.errors import ChunkDamaged, DatabaseUnavailable, Mismatch, StorageFull, TooLarge
 from storage.metadata import CachedContent, ContentRecord, MetadataStore
 
 __all__ = ["ContentStore", "IngestResult", "rechunk"]
@@ -199,7 +199,9 @@ class ContentStore:
                 try:
                     await self.expire()
                     await self.deliveries.flush()
-                except Exception:  # a full, locked or unreachable database: upkeep waits for the next pass
+                except DatabaseUnavailable as exc:  # the store logs the outage; the next pass tries again
+                    log.debug("cache upkeep skipped: %s", exc)
+                except Exception:  # a full or locked database: upkeep waits for the next pass
                     log.exception("cache upkeep failed; it runs again in %.0f s", interval_s)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(Exception):

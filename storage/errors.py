@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["StorageError", "StorageFull", "ChunkDamaged", "ChunkMissing", "ChunkCorrupt", "TooLarge", "Mismatch"]
+__all__ = [
+    "StorageError",
+    "StorageFull",
+    "DatabaseUnavailable",
+    "ChunkDamaged",
+    "ChunkMissing",
+    "ChunkCorrupt",
+    "TooLarge",
+    "Mismatch",
+]
 
 
 class StorageError(Exception):
@@ -12,6 +21,12 @@ class StorageError(Exception):
 class StorageFull(StorageError):
     """The disk (or the database's disk) has no room for this write; nothing
     half-written is left behind, and the node keeps serving what it holds."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The metadata database cannot be reached (a server gone, restarting, or
+    its connections cut): nothing was written, the write may be tried again
+    later, and the node keeps serving what it holds."""
 
 
 class ChunkDamaged(StorageError):

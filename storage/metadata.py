@@ -111,13 +111,21 @@ class StreamRow:
     delivery_method: str
     source_host: str
     client: str
-    latency_ms: float | None
+    latency_ms: int | None  # to the first byte
     error_count: int
     completion_percentage: float
     agent_id: str | None = None
     cache_hit: bool = True  # served from this node's store, not fetched from peers for it
     failover_count: int = 0  # hosts given up on while fetching it
     uhrp_hosts_used: str = "[]"  # JSON array of the identity keys that sent chunks
+    chunks_delivered: int = 0
+    concurrent_connections: int = 1  # the receipt's requests in flight here when this one began
+    peak_bandwidth_mbps: float | None = None  # this request's rate (bytes sent over its duration)
+    client_ip_hash: str | None = None  # an HTTP client's, as in ``client``
+    user_agent_hash: str | None = None
+    agent_session_id: str | None = None
+    created_at: float | None = None  # when the row was made (the stream's end)
+    updated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -399,7 +407,18 @@ class MetadataStore(ABC):
         self, *, windows_ended_before: float, streams_ended_before: float
     ) -> tuple[int, int]:
         """Cleanup: (usage windows removed, stream rows removed); agent sessions
-        idle since ``streams_ended_before`` go with the stream rows."""
+        idle since ``streams_ended_before`` go with the stream rows. PostgreSQL
+        removes stream rows by whole months (partitions), SQLite row by row."""
+
+    @property
+    def unavailable_since(self) -> float | None:
+        """``time.monotonic()`` when the database became unreachable; None while it answers
+        (an embedded database is never unreachable)."""
+        return None
+
+    async def prepare_partitions(self, now: float) -> None:  # noqa: B027 - most backends have nothing to do
+        """Make the storage the coming months' usage rows need (PostgreSQL's
+        partitions); a backend without partitions has nothing to do."""
 
     @abstractmethod
     async def put_job(self, row: JobRow) -> None:

@@ -36,6 +36,7 @@ from storage.metadata import (
     StreamRow,
     UsageWindowRow,
 )
+from storage.schema import Codec, Kind
 
 __all__ = ["SqlMetadataStore", "Db"]
 
@@ -56,10 +57,13 @@ def _distinct_chunks(manifest: Manifest) -> dict[str, int]:
     return {h.hex(): manifest.chunk_length(i) for i, h in enumerate(manifest.chunk_hashes)}
 
 
-def _upsert(table: str, row_type: type | list[str], key: tuple[str, ...]) -> tuple[str, list[str]]:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for a dataclass's (or a list of) columns."""
+def _upsert(
+    table: str, row_type: type | list[str], key: tuple[str, ...], keep: tuple[str, ...] = ()
+) -> tuple[str, list[str]]:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` for a dataclass's (or a list of)
+    columns; ``keep`` columns are written only by the insert."""
     cols = row_type if isinstance(row_type, list) else [f.name for f in dataclasses.fields(row_type)]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key + keep)
     sql = (
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
@@ -70,6 +74,12 @@ def _upsert(table: str, row_type: type | list[str], key: tuple[str, ...]) -> tup
 _GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
+def _values(row: Any) -> tuple[Any, ...]:
+    # Not dataclasses.astuple: it deep-copies every field, and a metered read
+    # writes a row (measured: a tenth of the node's time under session reads).
+    return _fields_of(type(row))(row)
+
+
 def _fields_of(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
     """A row dataclass's field values, in order, as one C call."""
     if (get := _GETTERS.get(row_type)) is None:
@@ -77,27 +87,28 @@ def _fields_of(row_type: type) -> Callable[[Any], tuple[Any, ...]]:
     return get
 
 
-def _values(row: Any) -> tuple[Any, ...]:
-    # Booleans as integers: both backends store them in integer columns. Not
-    # dataclasses.astuple: it deep-copies every field, and a metered read
-    # writes a row (measured: a tenth of the node's time under session reads).
-    return tuple(int(v) if isinstance(v, bool) else v for v in _fields_of(type(row))(row))
-
-
 # A policy's columns are its fields (``Policy``), between its name and its record.
-_POLICY_UPSERT, _ = _upsert(
+_POLICY_UPSERT, _POLICY_COLUMNS = _upsert(
     "quota_policies",
-    ["policy_name", "description", *(f.name for f in POLICY_FIELDS), "issuer", "version", "record", "updated_at"],
+    [
+        "policy_name",
+        "description",
+        *(f.name for f in POLICY_FIELDS),
+        "issuer",
+        "version",
+        "record",
+        "created_at",
+        "updated_at",
+    ],
     ("policy_name",),
+    keep=("created_at",),
 )
 
 
 def _policy_values(record: PolicyRecord, encoded: bytes, updated_at: float) -> tuple[Any, ...]:
     p = record.policy
     fields = [getattr(p, f.name) for f in POLICY_FIELDS]
-    values = [p.name, record.description, *fields, record.issuer.hex(), record.version, encoded, updated_at]
-    # Media types as a JSON array, booleans as integers (both backends store them so).
-    return tuple(json.dumps(list(v)) if isinstance(v, tuple) else int(v) if isinstance(v, bool) else v for v in values)
+    return (p.name, record.description, *fields, record.issuer.hex(), record.version, encoded, updated_at, updated_at)
 
 
 _RECEIPT_UPSERT, _ = _upsert("overlay_receipts", ReceiptRow, ("receipt_id",))
@@ -117,6 +128,11 @@ _DELIVERY_UPSERT = (
 )
 _USAGE_COLUMNS = [f.name for f in dataclasses.fields(UsageWindowRow)]
 _STREAM_COLUMNS = [f.name for f in dataclasses.fields(StreamRow)]
+# Keyed by the row's id: a flush repeated after its commit was lost adds nothing.
+_STREAM_INSERT = (
+    f"INSERT INTO streaming_usage ({', '.join(_STREAM_COLUMNS)}) VALUES ({', '.join('?' * len(_STREAM_COLUMNS))}) "
+    "ON CONFLICT DO NOTHING"
+)
 _USAGE_UPSERT = (
     f"INSERT INTO quota_usage_windows ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
     "ON CONFLICT (receipt_id, window_type, window_start, node_key) DO UPDATE SET "
@@ -138,7 +154,10 @@ def _delivery(row: tuple[Any, ...]) -> DeliveryRow:
 
 def _stream(row: tuple[Any, ...]) -> StreamRow:
     r = StreamRow(*row)
-    return dataclasses.replace(r, cache_hit=bool(r.cache_hit))
+    hosts = r.uhrp_hosts_used  # a JSON array's text, or (PostgreSQL) the array
+    return dataclasses.replace(
+        r, cache_hit=bool(r.cache_hit), uhrp_hosts_used=hosts if isinstance(hosts, str) else json.dumps(hosts or [])
+    )
 
 
 def _session(row: tuple[Any, ...]) -> SessionRow:
@@ -147,6 +166,19 @@ def _session(row: tuple[Any, ...]) -> SessionRow:
 
 
 class SqlMetadataStore(MetadataStore):
+    codec: Codec  # how this backend stores the seed's typed columns
+
+    def _rows(self, table: str, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Seed-table rows (dataclasses named after their columns) as values to bind."""
+        if not rows:
+            return []
+        get = _fields_of(type(rows[0]))
+        encode = self.codec.encoder(table, [f.name for f in dataclasses.fields(rows[0])])
+        return [encode(get(r)) for r in rows]
+
+    def _time(self, t: float) -> Any:
+        return self.codec.value(Kind.TIME, t)
+
     @abstractmethod
     def list_param(self, items: list[str]) -> Any:
         """The value bound to an ``IN_LIST`` placeholder."""
@@ -256,8 +288,12 @@ class SqlMetadataStore(MetadataStore):
     async def put_deliveries(self, rows: list[DeliveryRow]) -> None:
         if rows:
             await self._transaction(
-                lambda db: db.executemany(  # compression_enabled is the seed's BOOLEAN: as a bool, not an integer
-                    _DELIVERY_UPSERT, [(*_fields_of(DeliveryRow)(r), r.content_hash) for r in rows]
+                lambda db: db.executemany(
+                    _DELIVERY_UPSERT,
+                    [
+                        (*v, r.content_hash)
+                        for v, r in zip(self._rows("delivery_optimization", rows), rows, strict=True)
+                    ],
                 )
             )
 
@@ -380,14 +416,14 @@ class SqlMetadataStore(MetadataStore):
                         r.content_hash.hex(),
                         r.host_url,
                         r.host_public_key.hex(),
-                        r.availability_score,
-                        r.average_latency_ms,
-                        r.bandwidth_mbps,
+                        round(r.availability_score, 2),  # the seed's scales, on both backends
+                        round(r.average_latency_ms),
+                        round(r.bandwidth_mbps, 2),
                         r.successful_requests + r.failed_requests,
                         r.successful_requests,
                         r.failed_requests,
                         r.bytes_served,
-                        r.last_check,
+                        self._time(r.last_check),
                         r.cdn_enabled,
                         r.host_region,
                     )
@@ -424,10 +460,11 @@ class SqlMetadataStore(MetadataStore):
         ]
 
     async def put_policy(self, record: PolicyRecord, encoded: bytes, updated_at: float) -> None:
-        await self._run(lambda db: db.execute(_POLICY_UPSERT, _policy_values(record, encoded, updated_at)))
+        values = self.codec.encoder("quota_policies", _POLICY_COLUMNS)(_policy_values(record, encoded, updated_at))
+        await self._run(lambda db: db.execute(_POLICY_UPSERT, values))
 
     async def put_receipt(self, row: ReceiptRow) -> None:
-        await self._run(lambda db: db.execute(_RECEIPT_UPSERT, _values(row)))
+        await self._run(lambda db: db.execute(_RECEIPT_UPSERT, self._rows("overlay_receipts", [row])[0]))
 
     async def quota_records(self) -> list[bytes]:
         def query(db: Db) -> list[bytes]:
@@ -439,20 +476,25 @@ class SqlMetadataStore(MetadataStore):
 
     async def save_usage(self, rows: list[UsageWindowRow]) -> None:
         if rows:
-            await self._transaction(lambda db: db.executemany(_USAGE_UPSERT, [_values(r) for r in rows]))
+            # Encoded on the worker thread, as every batch is: not on the event loop.
+            await self._transaction(lambda db: db.executemany(_USAGE_UPSERT, self._rows("quota_usage_windows", rows)))
 
     async def load_usage(self, ended_after: float) -> list[UsageWindowRow]:
         rows = await self._run(
             lambda db: db.fetch(
-                f"SELECT {', '.join(_USAGE_COLUMNS)} FROM quota_usage_windows WHERE window_end > ?", (ended_after,)
+                f"SELECT {', '.join(_USAGE_COLUMNS)} FROM quota_usage_windows WHERE window_end > ?",
+                (self._time(ended_after),),
             )
         )
-        return [UsageWindowRow(*r) for r in rows]
+        return [UsageWindowRow(r, k, int(s), int(e), *rest) for r, k, s, e, *rest in rows]
 
     async def add_streams(self, rows: list[StreamRow]) -> None:
         if rows:
-            sql = f"INSERT INTO streaming_usage ({', '.join(_STREAM_COLUMNS)}) VALUES ({', '.join('?' * len(_STREAM_COLUMNS))})"
-            await self._transaction(lambda db: db.executemany(sql, [_values(r) for r in rows]))
+            await self._transaction(lambda db: self._insert_streams(db, rows))
+
+    def _insert_streams(self, db: Db, rows: list[StreamRow]) -> None:
+        """On the worker thread, inside the transaction."""
+        db.executemany(_STREAM_INSERT, self._rows("streaming_usage", rows))
 
     async def streams(self, receipt_id: str, *, limit: int) -> list[StreamRow]:
         rows = await self._run(
@@ -469,14 +511,16 @@ class SqlMetadataStore(MetadataStore):
             lambda db: db.fetch(
                 f"SELECT {', '.join(_STREAM_COLUMNS)} FROM streaming_usage WHERE agent_id = ? AND stream_end_time > ? "
                 "ORDER BY stream_end_time DESC LIMIT ?",
-                (agent_id, since, limit),
+                (agent_id, self._time(since), limit),
             )
         )
         return [_stream(r) for r in rows]
 
     async def put_sessions(self, rows: list[SessionRow]) -> None:
         if rows:
-            await self._transaction(lambda db: db.executemany(_SESSION_UPSERT, [_values(r) for r in rows]))
+            await self._transaction(
+                lambda db: db.executemany(_SESSION_UPSERT, self._rows("agent_streaming_sessions", rows))
+            )
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         rows = await self._run(
@@ -491,7 +535,7 @@ class SqlMetadataStore(MetadataStore):
             lambda db: db.fetch(
                 f"SELECT {', '.join(_SESSION_COLUMNS)} FROM agent_streaming_sessions WHERE agent_id = ? AND updated_at > ? "
                 "ORDER BY updated_at DESC LIMIT ?",
-                (agent_id, since, limit),
+                (agent_id, self._time(since), limit),
             )
         )
         return [_session(r) for r in rows]
@@ -541,17 +585,22 @@ class SqlMetadataStore(MetadataStore):
     async def delete_quota_history(
         self, *, windows_ended_before: float, streams_ended_before: float
     ) -> tuple[int, int]:
+        windows_before, streams_before = self._time(windows_ended_before), self._time(streams_ended_before)
+
         def txn(db: Db) -> tuple[int, int]:
-            ((w,),) = db.fetch("SELECT COUNT(*) FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
-            db.execute("DELETE FROM quota_usage_windows WHERE window_end < ?", (windows_ended_before,))
-            ((s,),) = db.fetch(
-                "SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,)
-            )
-            db.execute("DELETE FROM streaming_usage WHERE stream_end_time < ?", (streams_ended_before,))
-            db.execute("DELETE FROM agent_streaming_sessions WHERE updated_at < ?", (streams_ended_before,))
-            return int(w), int(s)
+            ((w,),) = db.fetch("SELECT COUNT(*) FROM quota_usage_windows WHERE window_end < ?", (windows_before,))
+            db.execute("DELETE FROM quota_usage_windows WHERE window_end < ?", (windows_before,))
+            streams = self._expire_streams(db, streams_before)
+            db.execute("DELETE FROM agent_streaming_sessions WHERE updated_at < ?", (streams_before,))
+            return int(w), streams
 
         return await self._transaction(txn)
+
+    def _expire_streams(self, db: Db, before: Any) -> int:
+        """Remove ``streaming_usage`` rows past retention (ended before ``before``); how many."""
+        ((n,),) = db.fetch("SELECT COUNT(*) FROM streaming_usage WHERE stream_end_time < ?", (before,))
+        db.execute("DELETE FROM streaming_usage WHERE stream_end_time < ?", (before,))
+        return int(n)
 
     async def stats(self) -> StoreStats:
         def query(db: Db) -> StoreStats:

@@ -20,6 +20,7 @@ import trio
 
 from storage.errors import StorageFull
 from storage.migrations import migrations_for
+from storage.schema import Codec, Kind
 from storage.sql import Db, SqlMetadataStore
 
 __all__ = ["SqliteMetadataStore", "SQLITE_FILE"]
@@ -47,7 +48,14 @@ class _SqliteDb:
         self.conn.executemany(_sql(sql), rows)
 
 
+def _json_array(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(list(v))
+
+
 class SqliteMetadataStore(SqlMetadataStore):
+    # Portable types: times stay Unix seconds, arrays are JSON text.
+    codec = Codec({Kind.TEXT_ARRAY: _json_array, Kind.CIDR_ARRAY: _json_array})
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._db = _SqliteDb(conn)
         self._limiter = trio.CapacityLimiter(1)

@@ -100,7 +100,10 @@ def _postgres(settings: Settings, timeout_s: float) -> DatabaseStatus:
         tables = []
         for n in names:
             rows = conn.execute(pgsql.SQL("SELECT COUNT(*) FROM {}").format(pgsql.Identifier(n))).fetchone()
-            size = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (f'"{schema}"."{n}"',)).fetchone()
+            size = conn.execute(  # a partitioned table's bytes are its partitions'
+                "SELECT sum(pg_total_relation_size(relid))::bigint FROM pg_partition_tree(%s::regclass)",
+                (f'"{schema}"."{n}"',),
+            ).fetchone()
             tables.append(TableSize(n, rows[0] if rows else 0, size[0] if size else None))
         partitions: dict[str, list[str]] = {}
         for parent, child in conn.execute(

@@ -55,9 +55,10 @@ def postgres_schema() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {exc}")
         pytest.skip(f"PostgreSQL at {POSTGRES_URL} unreachable: {exc}")
+    conn.close()
     schema = f"test_{uuid.uuid4().hex[:12]}"
     try:
         yield schema
-    finally:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.close()
+    finally:  # a new connection: the test may have restarted the server
+        with psycopg.connect(POSTGRES_URL, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -26,12 +26,13 @@ if TYPE_CHECKING:
     from storage import ContentStore
 
 from config import flat_settings, load_settings
+from config.settings import set_in_config
 from node import __version__
 from node.cli.local import add_locally, list_locally, read_locally, run_locally
 from node.cli.output import default_name, output_target
 from node.cli.progress import Progress, fraction_progress, human, plural, progress, size
 from node.errors import IdentityError
-from node.home import OBSERVER_TOKEN, clear_node_info, init_home, read_node_info
+from node.home import OBSERVER_TOKEN, clear_node_info, hold_home, init_home, read_node_info
 from node.identity import load_identity
 from node.logs import configure_logging, flush_logs
 from overlay_client import ApiFailure, NodeClient, NodeUnavailable
@@ -533,6 +534,41 @@ def cmd_db_status(args: argparse.Namespace) -> None:
     _print(args, dataclasses.asdict(status), text)
 
 
+def cmd_db_migrate(args: argparse.Namespace) -> None:
+    from storage.move import copy_to_postgres  # psycopg loads only for this command
+    from storage.sqlite import SQLITE_FILE
+
+    settings = load_settings(args.home)
+    if settings.storage.backend != "sqlite":
+        raise CliError(f"this node's metadata is already on {settings.storage.backend}: nothing to move")
+    schema = args.schema or settings.storage.database_schema
+    source = args.home / SQLITE_FILE
+    if not source.exists():
+        raise CliError(f"no metadata at {source}: the node has not run here yet (start it on PostgreSQL directly)")
+    with hold_home(args.home):  # no node may write while it moves
+        copies = trio.run(copy_to_postgres, source, args.dsn, schema)
+        set_in_config(
+            args.home,
+            {"storage.backend": "postgres", "storage.database_url": args.dsn, "storage.database_schema": schema},
+        )
+        if urllib.parse.urlsplit(args.dsn).password:  # a password in the file: its owner's only
+            os.chmod(args.home / "config.toml", 0o600)
+    after = load_settings(args.home)
+    note = ""
+    if after.storage.backend != "postgres":
+        note = "\nnote: the environment sets storage.backend, and it wins over config.toml: unset it to use PostgreSQL"
+    rows = [f"{c.name:<28} {c.rows:>12,}  {c.checksum[:16]}" for c in copies]
+    text = "\n".join(
+        [
+            f"{'table':<28} {'rows':>12}  checksum (the same read back)",
+            *rows,
+            f"moved to {_redacted(args.dsn)}, schema {schema}; config.toml now names it",
+            f"{source} is left as it was: remove it once the node runs well on PostgreSQL{note}",
+        ]
+    )
+    _print(args, {"schema": schema, "tables": [dataclasses.asdict(c) for c in copies]}, text)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> None:
     url = find_api(args.home, args.api)
     if url is None:
@@ -597,6 +633,10 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
     body |= {field: getattr(args, opt) for opt, (field, _) in POLICY_OPTIONS.items() if getattr(args, opt) is not None}
     if args.content_type:
         body["allowedContentTypes"] = args.content_type
+    if args.region:
+        body["allowedRegions"] = args.region
+    if args.block:
+        body["blockedIpRanges"] = args.block
     with _client(args) as client:
         policy = client.put_policy(body)
     _print(

@@ -23,6 +23,7 @@ from node.cli.commands import (
     cmd_cat,
     cmd_config_show,
     cmd_dashboard,
+    cmd_db_migrate,
     cmd_db_status,
     cmd_get,
     cmd_init,
@@ -284,6 +285,17 @@ def _parser() -> argparse.ArgumentParser:
         "the backend, schema version, each table's rows and size, and partitions (read-only; no daemon needed)",
         "  overlay-node db status",
     )
+    move = _command(
+        db_sub,
+        "migrate",
+        cmd_db_migrate,
+        "copy this node's metadata from SQLite to PostgreSQL, check every table's rows and checksum, and switch "
+        "config.toml to it (the node must be stopped; chunk files stay where they are)",
+        "  overlay-node db migrate --to postgres postgresql://node@db.example:5432/overlay",
+    )
+    move.add_argument("--to", required=True, choices=["postgres"], help="the backend to move to")
+    move.add_argument("dsn", metavar="DSN", help="the PostgreSQL connection string")
+    move.add_argument("--schema", help="the schema to move into (default: storage.database_schema); must be empty")
     _command(
         sub,
         "dashboard",
@@ -369,6 +381,15 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TYPE",
         help="allowed media type, e.g. video/* (repeatable; default any)",
+    )
+    pset.add_argument(
+        "--region", action="append", metavar="CC", help="allowed reader region, e.g. US (repeatable; default any)"
+    )
+    pset.add_argument(
+        "--block",
+        action="append",
+        metavar="CIDR",
+        help="refuse HTTP clients in this range, e.g. 203.0.113.0/24 (repeatable)",
     )
     pset.add_argument("--description", default="", help="free text")
     pset.add_argument("--inactive", action="store_true", help="refuse every read under this policy")

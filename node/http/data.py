@@ -91,6 +91,11 @@ class _Params:
     raw: bool  # protected content as stored (sealed), as peers get it
 
 
+def _chunks_touched(chunk_size: int, start: int, stop: int) -> int:
+    """How many chunks the bytes [start, stop) came from."""
+    return (stop - 1) // chunk_size - start // chunk_size + 1 if stop > start else 0
+
+
 def _params(scope: Scope) -> _Params:
     """The read's query parameters (``_QUERY``); any other is refused."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -238,7 +243,7 @@ class DataPlane:
     async def _serve(self, scope: Scope, digest: bytes, send: Send, receive: Receive | None) -> None:
         try:
             read = await self._prepare(scope, digest)
-            ticket = await self._admit(read, scope["method"])
+            ticket = await self._admit(read, scope)
         except _Refused as refused:
             await send_error(send, refused.error, refused.headers)
             return
@@ -412,9 +417,9 @@ class DataPlane:
         if not self.protection.allowed(digest, identity, receipt_id):
             raise NotAllowed("this identity is not granted this protected content; ?raw=true gives it sealed")
 
-    async def _admit(self, read: _Read, method: str) -> Ticket | None:
+    async def _admit(self, read: _Read, scope: Scope) -> Ticket | None:
         """A GET charged to a receipt is admitted (or refused) before it starts."""
-        if read.receipt_id is None or method != "GET" or read.not_modified:
+        if read.receipt_id is None or scope["method"] != "GET" or read.not_modified:
             return None
         return await self.quotas.admit(
             read.receipt_id,
@@ -423,6 +428,7 @@ class DataPlane:
             content_type=read.content_type,
             identity=read.identity,
             agent=read.session is not None,
+            address=(scope.get("client") or ("",))[0],
         )
 
     async def _respond(
@@ -444,7 +450,9 @@ class DataPlane:
         if scope["method"] == "HEAD" or start == stop:
             await send({"type": "http.response.body", "body": b""})
             if ticket is not None or session is not None:
-                self._finish(ticket, session, scope, read.digest, self.quotas.clock(), 0, 0, None, False, read.download)
+                self._finish(
+                    ticket, session, scope, read.digest, self.quotas.clock(), 0, 0, 0, None, False, read.download
+                )
             return
         if read.coding is not None:
             send, spans = _encoding(send, read.coding), False
@@ -497,6 +505,7 @@ class DataPlane:
                     started_at,
                     sent[0] - start,
                     stop - start,
+                    _chunks_touched(manifest.chunk_size, start, sent[0]),
                     first,
                     error,
                     download,
@@ -563,6 +572,7 @@ class DataPlane:
         started_at: float,
         sent: int,
         requested: int,
+        chunks: int,
         first_byte: float | None,
         error: bool,
         download: Download | None,
@@ -570,6 +580,7 @@ class DataPlane:
     ) -> None:
         client = scope.get("client") or ("", 0)
         who = hashlib.sha256(str(client[0]).encode()).hexdigest()[:16]
+        agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
         failovers = download.failovers if download is not None else 0
         served = Served(
             digest,
@@ -582,6 +593,8 @@ class DataPlane:
             session.agent_id if session else None,
             failovers,
             tuple(download.hosts_used) if download is not None else (),
+            chunks,
+            hashlib.sha256(agent).hexdigest() if agent is not None else None,
         )
         if ticket is not None:
             self.quotas.finish(ticket, served)

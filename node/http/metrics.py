@@ -174,6 +174,16 @@ class NodeCollector(Collector):
                 dropped.add_metric(["adverts", reason], counts[reason])
         yield dropped
         yield _gauge("overlay_quota_active_streams", "Reads in progress charged to receipts", quotas.active_streams)
+        yield _counter(
+            "overlay_usage_flushes_failed", "Accounting flushes that failed and were kept for the next, by why",
+            ["reason"],
+            [(["disk_full"], quotas.counters["flushes_failed_disk_full"]),
+             (["database_unavailable"], quotas.counters["flushes_failed_database"])],
+        )  # fmt: skip
+        yield _counter("overlay_usage_rows_dropped", "Request rows dropped: more were held than the bound allows",
+                       [], [([], quotas.counters["stream_rows_dropped"])])  # fmt: skip
+        down = self.ctx.content.meta.unavailable_since
+        yield _gauge("overlay_database_up", "1 while the metadata database answers, 0 in an outage", int(down is None))
 
     def _agents_and_jobs(self) -> Iterator[Metric]:
         sessions = _gauge("overlay_agent_sessions", "Agent sessions held in memory, by status", labels=["status"])

@@ -7,6 +7,7 @@ derived from ``protocols.quota.Policy``, the one definition of its fields.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from overlay_client.uhrp import url_for_hash
 from protocols.manifest import MAX_CONTENT_TYPE, Manifest, valid_content_type
-from protocols.quota import POLICY_FIELDS, Policy
+from protocols.quota import POLICY_FIELDS, Policy, cidr
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 RECEIPT_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -27,6 +28,23 @@ class RequestBody(BaseModel):
     """A request body: a field the node does not implement is refused (400), never ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise ValueError("text must not hold a NUL character (\\u0000): no database can store it")
+        return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def iso(t: float | None) -> str | None:
@@ -347,6 +365,22 @@ class _PolicyBase(RequestBody):
                 raise ValueError(f"{t!r} is not a media type or a family like video/*")
         return value
 
+    @field_validator("allowedRegions", check_fields=False)
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        codes = [r.upper() for r in value]
+        if bad := [r for r in codes if not re.fullmatch(r"[A-Z]{2}", r)]:
+            raise ValueError(f"{bad[0]!r} is not an ISO 3166-1 alpha-2 region code (like US or DE)")
+        return codes
+
+    @field_validator("blockedIpRanges", check_fields=False)
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        try:
+            return [cidr(r) for r in value]
+        except ValueError as exc:
+            raise ValueError(f"not a CIDR block: {exc}") from None
+
 
 def _policy_field(f: Any) -> tuple[Any, Any]:
     kind = list[str] if f.kind is tuple else f.kind
@@ -388,8 +422,10 @@ else:
 
 
 def policy_of(body: PolicyIn) -> Policy:
-    fields = {f.name: getattr(body, camel(f.name)) for f in POLICY_FIELDS}
-    fields["allowed_content_types"] = tuple(fields["allowed_content_types"])
+    fields: dict[str, Any] = {}
+    for f in POLICY_FIELDS:
+        value = getattr(body, camel(f.name))
+        fields[f.name] = tuple(value) if f.kind is tuple else value
     return Policy(name=body.policyName, **fields)
 
 

@@ -144,6 +144,10 @@ async def _readiness(ctx: NodeContext) -> dict[str, str]:
     except Exception as exc:
         log.warning("readiness: the database did not answer: %s: %s", type(exc).__name__, exc)
         checks["database"] = "unreachable (the node's log says why)"
+    if (down := ctx.content.meta.unavailable_since) is not None:
+        checks["accounting"] = (
+            f"held in memory for {time.monotonic() - down:.0f} s until the database answers: {ctx.quotas.unwritten}"
+        )
     if not checks["store"].startswith("ok"):
         log.warning("readiness: %s is missing", chunks_dir)
     if ctx.overlay is None:

@@ -47,7 +47,7 @@ from protocols.quota_book import UnknownReceipt
 from protocols.quota_status import QuotaStatus
 from protocols.token_bucket import TokenBucket
 from protocols.usage_sync import valid_receipt_id
-from storage import ContentStore, Mismatch, StorageFull
+from storage import ContentStore, DatabaseUnavailable, Mismatch, StorageFull
 from storage.metadata import SessionRow
 
 __all__ = ["AgentService", "BandwidthShare", "new_session_id"]
@@ -344,14 +344,19 @@ class AgentService:
         return session
 
     async def flush(self) -> None:
-        """Write the sessions that changed; kept for the next flush when the disk is full."""
+        """Write the sessions that changed; kept for the next flush when the disk
+        is full or the database unreachable."""
         dirty, self._dirty = self._dirty, set()
         rows = [_row(self._live[sid]) for sid in dirty if sid in self._live]
         try:
             await self.content.meta.put_sessions(rows)
-        except StorageFull as exc:
+        except (StorageFull, DatabaseUnavailable) as exc:
             self._dirty |= dirty
-            log.warning("agent sessions not written, kept for the next flush: %s", exc)
+            log.log(
+                logging.WARNING if isinstance(exc, StorageFull) else logging.DEBUG,
+                "agent sessions not written, kept for the next flush: %s",
+                exc,
+            )
 
     # -- plans and prefetching ----------------------------------------------------
 

@@ -195,7 +195,7 @@ class ChunkServer:
         return None
 
     async def _unmetered(self, stream: Stream, msg: GetChunks, m: Manifest) -> None:
-        began, sent = self.quotas.clock(), 0
+        began, sent, chunks = self.quotas.clock(), 0, 0
         try:
             for i in msg.indices:
                 data = await self._chunk(m, i)
@@ -206,10 +206,11 @@ class ChunkServer:
                 self.served_bytes += len(data)
                 self.wire_bytes += len(frame)
                 sent += len(data)
+                chunks += 1
         finally:
             if self.quotas.receipts_required:  # recorded against the peer: every byte is someone's
                 requested = sum(m.chunk_length(i) for i in msg.indices)
-                served = Served(m.content_hash, "libp2p", stream.remote_peer, None, sent < requested)
+                served = Served(m.content_hash, "libp2p", stream.remote_peer, None, sent < requested, chunks=chunks)
                 self.quotas.record(served, None, began, sent, requested)
 
     async def _reply(self, msg: GetChunks, m: Manifest, index: int, data: bytes) -> bytes:
@@ -231,8 +232,9 @@ class ChunkServer:
             content_size=m.size,
             content_type=m.content_type,
             identity=peer_key.hex() if peer_key else None,
+            region=self.cache.region_of(peer_key, self.quotas.clock()) if peer_key else "",
         )
-        began, first, complete = trio.current_time(), None, False
+        began, first, complete, chunks = trio.current_time(), None, False, 0
         try:
             for i in msg.indices:
                 data = await self._chunk(m, i)
@@ -243,9 +245,11 @@ class ChunkServer:
                 self.quotas.sent(ticket, len(data))
                 self.served_bytes += len(data)
                 self.wire_bytes += len(frame)
+                chunks += 1
             complete = True
         finally:
-            self.quotas.finish(ticket, Served(m.content_hash, "libp2p", stream.remote_peer, first, not complete))
+            served = Served(m.content_hash, "libp2p", stream.remote_peer, first, not complete, chunks=chunks)
+            self.quotas.finish(ticket, served)
 
 
 class ChunkClient:

@@ -68,7 +68,7 @@ from protocols.framing import Budget, OverBudget
 from protocols.manifest import DEFAULT_CONTENT_TYPE, MAX_CHUNKS, Manifest, valid_content_type
 from protocols.peer_stats import PeerStats, rank_key
 from protocols.scheduler import Scheduler
-from storage import ContentStore, HostPerformance, IngestResult, Mismatch, StorageFull
+from storage import ContentStore, DatabaseUnavailable, HostPerformance, IngestResult, Mismatch, StorageFull
 
 __all__ = ["Download", "Fetcher", "Host", "Preferred", "parse_preferred"]
 
@@ -813,7 +813,7 @@ class Fetcher:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 try:
                     await self.content.meta.record_hosts(rows)
-                except StorageFull as exc:  # measurements are kept in memory (self.stats)
+                except (StorageFull, DatabaseUnavailable) as exc:  # measurements are kept in memory (self.stats)
                     log.warning("host performance not written: %s", exc)
 
     async def _mirror_worker(

@@ -21,19 +21,24 @@ owner (its issuer), asked for over ``ids.QUOTA_LEASE``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import trio
 
 from config import Settings
 from node.errors import (
+    AddressBlocked,
     Busy,
     NotYourReceipt,
     PeerUnreachable,
@@ -41,6 +46,7 @@ from node.errors import (
     ReceiptBound,
     ReceiptRequired,
     RecordsFull,
+    RegionNotAllowed,
     StreamClosed,
     StreamingConfigTooLarge,
 )
@@ -70,7 +76,7 @@ from protocols.usage_sync import (
     encode_lease_reply,
     encode_lease_request,
 )
-from storage import MetadataStore, StorageFull
+from storage import DatabaseUnavailable, MetadataStore, StorageFull
 from storage.metadata import ReceiptRow, StreamRow, UsageWindowRow
 
 __all__ = ["QuotaService"]
@@ -81,6 +87,8 @@ _PUBLISH_GAP_S = 0.01  # py-libp2p loses bursts (see node.services.adverts)
 _SYNC_MAX_BYTES = 64 << 20
 _LEASE_FRAME = 1024
 _STREAM_ROWS = 10_000
+SPOOL_FILE = "unwritten-usage.json"  # in the home: accounting a stop could not write
+_MAX_MBPS = 99_999_999.99  # the largest rate streaming_usage.peak_bandwidth_mbps holds
 _CLEANUP_EVERY_S = 3600.0
 _SYNC_PEERS = 1
 _MAX_POLICIES = 10_000
@@ -145,6 +153,7 @@ class QuotaService:
         self._urgent = trio.Event()
         self._stream_rows: list[StreamRow] = []
         self._pending_records: list[tuple[Message, bytes]] = []
+        self._spooled: Path | None = None  # read back at start; removed once written
         self._lease_locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._auto_receipts = TokenBucket(_AUTO_RECEIPTS_PER_S, _AUTO_RECEIPTS_PER_S * 10)
         # Watched from before the host connects, so every peer is synced with.
@@ -170,15 +179,63 @@ class QuotaService:
                 log.warning("a stored quota record no longer decodes: %s", exc)
         keep = self.settings.quota.window_cleanup_hours * 3600
         for row in await self.meta.load_usage(ended_after=self.clock() - keep):
-            kind = Window(row.window_type)
-            node = bytes.fromhex(row.node_key)
-            self.book.merge(
-                Entry(row.receipt_id, kind, row.window_start, row.bytes_used, row.requests_used), origin=node
-            )
-            if row.granted_bytes or row.granted_requests:
-                grants = self.book.grants.setdefault((row.receipt_id, kind, row.window_start), {})
-                grants[row.node_key] = Usage(row.granted_bytes, row.granted_requests)
+            self._merge_row(row)
         self.book.to_store.clear()
+        self._unspool()
+
+    def _merge_row(self, row: UsageWindowRow) -> None:
+        kind = Window(row.window_type)
+        self.book.merge(
+            Entry(row.receipt_id, kind, row.window_start, row.bytes_used, row.requests_used),
+            origin=bytes.fromhex(row.node_key),
+        )
+        if row.granted_bytes or row.granted_requests:
+            grants = self.book.grants.setdefault((row.receipt_id, kind, row.window_start), {})
+            grants[row.node_key] = Usage(row.granted_bytes, row.granted_requests)
+
+    # -- what the database did not take before a stop ----------------------------
+
+    def spool(self) -> int:
+        """At stop, after the last flush: what is still unwritten (the database
+        was away) goes to ``HOME/unwritten-usage.json``, which the next start
+        reads back and writes; how many rows and records."""
+        doc: dict[str, list[Any]] = {
+            "windows": [dataclasses.astuple(r) for r in self._rows(self.book.to_store)],
+            "streams": [dataclasses.astuple(r) for r in self._stream_rows],
+            "records": [encoded.hex() for _, encoded in self._pending_records],
+        }
+        count = sum(len(v) for v in doc.values())
+        if count:
+            path = self.settings.home / SPOOL_FILE
+            tmp = path.with_suffix(".tmp")
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return count
+
+    def _unspool(self) -> None:
+        path = self.settings.home / SPOOL_FILE
+        try:
+            doc = json.loads(path.read_text())
+            records = [bytes.fromhex(h) for h in doc["records"]]
+            windows = [UsageWindowRow(*w) for w in doc["windows"]]
+            streams = [StreamRow(*s) for s in doc["streams"][:_STREAM_ROWS]]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("%s cannot be read (%s): set aside as %s.bad", path, exc, path.name)
+            path.replace(path.with_name(path.name + ".bad"))
+            return
+        for encoded in records:
+            with contextlib.suppress(InvalidUsageMessage):
+                self._apply(decode_message(encoded), encoded)
+        for row in windows:
+            self._merge_row(row)
+        self._stream_rows[:0] = streams
+        self._spooled = path
+        log.info("read back %d usage windows and %d request rows the database did not take", len(windows), len(streams))
 
     # -- policies and receipts --------------------------------------------------
 
@@ -301,12 +358,23 @@ class QuotaService:
         content_type: str,
         agent: bool = False,
         identity: str | None = None,
+        address: str | None = None,
+        region: str = "",
     ) -> Ticket:
         """Admit a request charged to ``receipt_id`` by ``identity`` (hex key, if
-        authenticated) or raise ``QuotaDenied``/``UnknownReceipt``/``NotYourReceipt``."""
+        authenticated) from ``address`` (an HTTP client's IP) in ``region`` (a
+        reading node's, as its advert names it), or raise ``QuotaDenied``,
+        ``UnknownReceipt``, ``NotYourReceipt``, ``AddressBlocked`` or ``RegionNotAllowed``."""
         record = self.book.receipts.get(receipt_id)
         if record is not None and record.receipt.identity_key and record.receipt.identity_key != identity:
             raise NotYourReceipt(f"receipt {receipt_id!r} belongs to another identity; authenticate as its holder")
+        policy = self.book.policy_for(receipt_id)
+        if address is not None and policy.blocks(address):
+            self.decisions["address_blocked"] += 1
+            raise AddressBlocked(f"policy {policy.name!r} blocks this client's address")
+        if not policy.allows_region(region):
+            self.decisions["region_not_allowed"] += 1
+            raise RegionNotAllowed(f"policy {policy.name!r} allows readers in {', '.join(policy.allowed_regions)} only")
         if self.settings.quota.on_partition == "deny" and self.cut_off():
             raise QuotaDenied("usage_sync_stale", _OWNER_RETRY_S)
         ask = dict(nbytes=nbytes, content_size=content_size, content_type=content_type, agent=agent)
@@ -341,17 +409,22 @@ class QuotaService:
         self.book.finish(
             ticket, self.clock(), first_byte_s=served.first_byte_s, error=served.error, local_hit=served.local_hit
         )
-        self.record(served, ticket.receipt_id, ticket.started_at, ticket.sent, requested)
+        self.record(served, ticket.receipt_id, ticket.started_at, ticket.sent, requested, ticket.concurrent)
 
     def unflushed_streams(self, agent_id: str) -> list[StreamRow]:
         """An agent's request rows not yet written (the next flush writes them)."""
         return [r for r in self._stream_rows if r.agent_id == agent_id]
 
-    def record(self, served: Served, receipt_id: str | None, started_at: float, sent: int, requested: int) -> None:
+    def record(
+        self, served: Served, receipt_id: str | None, started_at: float, sent: int, requested: int, concurrent: int = 1
+    ) -> None:
         """Queue the request's ``streaming_usage`` row (written at the next flush)."""
         if len(self._stream_rows) >= _STREAM_ROWS:
             self.counters["stream_rows_dropped"] += 1
             return
+        if len(self._stream_rows) == _STREAM_ROWS // 2:  # busy: flush before the interval, not drop
+            self._urgent.set()
+        now = self.clock()
         self._stream_rows.append(
             StreamRow(
                 str(uuid.uuid4()),
@@ -359,19 +432,27 @@ class QuotaService:
                 served.content_hash.hex(),
                 served.session_id or str(uuid.uuid4()),
                 started_at,
-                self.clock(),
+                now,
                 sent,
                 requested,
                 served.method,
                 self.identity.public_key_hex,
                 served.client,
-                served.first_byte_s * 1000 if served.first_byte_s is not None else None,
+                round(served.first_byte_s * 1000) if served.first_byte_s is not None else None,
                 int(served.error),
-                100.0 * sent / requested if requested else 100.0,
+                round(100.0 * sent / requested, 2) if requested else 100.0,
                 served.agent_id,
                 served.local_hit,
                 served.failovers,
                 json.dumps(list(served.hosts_used)),
+                served.chunks,
+                concurrent,
+                round(min(sent * 8e-6 / (now - started_at), _MAX_MBPS), 2) if now > started_at else None,
+                served.client if served.method == "http" else None,
+                served.user_agent_hash,
+                served.session_id if served.agent_id is not None else None,
+                now,
+                now,
             )
         )
 
@@ -410,9 +491,10 @@ class QuotaService:
             windows = {(receipt_id, kind, start) for kind, start in current_windows(now).items()}
             try:
                 await self.meta.save_usage(self._rows(windows))
-            except StorageFull:  # the grant stays committed in memory, unused: never an overshoot
+            except (StorageFull, DatabaseUnavailable) as exc:  # the grant stays committed, unused: never an overshoot
                 self.book.to_store |= windows
-                return Usage(), "owner_storage_full", _OWNER_RETRY_S
+                why = "owner_storage_full" if isinstance(exc, StorageFull) else "owner_database_unavailable"
+                return Usage(), why, _OWNER_RETRY_S
         return give, reason, retry
 
     async def _ask_owner(self, owner: bytes, receipt_id: str, want: Usage, agent: bool) -> tuple[Usage, str, float]:
@@ -612,8 +694,11 @@ class QuotaService:
     async def flush(self) -> None:
         """Write what changed since the last flush, in one transaction per table.
 
-        When the disk is full, what was not written is kept for the next flush
-        (the usage windows are a set; request rows stay within their bound)."""
+        When the disk is full or the database unreachable, what was not
+        written is kept for the next flush (the usage windows are a set; the
+        request rows stay within their bound, the oldest dropped and counted).
+        Every write is idempotent (windows only grow, a request row is keyed
+        by its id), so a flush that failed after its commit is safe to repeat."""
         keys, self.book.to_store = self.book.to_store, set()
         records, self._pending_records = self._pending_records, []
         streams, self._stream_rows = self._stream_rows, []
@@ -624,24 +709,47 @@ class QuotaService:
             await self.meta.save_usage(self._rows(keys))
             keys = set()
             await self.meta.add_streams(streams)
-        except StorageFull as exc:
+            if self._spooled is not None:  # its rows are written now (a row written twice is kept once)
+                self._spooled.unlink(missing_ok=True)
+                self._spooled = None
+        except BaseException as exc:  # a cancelled flush (the node stopping) keeps its rows too
             self.book.to_store |= keys
             self._pending_records[:0] = records
             self._stream_rows[:0] = streams
             if (over := len(self._stream_rows) - _STREAM_ROWS) > 0:
                 del self._stream_rows[:over]  # the oldest go first
                 self.counters["stream_rows_dropped"] += over
-            self.counters["flushes_failed_disk_full"] += 1
-            log.warning("quota accounting not written, kept for the next flush: %s", exc)
+            if isinstance(exc, StorageFull):
+                self.counters["flushes_failed_disk_full"] += 1
+                log.warning("quota accounting not written, kept for the next flush: %s", exc)
+            elif isinstance(exc, DatabaseUnavailable):  # the store logs the outage's start and end
+                self.counters["flushes_failed_database"] += 1
+                log.debug("quota accounting kept for the next flush: %s", exc)
+            else:
+                raise
+
+    @property
+    def unwritten(self) -> str:
+        """What accounting is held in memory, not yet written, against its bound."""
+        return (
+            f"{len(self._stream_rows)} request rows (at most {_STREAM_ROWS}; "
+            f"{self.counters['stream_rows_dropped']} dropped), {len(self.book.to_store)} usage windows "
+            f"and {len(self._pending_records)} records"
+        )
 
     async def cleanup(self, now: float) -> None:
         keep = self.settings.quota.window_cleanup_hours * 3600
         gone = self.book.prune(now, keep)
         self.ledger.prune(gone)
         retention = self.settings.quota.metrics_retention_days * 86400
-        windows, streams = await self.meta.delete_quota_history(
-            windows_ended_before=now - keep, streams_ended_before=now - retention
-        )
+        try:
+            await self.meta.prepare_partitions(now)
+            windows, streams = await self.meta.delete_quota_history(
+                windows_ended_before=now - keep, streams_ended_before=now - retention
+            )
+        except DatabaseUnavailable as exc:  # the next cleanup tries again
+            log.debug("quota cleanup skipped: %s", exc)
+            return
         if windows or streams:
             log.info("quota cleanup: %d usage windows and %d stream rows removed", windows, streams)
 

@@ -366,6 +366,18 @@ def stop_nodes(nodes: Sequence[NodeDaemon]) -> list[int | None]:
     return [n.exit_code for n in nodes]
 
 
+def bench_receipt(http: Any) -> str:
+    """Policy ``bench`` (1,000 concurrent streams, no limits) and receipt ``bench`` under it, on the
+    node ``http`` (an ``httpx.Client``) talks to: the receipt metered reads name."""
+    http.post(
+        "/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}
+    ).raise_for_status()
+    http.post(
+        "/v1/streaming/receipts", json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000}
+    ).raise_for_status()
+    return "bench"
+
+
 def init_home(home: Path) -> None:
     try:
         with _in_project_root():

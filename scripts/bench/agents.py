@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
-from _common import MIB, REPO, BenchError, NodeDaemon, code_under_test, entry, median, table, temp_dir
+from _common import MIB, REPO, BenchError, NodeDaemon, bench_receipt, code_under_test, entry, median, table, temp_dir
 from http_serve import LUA_DONE, require_tools, wrk_run
 
 CAP_MBPS = 400
@@ -73,13 +73,7 @@ def per_request(runs: int, duration: int) -> str:
             digest = hashlib.sha256(data).hexdigest()
             with httpx.Client(base_url=node.api, timeout=30) as http:
                 http.post("/v1/content", content=data).raise_for_status()
-                http.post(
-                    "/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}
-                ).raise_for_status()
-                http.post(
-                    "/v1/streaming/receipts",
-                    json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000},
-                ).raise_for_status()
+                bench_receipt(http)
                 free, charged = _session(http, digest), _session(http, digest, receiptId="bench")
             lua = tmp / "done.lua"
             lua.write_text(LUA_DONE)

@@ -31,7 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
-from _common import REPO, BenchError, NodeDaemon, code_under_test, entry, median, percentile, table, temp_dir
+from _common import (
+    REPO,
+    BenchError,
+    NodeDaemon,
+    bench_receipt,
+    code_under_test,
+    entry,
+    median,
+    percentile,
+    table,
+    temp_dir,
+)
 from http_serve import LUA_DONE, require_tools, wrk_run
 
 from protocols.quota import Policy
@@ -145,13 +156,7 @@ def http_cost(runs: int, duration: int) -> str:
             data = bytes(range(256)) * 256  # 64 KiB
             with httpx.Client(base_url=node.api, timeout=30) as http:
                 http.post("/v1/content", content=data).raise_for_status()
-                http.post(
-                    "/v1/streaming/quotas/policies", json={"policyName": "bench", "maxConcurrentStreams": 1000}
-                ).raise_for_status()
-                http.post(
-                    "/v1/streaming/receipts",
-                    json={"policyName": "bench", "receiptId": "bench", "concurrentStreamsAllowed": 1000},
-                ).raise_for_status()
+                bench_receipt(http)
             lua = tmp / "done.lua"
             lua.write_text(LUA_DONE)
             base = f"{node.api}/v1/streaming/data/{hashlib.sha256(data).hexdigest()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -157,3 +158,44 @@ async def test_oversized_json_bodies_get_413_not_500(client: httpx.AsyncClient) 
     assert r.status_code == 413 and r.json()["error"] == "too_large"
     r = await client.post("/v1/streaming/receipts", content=b"[1,2", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+
+
+async def test_reads_either_side_of_a_month_boundary_are_written(
+    ctx: NodeContext, client: httpx.AsyncClient, clock: Clock
+) -> None:
+    """streaming_usage is partitioned by month on PostgreSQL: a row is written
+    whatever month it falls in, the last second of a month and the first of
+    the next (neither made ahead: the store made the real clock's months)."""
+    rid = await setup_receipt(client)
+    clock.now = datetime(2023, 11, 30, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert (await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid})).status_code == 200
+    await ctx.quotas.flush()
+    clock.now += 1.0  # 2023-12-01 00:00:00
+    assert (await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": rid})).status_code == 200
+    await ctx.quotas.flush()
+    rows = await ctx.content.meta.streams(rid, limit=5)
+    assert [(r.stream_start_time, r.bytes_streamed) for r in rows] == [
+        (clock.now, len(DATA)),
+        (clock.now - 1, len(DATA)),
+    ]
+    assert all(r.chunks_delivered == 4 and r.concurrent_connections == 1 for r in rows)  # 200 kB in 64 KiB chunks
+
+
+async def test_a_policy_refuses_blocked_addresses_with_403_and_says_why(client: httpx.AsyncClient) -> None:
+    for name, ranges in (("walled", ["127.0.0.1/8", "::1/128"]), ("open", ["10.0.0.0/8"])):
+        r = await client.post(
+            "/v1/streaming/quotas/policies",
+            json={"policyName": name, "blockedIpRanges": ranges, "allowedRegions": ["us", "DE"]},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["allowedRegions"] == ["US", "DE"] and r.json()["blockedIpRanges"][0] == ranges[0].replace(
+            "127.0.0.1", "127.0.0.0"
+        )
+    refused = (await client.post("/v1/streaming/receipts", json={"policyName": "walled"})).json()["receiptId"]
+    r = await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": refused})  # from 127.0.0.1
+    assert r.status_code == 403 and r.json()["error"] == "address_blocked" and "walled" in r.json()["message"]
+    allowed = (await client.post("/v1/streaming/receipts", json={"policyName": "open"})).json()["receiptId"]
+    assert (await client.get(f"/v1/streaming/data/{HASH}", params={"receiptId": allowed})).status_code == 200
+    for bad in ({"blockedIpRanges": ["300.0.0.0/8"]}, {"allowedRegions": ["USA"]}, {"allowedRegions": ["u1"]}):
+        r = await client.post("/v1/streaming/quotas/policies", json={"policyName": "bad", **bad})
+        assert r.status_code == 422, bad

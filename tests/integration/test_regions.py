@@ -103,3 +103,41 @@ async def test_content_read_often_in_a_region_gets_a_second_copy_there_and_lets_
                 assert await ov(node).fetcher.content.get(DIGEST) is not None
                 assert ov(node).replication.counters["leases_lapsed"] == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_a_policys_allowed_regions_refuse_nodes_elsewhere(tmp_path: Path) -> None:
+    """Peers' reads are charged under p2p.node_policy; its allowed_regions are
+    checked against the region the reading node's own advert names."""
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            holder = await start_node(nursery, tmp_path / "holder", **place("US", **{"p2p.node_policy": "us-only"}))
+            async with httpx.AsyncClient(base_url=holder.api_url, timeout=30) as http:
+                r = await http.post(
+                    "/v1/streaming/quotas/policies", json={"policyName": "us-only", "allowedRegions": ["US"]}
+                )
+                assert r.status_code == 201, r.text
+            boot = (ov(holder).p2p.addrs[0],)
+            readers = {}
+            for region in ("DE", "US"):
+                reader = await start_node(nursery, tmp_path / region, boot, **place(region))
+                await add(reader, os.urandom(1000))  # an advert of its own: the holder sees a node, and where
+                readers[region] = reader
+            await add(holder)
+            await wait_for(
+                lambda: all(
+                    knows(r, holder, DIGEST)
+                    and ov(holder).cache.region_of(ov(r).adverts.identity.public_key, time.time()) == region
+                    for region, r in readers.items()
+                )
+            )
+            async with httpx.AsyncClient(base_url=readers["DE"].api_url, timeout=30) as http:
+                try:  # the only holder refuses it every chunk: the read fails, before or after its headers
+                    r = await http.get(f"/v1/streaming/data/{DIGEST.hex()}")
+                    assert r.status_code in (502, 503)
+                except httpx.RemoteProtocolError:
+                    pass
+            await read(readers["US"])
+            assert holder.quotas is not None
+            decisions = holder.quotas.decisions
+            assert decisions["region_not_allowed"] >= 1 and decisions["admitted"] >= 1
+            nursery.cancel_scope.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def manifest(*chunks: bytes, content_type: str = "text/plain") -> Manifest:
 
 
 A, B, C = b"a" * CHUNK, b"b" * CHUNK, b"c" * 100
+S1, S2, S3 = (str(uuid.UUID(int=i)) for i in (1, 2, 3))  # streaming_usage ids are UUIDs
+JAN, FEB, MAR = 1767225600.0, 1769904000.0, 1772323200.0  # 2026-01-01, -02-01, -03-01 UTC
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -202,11 +205,14 @@ async def test_usage_windows_only_grow_and_are_cleaned_up(meta: MetadataStore) -
     assert (got["ab"].bytes_used, got["ab"].requests_used, got["ab"].granted_bytes) == (100, 9, 500)
     assert got["cd"].bytes_used == 5
     assert await meta.load_usage(ended_after=7200) == []
-    stream = StreamRow("s1", "r-1", "00" * 32, "sess", 10.0, 11.0, 100, 200, "http", "ab", "c", 3.5, 0, 50.0)
-    await meta.add_streams([stream, dataclasses.replace(stream, id="s2", stream_end_time=99.0)])
-    assert [s.id for s in await meta.streams("r-1", limit=10)] == ["s2", "s1"]
-    assert await meta.delete_quota_history(windows_ended_before=8000, streams_ended_before=50.0) == (2, 1)
-    assert await meta.load_usage(ended_after=0) == [] and len(await meta.streams("r-1", limit=10)) == 1
+    # A stream row names a receipt the node holds; retention goes by whole
+    # months on PostgreSQL (partitions), so the rows are months apart.
+    await meta.put_receipt(ReceiptRow("r-1", "", "gold", "standard", 1, "{}", "ab", 1, b"r1", 5.0))
+    stream = StreamRow(S1, "r-1", "00" * 32, "sess", JAN, JAN + 1, 100, 200, "http", "ab", "c", 4, 0, 50.0)
+    await meta.add_streams([stream, dataclasses.replace(stream, id=S2, stream_start_time=MAR, stream_end_time=MAR + 1)])
+    assert [s.id for s in await meta.streams("r-1", limit=10)] == [S2, S1]
+    assert await meta.delete_quota_history(windows_ended_before=8000, streams_ended_before=FEB + 86400) == (2, 1)
+    assert await meta.load_usage(ended_after=0) == [] and [s.id for s in await meta.streams("r-1", limit=10)] == [S2]
 
 
 async def test_sessions_are_replaced_by_id_and_listed_per_agent(meta: MetadataStore) -> None:
@@ -248,7 +254,7 @@ async def test_sessions_are_replaced_by_id_and_listed_per_agent(meta: MetadataSt
 
 async def test_streams_carry_their_agent_and_delivery(meta: MetadataStore) -> None:
     row = StreamRow(
-        "s1",
+        S1,
         None,
         "00" * 32,
         "stream-1",
@@ -270,15 +276,15 @@ async def test_streams_carry_their_agent_and_delivery(meta: MetadataStore) -> No
     await meta.add_streams(
         [
             row,
-            dataclasses.replace(row, id="s2", agent_id="agent-b"),
-            dataclasses.replace(row, id="s3", stream_end_time=20.0),
+            dataclasses.replace(row, id=S2, agent_id="agent-b"),
+            dataclasses.replace(row, id=S3, stream_end_time=20.0),
         ]
     )
     assert await meta.agent_streams("agent-a", since=0.0, limit=10) == [
-        dataclasses.replace(row, id="s3", stream_end_time=20.0),
+        dataclasses.replace(row, id=S3, stream_end_time=20.0),
         row,
     ]
-    assert [r.id for r in await meta.agent_streams("agent-a", since=15.0, limit=10)] == ["s3"]
+    assert [r.id for r in await meta.agent_streams("agent-a", since=15.0, limit=10)] == [S3]
 
 
 async def test_jobs_are_replaced_by_id_listed_newest_first_and_cleaned_up(meta: MetadataStore) -> None:
@@ -368,3 +374,22 @@ async def test_protected_keys_and_grants_round_trip_and_outlive_an_eviction(meta
     assert await meta.keys() == [key] and await meta.grants(m.content_hash) == grants[:1]
     await meta.delete_key(m.content_hash)
     assert await meta.keys() == [] and await meta.grants() == []
+
+
+async def test_a_policys_regions_and_ranges_are_stored_as_the_seeds_types(meta: MetadataStore) -> None:
+    placed = dataclasses.replace(
+        _policy("gold", 1).policy, allowed_regions=("US",), blocked_ip_ranges=("10.0.0.0/8", "2001:db8::/32")
+    )
+    await meta.put_policy(PolicyRecord(b"\xab", 1, placed, "d"), b"p", 1.0)
+    if isinstance(meta, PostgresMetadataStore):  # what an operator who chose PostgreSQL asks of it
+        query = (
+            "SELECT 'US' = ANY(allowed_regions), '10.1.2.3'::inet <<= ANY(blocked_ip_ranges), "
+            "'video/*' = ANY(allowed_content_types), agent_priority_boost, updated_at = to_timestamp(1) "
+            "FROM quota_policies"
+        )
+        assert await meta._run(lambda db: db.fetch(query)) == [(True, True, True, False, True)]
+    else:
+        row = await meta._run(  # type: ignore[attr-defined]
+            lambda db: db.fetch("SELECT allowed_regions, blocked_ip_ranges, updated_at FROM quota_policies")
+        )
+        assert row == [('["US"]', '["10.0.0.0/8", "2001:db8::/32"]', 1.0)]

@@ -116,3 +116,25 @@ def test_a_policy_price_round_trips_and_a_priceless_record_keeps_its_old_encodin
     plain = PolicyRecord.create(KEY, 1, Policy("gold", bytes_per_hour=10))
     assert len(msgpack.unpackb(plain.encode())[5]) == 14  # as records signed before prices existed
     assert decode_message(plain.encode()) == plain
+
+
+def test_regions_and_blocked_ranges_round_trip_and_a_record_without_them_keeps_its_shape() -> None:
+    placed = Policy("gold", allowed_regions=("US", "DE"), blocked_ip_ranges=("10.0.0.0/8", "2001:db8::/32"))
+    record = PolicyRecord.create(KEY, 1, placed)
+    assert decode_message(record.encode()) == record
+    assert len(msgpack.unpackb(record.encode())) == 10
+    assert len(msgpack.unpackb(PolicyRecord.create(KEY, 1, Policy("gold")).encode())) == 8  # as before them
+
+    for regions, ranges in ((("usa",), ()), ((), ("10.0.0.0/33",)), ((), ("not a block",)), ((1,), ())):
+        signed = PolicyRecord.create(KEY, 1, Policy("gold", allowed_regions=regions, blocked_ip_ranges=ranges))  # type: ignore[arg-type]
+        with pytest.raises(InvalidUsageMessage, match=r"region|range"):
+            decode_message(signed.encode())
+
+
+def test_a_policy_blocks_addresses_in_its_ranges_and_allows_its_regions() -> None:
+    p = Policy("p", allowed_regions=("US",), blocked_ip_ranges=("10.0.0.0/8", "2001:db8::/32"))
+    assert p.blocks("10.1.2.3") and p.blocks("::ffff:10.0.0.1") and p.blocks("2001:db8::7")
+    assert not p.blocks("11.0.0.1") and not p.blocks("2001:db9::1") and not p.blocks("a-unix-socket")
+    assert p.allows_region("US") and p.allows_region("us") and p.allows_region("")  # "" = not known
+    assert not p.allows_region("DE")
+    assert Policy("open").allows_region("DE") and not Policy("open").blocks("10.0.0.1")
