@@ -136,8 +136,16 @@ def cidr(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _networks(ranges: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(r, strict=False) for r in ranges)
+def _networks(ranges: tuple[str, ...]) -> dict[tuple[int, int], set[int]]:
+    """Blocked ranges by (IP version, prefix length): the network numbers. An
+    address is checked once per distinct prefix length, not once per range."""
+    found: dict[tuple[int, int], set[int]] = {}
+    for r in ranges:
+        net = ipaddress.ip_network(r, strict=False)
+        found.setdefault((net.version, net.prefixlen), set()).add(
+            int(net.network_address) >> (net.max_prefixlen - net.prefixlen)
+        )
+    return found
 
 
 def _setting(default: Any, doc: str = "", **bounds: float) -> Any:
@@ -205,7 +213,12 @@ class Policy:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        return any(ip in net for net in _networks(self.blocked_ip_ranges))
+        n, bits = int(ip), ip.max_prefixlen
+        return any(
+            n >> (bits - plen) in nets
+            for (version, plen), nets in _networks(self.blocked_ip_ranges).items()
+            if version == ip.version
+        )
 
     def allows_region(self, region: str) -> bool:
         """Whether a reader in ``region`` may read ("": not known, so not refused)."""

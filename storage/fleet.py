@@ -30,10 +30,11 @@ _HOST_COLUMNS = (
     "total_requests, successful_requests, failed_requests, bytes_served, host_region, cdn_enabled, last_check"
 )
 
-# Node schemas: those whose streaming_usage is partitioned (schema version 12 on).
+# Node schemas: those with migrations recorded and a partitioned streaming_usage (version 12 on).
 _NODE_SCHEMAS = (
     "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relname = 'streaming_usage' AND c.relkind = 'p' ORDER BY n.nspname"
+    "WHERE c.relname = 'streaming_usage' AND c.relkind = 'p' "
+    "AND to_regclass(quote_ident(n.nspname) || '.schema_migrations') IS NOT NULL ORDER BY n.nspname"
 )
 
 _AGGREGATES = """

@@ -23,7 +23,6 @@ from node.errors import IdentityError
 from node.home import hold_home
 from node.http.models import content_info
 from node.identity import Identity
-from node.services.protection import seal_content
 from overlay_client.protected import OVERHEAD
 from protocols.manifest import DEFAULT_CONTENT_TYPE, MAX_CHUNK_SIZE
 from storage import ContentRecord, ContentStore, open_content_store
@@ -67,6 +66,10 @@ async def add_locally(
     if protect is None:
         result = await content.ingest(blocks, content_type=ctype, pinned=pinned)
     else:
+        # Here, not at the top: it brings the node's services (libp2p among
+        # them), a second of start-up every other command would pay.
+        from node.services.protection import seal_content
+
         result, ck = await seal_content(
             content,
             protect,

@@ -32,8 +32,11 @@ def test_a_populated_sqlite_node_moves_and_serves_the_same(home: Path, tmp_path:
     daemon = start_daemon(home)
     try:
         url = cli(home, "add", str(tmp_path / "a.bin"), "-q").stdout.strip()
-        assert cli(home, "policy", "set", "gold", "--bytes-per-hour", "10000000").returncode == 0
-        rid = cli(home, "receipt", "new", "gold", "--id", "receipt-123").stdout.strip()
+        api = httpx.Client(base_url=daemon.api, timeout=30)
+        assert api.post("/v1/streaming/quotas/policies", json={"policyName": "gold", "bytesPerHour": 10**7}).is_success
+        rid = api.post("/v1/streaming/receipts", json={"policyName": "gold", "receiptId": "receipt-123"}).json()[
+            "receiptId"
+        ]
         for _ in range(2):
             r = httpx.get(f"{daemon.api}/v1/streaming/data/{DIGEST}", params={"receiptId": rid}, timeout=30)
             assert r.status_code == 200 and r.content == DATA

@@ -138,3 +138,5 @@ def test_a_policy_blocks_addresses_in_its_ranges_and_allows_its_regions() -> Non
     assert p.allows_region("US") and p.allows_region("us") and p.allows_region("")  # "" = not known
     assert not p.allows_region("DE")
     assert Policy("open").allows_region("DE") and not Policy("open").blocks("10.0.0.1")
+    edges = Policy("e", blocked_ip_ranges=("0.0.0.0/0", "2001:db8::7/128"))
+    assert edges.blocks("198.51.100.1") and edges.blocks("2001:db8::7") and not edges.blocks("2001:db8::8")
