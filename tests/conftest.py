@@ -19,6 +19,11 @@ for _var in list(os.environ):
 POSTGRES_URL = os.environ.get("OVERLAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def on_postgres(schema: str) -> dict[str, object]:
+    """The settings that put a node's metadata in ``schema`` of the test PostgreSQL."""
+    return {"storage.backend": "postgres", "storage.database_url": POSTGRES_URL, "storage.database_schema": schema}
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """The test profile: a temp home, 64 KiB chunks, API on a free port,
@@ -27,11 +32,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     home.mkdir()
     overrides: dict[str, object] = {"storage.chunk_size_kb": 64, "api.port": 0}
     if request.param == "postgres":
-        overrides |= {
-            "storage.backend": "postgres",
-            "storage.database_url": POSTGRES_URL,
-            "storage.database_schema": request.getfixturevalue("postgres_schema"),
-        }
+        overrides |= on_postgres(request.getfixturevalue("postgres_schema"))
     return load_settings(home, overrides, environ={})
 
 
@@ -62,3 +63,13 @@ def postgres_schema() -> Iterator[str]:
     finally:  # a new connection: the test may have restarted the server
         with psycopg.connect(POSTGRES_URL, connect_timeout=5, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_schemas(postgres_schema: str) -> Iterator[list[str]]:
+    """Three fresh schemas in the test PostgreSQL (three nodes sharing one database), dropped afterwards."""
+    names = [f"{postgres_schema}_{i}" for i in range(3)]
+    yield names
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

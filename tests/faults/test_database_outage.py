@@ -20,12 +20,13 @@ import trio
 from node.node import Node
 from node.services.quotas import SPOOL_FILE
 from storage.postgres import app_name
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, on_postgres
 from tests.integration.conftest import start_node
 
 DATA = os.urandom(300_000)
 HASH = hashlib.sha256(DATA).hexdigest()
 CLUSTER = ("15", "main")
+FLUSH_OFTEN = {"usage_sync.interval_s": 0.1}  # many flushes meet the outage
 
 
 async def pg(query: str, *args: object) -> list[tuple[object, ...]]:
@@ -43,12 +44,8 @@ async def setup(nursery: trio.Nursery, home: Path, schema: str) -> tuple[Node, h
         home,
         (),
         time.time,
-        **{
-            "storage.backend": "postgres",
-            "storage.database_url": POSTGRES_URL,
-            "storage.database_schema": schema,
-            "usage_sync.interval_s": 0.1,  # flush often: many flushes meet the outage
-        },
+        **on_postgres(schema),
+        **FLUSH_OFTEN,
     )
     http = httpx.AsyncClient(base_url=node.api_url, timeout=30)
     assert (await http.post("/v1/content", content=DATA)).status_code == 201
@@ -179,12 +176,8 @@ async def test_a_node_stopped_during_an_outage_keeps_its_accounting_on_disk(
             home,
             (),
             time.time,
-            **{
-                "storage.backend": "postgres",
-                "storage.database_url": POSTGRES_URL,
-                "storage.database_schema": postgres_schema,
-                "usage_sync.interval_s": 0.1,
-            },
+            **on_postgres(postgres_schema),
+            **FLUSH_OFTEN,
         )
         total = before + during
         await until_accounted(postgres_schema, rid, (30, total, total))

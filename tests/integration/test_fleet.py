@@ -6,15 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 import trio
 
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, on_postgres
 from tests.integration.conftest import start_node, wait_for_receipt
 from tests.integration.test_overlay import ov
 
@@ -22,29 +20,20 @@ DATA = os.urandom(1 << 20)
 DIGEST = hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture
-def schemas(postgres_schema: str) -> Iterator[list[str]]:
-    names = [f"{postgres_schema}_{i}" for i in range(3)]
-    yield names
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
 def fleet(query: str, *args: object) -> list[tuple[object, ...]]:
     with psycopg.connect(POSTGRES_URL) as conn:
         return conn.execute(query, args).fetchall()
 
 
-async def test_usage_and_host_performance_across_three_nodes(tmp_path: Path, schemas: list[str]) -> None:
-    def on(schema: str) -> dict[str, object]:
-        return {"storage.backend": "postgres", "storage.database_url": POSTGRES_URL, "storage.database_schema": schema}
-
+async def test_usage_and_host_performance_across_three_nodes(tmp_path: Path, postgres_schemas: list[str]) -> None:
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
-            holder = await start_node(nursery, tmp_path / "n0", (), time.time, **on(schemas[0]))
+            holder = await start_node(nursery, tmp_path / "n0", (), time.time, **on_postgres(postgres_schemas[0]))
             boot = (ov(holder).p2p.addrs[0],)
-            readers = [await start_node(nursery, tmp_path / f"n{i}", boot, time.time, **on(schemas[i])) for i in (1, 2)]
+            readers = [
+                await start_node(nursery, tmp_path / f"n{i}", boot, time.time, **on_postgres(postgres_schemas[i]))
+                for i in (1, 2)
+            ]
             async with httpx.AsyncClient(base_url=holder.api_url, timeout=30) as http:
                 assert (await http.post("/v1/content", content=DATA)).status_code == 201
                 r = await http.post("/v1/streaming/quotas/policies", json={"policyName": "fleet"})
@@ -68,11 +57,13 @@ async def test_usage_and_host_performance_across_three_nodes(tmp_path: Path, sch
             holder_key = ov(holder).adverts.identity.public_key.hex()
             measured = "SELECT measured_by, successful_requests FROM fleet.host_performance WHERE host_public_key = %s"
             with trio.fail_after(30):  # flushed each second; host measurements when a download ends
-                while fleet(usage, schemas) != [(3, 3 * len(DATA))] or fleet(hosts, schemas)[0][0] != 2:  # noqa: ASYNC110 - the database is seen only by asking it
+                while (  # noqa: ASYNC110 - the database is seen only by asking it
+                    fleet(usage, postgres_schemas) != [(3, 3 * len(DATA))] or fleet(hosts, postgres_schemas)[0][0] != 2
+                ):
                     await trio.sleep(0.2)
             # The two readers measured the hosts they fetched from (the holder, and
             # for the second reader maybe the first): at least every byte they read.
-            ((_, fetched),) = fleet(hosts, schemas)
+            ((_, fetched),) = fleet(hosts, postgres_schemas)
             assert int(fetched) >= 2 * len(DATA)  # type: ignore[call-overload]
             ((by, ok),) = fleet(measured, holder_key)
             assert int(by) >= 1 and int(ok) > 0  # type: ignore[call-overload]

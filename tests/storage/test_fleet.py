@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -17,17 +17,8 @@ HOST = bytes.fromhex("02" + "33" * 32)
 
 
 @pytest.fixture
-def schemas(postgres_schema: str) -> Iterator[list[str]]:
-    names = [f"{postgres_schema}_{i}" for i in range(3)]
-    yield names
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-
-
-@pytest.fixture
-async def nodes(schemas: list[str]) -> AsyncIterator[list[PostgresMetadataStore]]:
-    stores = [await PostgresMetadataStore.open(POSTGRES_URL, s) for s in schemas]
+async def nodes(postgres_schemas: list[str]) -> AsyncIterator[list[PostgresMetadataStore]]:
+    stores = [await PostgresMetadataStore.open(POSTGRES_URL, s) for s in postgres_schemas]
     yield stores
     for s in stores:
         await s.aclose()
@@ -40,7 +31,7 @@ def stream(receipt: str, nbytes: int, t: float) -> StreamRow:
 
 
 async def test_usage_and_host_performance_across_the_fleet(
-    schemas: list[str], nodes: list[PostgresMetadataStore]
+    postgres_schemas: list[str], nodes: list[PostgresMetadataStore]
 ) -> None:
     t = 1_767_225_600.0  # 2026-01-01
     for i, node in enumerate(nodes):
@@ -52,7 +43,7 @@ async def test_usage_and_host_performance_across_the_fleet(
     await nodes[0].add_streams([stream("r-2", 7, t)])
 
     with psycopg.connect(POSTGRES_URL) as conn:
-        mine = {"schemas": schemas}
+        mine = {"schemas": postgres_schemas}
         usage = conn.execute(
             "SELECT receipt_id, count(DISTINCT node_schema), count(*), sum(bytes_streamed) FROM fleet.streaming_usage "
             "WHERE node_schema = ANY(%(schemas)s) GROUP BY receipt_id ORDER BY receipt_id",
@@ -71,16 +62,21 @@ async def test_usage_and_host_performance_across_the_fleet(
         ).fetchone()
         assert host == (3, 12, 9, 3, 900, pytest.approx(0.7), 20)
         nodes_view = conn.execute(
-            "SELECT node_schema, schema_version FROM fleet.nodes WHERE node_schema = ANY(%(schemas)s) ORDER BY 1", mine
+            "SELECT node_schema, schema_version FROM fleet.nodes WHERE node_schema = ANY(%(schemas)s) ORDER BY 1",
+            mine,
         ).fetchall()
-        assert [n for n, _ in nodes_view] == schemas and len({v for _, v in nodes_view}) == 1
+        assert [n for n, _ in nodes_view] == postgres_schemas and len({v for _, v in nodes_view}) == 1
 
 
-async def test_a_node_leaving_costs_only_its_rows(schemas: list[str], nodes: list[PostgresMetadataStore]) -> None:
+async def test_a_node_leaving_costs_only_its_rows(
+    postgres_schemas: list[str], nodes: list[PostgresMetadataStore]
+) -> None:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schemas[2]} CASCADE")  # the views go with it ...
-    again = await PostgresMetadataStore.open(POSTGRES_URL, schemas[0])  # ... and the next node to start remakes them
+        conn.execute(f"DROP SCHEMA {postgres_schemas[2]} CASCADE")  # the views go with it ...
+    again = await PostgresMetadataStore.open(
+        POSTGRES_URL, postgres_schemas[0]
+    )  # ... and the next node to start remakes them
     await again.aclose()
     with psycopg.connect(POSTGRES_URL) as conn:
         listed = [r[0] for r in conn.execute("SELECT node_schema FROM fleet.nodes ORDER BY 1")]
-    assert schemas[:2] == [s for s in listed if s in schemas]
+    assert postgres_schemas[:2] == [s for s in listed if s in postgres_schemas]
