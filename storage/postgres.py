@@ -45,6 +45,7 @@ _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
 
 
+_STATEMENT_TIMEOUT_S = 30.0  # the node's own statements (migrations at open have none: they may be long)
 _GETCONN_TIMEOUT_S = 5.0  # a statement waits this long for a connection before the database counts as down
 _RETRY_S = (0.5, 30.0)  # after a failure, calls fail at once for this long, doubling up to the second
 
@@ -236,6 +237,9 @@ class PostgresMetadataStore(SqlMetadataStore):
                 "autocommit": True,
                 "connect_timeout": int(_CONNECT_TIMEOUT_S),
                 "application_name": app_name(schema),
+                # A deadline on every statement: a server that takes the query and
+                # never answers counts as away (retried), not as a flush hung for good.
+                "options": f"-c statement_timeout={int(_STATEMENT_TIMEOUT_S * 1000)}",
             },
             configure=configure,
             check=ConnectionPool.check_connection,  # a connection cut meanwhile is replaced, not used
